@@ -1,0 +1,56 @@
+"""Thin command line: each command parses its arguments and calls one public function.
+
+Errors print their message and exit 1; ``--debug`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from . import __version__
+from .errors import ChunkstoreError
+
+
+def _cmd_ingest(args: argparse.Namespace) -> None:
+    from .ingest import ingest
+
+    summary = ingest(args.config, workers=args.workers, overwrite=args.overwrite,
+                     progress=not args.quiet)
+    print(summary.format())
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="chunkstore", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"chunkstore {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("ingest", help="build or resume a store from a YAML config")
+    p.add_argument("config", help="path of the YAML config")
+    p.add_argument("--workers", type=int, default=None,
+                   help="worker processes (default: ingest.workers, else CPU count)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a store that was built from a different config")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_ingest)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except (ChunkstoreError, KeyboardInterrupt) as e:
+        if args.debug:
+            raise
+        msg = "interrupted; rerun the same command to resume" if isinstance(
+            e, KeyboardInterrupt) else str(e)
+        print(f"chunkstore: error: {msg}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,52 @@
+"""The chunkstore error tree.
+
+Every error is a :class:`ChunkstoreError` and also subclasses the matching builtin, so callers
+can catch either. Messages say what was expected, what was found, where, and how to fix it.
+Constructors take only the message, which keeps the errors picklable across worker processes.
+"""
+
+from __future__ import annotations
+
+
+class ChunkstoreError(Exception):
+    """Base class of every error chunkstore raises on purpose."""
+
+
+class ConfigError(ChunkstoreError, ValueError):
+    """The YAML config is malformed: unknown key, wrong type, missing field, bad value."""
+
+
+class SourceError(ChunkstoreError, ValueError):
+    """Input data is unreadable or does not match the schema (names file, item and row)."""
+
+
+class PlanError(ChunkstoreError, RuntimeError):
+    """A write plan would break an invariant (gap, overlap, shared chunk)."""
+
+
+class StoreExistsError(ChunkstoreError, FileExistsError):
+    """The store exists and was built from a different config (use --overwrite)."""
+
+
+class NotAStoreError(ChunkstoreError, FileNotFoundError):
+    """The path holds no chunkstore store."""
+
+
+class StoreLockedError(ChunkstoreError, RuntimeError):
+    """Another live ingest holds the store's lock."""
+
+
+class IngestError(ChunkstoreError, RuntimeError):
+    """A write task failed; completed tasks are kept and a rerun resumes."""
+
+
+__all__ = [
+    "ChunkstoreError",
+    "ConfigError",
+    "IngestError",
+    "NotAStoreError",
+    "PlanError",
+    "SourceError",
+    "StoreExistsError",
+    "StoreLockedError",
+]

@@ -1,0 +1,295 @@
+"""The ingest coordinator: plan, create or resume the store, run tasks, finalize.
+
+The coordinator never touches sample data. It counts rows, plans chunk-aligned tasks, creates
+the store at its final shape, sends small task specs to a process pool (or a
+``distributed.Client``), journals nothing itself (each task commits its own record) and, at the
+end, merges the records' partial statistics into ``stats/all`` and marks the store complete.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import shutil
+import sys
+import time
+from collections.abc import Iterator
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zarr
+from tqdm import tqdm
+
+from . import journal, layout
+from .errors import ChunkstoreError, IngestError, NotAStoreError, SourceError, StoreExistsError
+from .plan import Plan, choose_chunk_rows, choose_task_chunks, plan_writes
+from .schema import Config, load_config
+from .sources import open_source
+from .stats import Moments
+from .task import TaskSpec, init_worker, peak_rss, run_task
+
+
+@dataclass(frozen=True)
+class IngestSummary:
+    """What an ingest did; printed by the CLI and saved as ``_chunkstore/summary.json``."""
+
+    store: str
+    rows: int
+    tasks_total: int
+    tasks_run: int
+    tasks_skipped: int
+    workers: int
+    raw_bytes: int
+    stored_bytes: int
+    wall_seconds: float
+    coordinator_peak_rss: int
+    worker_peak_rss: int
+
+    @property
+    def ratio(self) -> float:
+        return self.raw_bytes / self.stored_bytes if self.stored_bytes else float("nan")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "compression_ratio": self.ratio}
+
+    def format(self) -> str:
+        mib = 2**20
+        rate = self.raw_bytes / mib / self.wall_seconds if self.wall_seconds else 0.0
+        return "\n".join([
+            f"store            {self.store}  (complete)",
+            f"rows             {self.rows:,}",
+            f"tasks            {self.tasks_run} run, {self.tasks_skipped} already done, "
+            f"{self.workers} workers",
+            f"raw bytes        {self.raw_bytes / mib:,.1f} MiB",
+            f"stored bytes     {self.stored_bytes / mib:,.1f} MiB  "
+            f"(compression ratio {self.ratio:.2f}x)",
+            f"wall time        {self.wall_seconds:,.1f} s  ({rate:,.0f} MiB/s raw)",
+            f"peak memory      coordinator {self.coordinator_peak_rss / mib:,.0f} MiB, "
+            f"largest worker {self.worker_peak_rss / mib:,.0f} MiB",
+        ])
+
+
+def row_bytes(config: Config, has_group: bool) -> int:
+    """Uncompressed bytes of one sample across every array."""
+    return sum(
+        int(np.prod(tail, dtype=np.int64)) * np.dtype(dtype).itemsize
+        for tail, dtype, _ in layout.sample_arrays(config.schema, has_group).values()
+    )
+
+
+def resolve_workers(requested: int | None) -> int:
+    return requested or os.cpu_count() or 1
+
+
+@contextmanager
+def make_executor(workers: int, scheduler: str | None, blosc_threads: int
+                  ) -> Iterator[Executor]:
+    """A process pool, or a ``distributed.Client`` executor when a scheduler address is given."""
+    if scheduler:
+        from distributed import Client
+
+        with Client(scheduler) as client:
+            client.run(init_worker, blosc_threads)
+            yield client.get_executor(pure=False)
+        return
+    ctx = multiprocessing.get_context("spawn")  # fork is unsafe with zarr's event-loop thread
+    pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=init_worker,
+                               initargs=(blosc_threads,))
+    try:
+        yield pool
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _check_existing(store: str, sha: str, config: Config, overwrite: bool) -> str:
+    """Decide what to do with what is at ``store``: "create", "resume" or "done"."""
+    path = Path(store)
+    if not path.exists() or not any(p.name != layout.JOURNAL_DIR for p in path.iterdir()):
+        return "create"
+    try:
+        attrs = layout.read_attrs(store)
+    except NotAStoreError as e:
+        raise StoreExistsError(f"{store!r} exists and is not a chunkstore store, so it is left "
+                               "untouched; choose another store path or delete it") from e
+    if attrs.get("config_sha256") == sha:
+        return "done" if attrs.get("status") == layout.COMPLETE else "resume"
+    if overwrite:
+        return "create"
+    old = journal.journal_dir(store) / "config.json"
+    differs = ""
+    if old.exists():
+        before, after = journal.read_json(old), config.to_dict()
+        keys = sorted(k for k in set(before) | set(after)
+                      if k != "ingest" and before.get(k) != after.get(k))
+        differs = f" (config keys that differ: {keys})" if keys else ""
+    raise StoreExistsError(f"store {store!r} was built from a different config{differs}; rerun "
+                           "with --overwrite to replace it, or point 'store' elsewhere")
+
+
+def _clear(store: str) -> None:
+    """Delete a store's contents, keeping only the lock we hold."""
+    for p in Path(store).iterdir():
+        if p.name == layout.JOURNAL_DIR:
+            for q in p.iterdir():
+                if q.name != "lock":
+                    shutil.rmtree(q) if q.is_dir() else q.unlink()
+        else:
+            shutil.rmtree(p) if p.is_dir() else p.unlink()
+
+
+def finalize(store: str, plan: Plan, config: Config) -> None:
+    """Merge every task's partial statistics (in task order) into ``stats/all``; mark complete."""
+    f = config.schema.n_features
+    ids = [t.task_id for t in plan.tasks]
+    moments = Moments.empty(f)
+    counts = {h.name: np.zeros(h.classes, dtype=np.int64) for h in config.schema.heads}
+    for _, arrays in journal.iter_records(store, ids):
+        moments = moments.merge(Moments.from_arrays(arrays, "moments/"))
+        for h in counts:
+            counts[h] += arrays[f"class_counts/{h}"]
+    group = zarr.open_group(store, mode="r+")
+    arrays = {k: v for k, v in moments.to_arrays().items() if k != "m2"}
+    arrays["std"] = moments.std
+    arrays.update({f"class_counts/{h}": c for h, c in counts.items()})
+    layout.write_arrays(group, "stats/all", arrays, {
+        "computed_at": layout.now_iso(), "rows": plan.n_samples, "method": "ingest",
+        "ddof": 0, "note": "moments over finite values; nan_count and inf_count count the rest",
+    })
+    layout.update_attrs(store, status=layout.COMPLETE, completed=layout.now_iso())
+
+
+def ingest(
+    config: Config | str | os.PathLike[str],
+    *,
+    workers: int | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> IngestSummary:
+    """Build (or resume) the store described by ``config``.
+
+    Parameters
+    ----------
+    config : a parsed :class:`Config` or the path of a YAML config.
+    workers : worker processes; default ``ingest.workers`` from the config, else CPU count.
+    overwrite : replace a store built from a different config.
+    progress : show a progress bar (rows/s, MB/s, ETA) on stderr.
+
+    Returns
+    -------
+    IngestSummary with rows, bytes, compression ratio, wall time and peak memory.
+
+    Raises
+    ------
+    ConfigError, SourceError, StoreExistsError, StoreLockedError, IngestError
+        With a message naming what is wrong; tasks completed before a failure are kept and a
+        rerun resumes from them.
+
+    Examples
+    --------
+    >>> summary = ingest("configs/demo.yaml")  # doctest: +SKIP
+    >>> print(summary.format())  # doctest: +SKIP
+    """
+    t0 = time.perf_counter()
+    if not isinstance(config, Config):
+        config = load_config(config)
+    store = config.store
+    source = open_source(config.source, config.schema)
+    counts = source.counts()
+    if sum(counts) == 0:
+        raise SourceError(f"source {config.source.kind!r} in {config.file!r} holds no rows "
+                          f"({len(counts)} items, all empty); nothing to ingest")
+    has_group = source.has_group
+    rb = row_bytes(config, has_group)
+    feature_row = config.schema.n_features * np.dtype(config.schema.feature_dtype).itemsize
+    chunk_rows = config.ingest.chunk_rows or choose_chunk_rows(
+        feature_row, config.ingest.target_chunk_mib * 2**20)
+    task_chunks = config.ingest.task_chunks or choose_task_chunks(
+        sum(counts), chunk_rows, chunk_rows * feature_row)
+    plan = plan_writes(counts, chunk_rows, task_chunks)
+    sha = config.content_sha256(chunk_rows, task_chunks)
+    n_workers = resolve_workers(workers or config.ingest.workers)
+
+    Path(store).parent.mkdir(parents=True, exist_ok=True)
+    state = _check_existing(store, sha, config, overwrite)  # before creating anything
+    with journal.StoreLock(store):
+        state = _check_existing(store, sha, config, overwrite)  # again, now that we hold it
+        jdir = journal.journal_dir(store)
+        if state == "create":
+            _clear(store)
+            layout.create_store(store, schema=config.schema, compression=config.compression,
+                                n_samples=plan.n_samples, chunk_rows=chunk_rows,
+                                has_group=has_group, config_sha256=sha)
+            journal.write_json(jdir / "config.json", config.to_dict())
+            journal.write_json(jdir / "plan.json", plan.to_dict())
+        elif journal.read_json(jdir / "plan.json") != plan.to_dict():
+            raise StoreExistsError(
+                f"the source's items changed since store {store!r} was started (row counts or "
+                "item list differ from _chunkstore/plan.json); rerun with --overwrite")
+        done = journal.completed_tasks(store)
+        pending = [t for t in plan.tasks if t.task_id not in done]
+        worker_peak = _run(store, config, has_group, plan, pending, n_workers, progress, rb)
+        if state != "done" or pending:
+            finalize(store, plan, config)
+    summary = IngestSummary(
+        store=store, rows=plan.n_samples, tasks_total=len(plan.tasks), tasks_run=len(pending),
+        tasks_skipped=len(plan.tasks) - len(pending), workers=n_workers,
+        raw_bytes=plan.n_samples * rb, stored_bytes=layout.stored_bytes(store),
+        wall_seconds=time.perf_counter() - t0, coordinator_peak_rss=peak_rss(),
+        worker_peak_rss=worker_peak,
+    )
+    journal.write_json(journal.journal_dir(store) / "summary.json", summary.to_dict())
+    return summary
+
+
+def _run(store: str, config: Config, has_group: bool, plan: Plan, pending: list[Any],
+         workers: int, progress: bool, row_bytes: int) -> int:
+    """Run pending tasks; return the largest worker peak RSS seen. Stops at the first failure."""
+    if not pending:
+        return 0
+    config_json = json.dumps({"config": config.to_dict(), "file": config.file})
+    done_rows = plan.n_samples - sum(t.rows for t in pending)
+    bar = tqdm(total=plan.n_samples, initial=done_rows, unit="rows", unit_scale=True,
+               desc="ingest", disable=not progress, file=sys.stderr, dynamic_ncols=True)
+    t0, new_rows, worker_peak = time.perf_counter(), 0, 0
+    try:
+        with make_executor(min(workers, len(pending)), config.ingest.scheduler,
+                           config.ingest.blosc_threads) as ex:
+            futures: dict[Future[Any], Any] = {
+                ex.submit(run_task, TaskSpec(store, config_json, has_group, t)): t
+                for t in pending}
+            for fut in as_completed(futures):
+                task = futures[fut]
+                try:
+                    result = fut.result()
+                except BaseException as e:
+                    for f in futures:
+                        f.cancel()
+                    raise _task_failure(e, task, store) from e
+                worker_peak = max(worker_peak, result.peak_rss)
+                new_rows += result.rows
+                bar.update(result.rows)
+                secs = time.perf_counter() - t0
+                bar.set_postfix_str(f"{new_rows * row_bytes / 2**20 / secs:,.0f} MB/s",
+                                    refresh=False)
+    finally:
+        bar.close()
+    return worker_peak
+
+
+def _task_failure(e: BaseException, task: Any, store: str) -> BaseException:
+    kept = len(journal.completed_tasks(store))
+    tail = (f"\n[{kept} completed tasks are kept in the journal; fix the problem and rerun the "
+            "same command to resume]")
+    if isinstance(e, ChunkstoreError):
+        return type(e)(f"{e}{tail}")
+    if isinstance(e, BrokenProcessPool):
+        return IngestError("a worker process died (killed, or out of memory) while running "
+                           f"task {task.task_id} (rows [{task.start}, {task.stop})){tail}")
+    return IngestError(f"task {task.task_id} (rows [{task.start}, {task.stop})) failed: "
+                       f"{type(e).__name__}: {e}{tail}")

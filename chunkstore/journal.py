@@ -1,0 +1,159 @@
+"""The ingest journal under ``<store>/_chunkstore/``: plain files, not Zarr nodes.
+
+- ``lock``: one ingest per store. Created atomically (a hard link of a fully written temp file,
+  so it is never seen half-written); a lock left by a dead process on this host is detected
+  and removed, one held by a live process is obeyed.
+- ``tasks/<id>.npz``: a task's completion record with its partial statistics, written
+  atomically (temp file + rename) only after all of the task's chunks are written.
+- ``plan.json`` and ``config.json``: the plan and config the store was created with.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import tempfile
+import time
+import sys
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import psutil
+from numpy.typing import NDArray
+
+from .errors import StoreLockedError
+from .layout import JOURNAL_DIR
+
+TASKS = "tasks"
+
+
+def journal_dir(store: str) -> Path:
+    return Path(store) / JOURNAL_DIR
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so readers see the old file or the whole new one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: Path, obj: Any) -> None:
+    atomic_write_bytes(path, json.dumps(obj, indent=1, sort_keys=True).encode())
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(path.read_text())
+
+
+def record_path(store: str, task_id: int) -> Path:
+    return journal_dir(store) / TASKS / f"{task_id:06d}.npz"
+
+
+def write_record(store: str, task_id: int, meta: Mapping[str, Any],
+                 arrays: Mapping[str, NDArray[Any]]) -> None:
+    """Commit a task: its metadata (JSON) and partial statistics (arrays), atomically."""
+    import io
+
+    buf = io.BytesIO()
+    np.savez(buf, _meta=np.array(json.dumps(dict(meta), sort_keys=True)), **arrays)
+    atomic_write_bytes(record_path(store, task_id), buf.getvalue())
+
+
+def completed_tasks(store: str) -> set[int]:
+    """Ids of tasks whose completion record exists."""
+    d = journal_dir(store) / TASKS
+    if not d.is_dir():
+        return set()
+    return {int(p.stem) for p in d.glob("*.npz")}
+
+
+def read_record(store: str, task_id: int) -> tuple[dict[str, Any], dict[str, NDArray[Any]]]:
+    with np.load(record_path(store, task_id), allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files if k != "_meta"}
+        meta = json.loads(str(z["_meta"]))
+    return meta, arrays
+
+
+def iter_records(store: str, task_ids: list[int]
+                 ) -> Iterator[tuple[dict[str, Any], dict[str, NDArray[Any]]]]:
+    """Records in the given order, one in memory at a time."""
+    for t in task_ids:
+        yield read_record(store, t)
+
+
+def _process_alive(pid: int, started: float) -> bool:
+    try:
+        proc = psutil.Process(pid)
+        return abs(proc.create_time() - started) < 2.0 and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+class StoreLock:
+    """``with StoreLock(store):`` — one ingest per store, stale locks of dead processes removed."""
+
+    def __init__(self, store: str) -> None:
+        self.path = journal_dir(store) / "lock"
+        self.held = False
+
+    def _holder(self) -> dict[str, Any]:
+        try:
+            info: dict[str, Any] = read_json(self.path)
+            return info
+        except (OSError, ValueError):
+            return {}
+
+    def acquire(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        me = psutil.Process()
+        info = {"pid": me.pid, "host": socket.gethostname(), "process_started": me.create_time(),
+                "locked_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".lock.", suffix=".partial")
+        with os.fdopen(fd, "w") as fh:
+            json.dump(info, fh)
+        try:
+            for _ in range(2):
+                try:
+                    os.link(tmp, self.path)  # atomic create-if-absent, content already complete
+                    self.held = True
+                    return
+                except FileExistsError:
+                    holder = self._holder()
+                    if holder.get("host") == info["host"] and not _process_alive(
+                            int(holder.get("pid", -1)), float(holder.get("process_started", 0))):
+                        print(f"chunkstore: removing stale lock {str(self.path)!r} left by dead "
+                              f"process {holder.get('pid')}", file=sys.stderr)
+                        self.path.unlink(missing_ok=True)
+                        continue
+                    raise StoreLockedError(
+                        f"store {str(self.path.parent.parent)!r} is locked by another ingest "
+                        f"(pid {holder.get('pid')} on host {holder.get('host')!r}, since "
+                        f"{holder.get('locked_at')}); wait for it to finish, or if that process "
+                        f"is gone delete {str(self.path)!r}") from None
+            raise StoreLockedError(f"could not take the lock {str(self.path)!r}")
+        finally:
+            os.unlink(tmp)
+
+    def release(self) -> None:
+        if self.held:
+            self.path.unlink(missing_ok=True)
+            self.held = False
+
+    def __enter__(self) -> StoreLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()

@@ -1,0 +1,153 @@
+"""The store layout, format version 1: names, group attrs, array creation, stats arrays.
+
+A store is a plain Zarr v3 group; everything a reader needs is inside it, so ``zarr.open(path)``
+works with no chunkstore import. See DESIGN.md, "Store layout".
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import zarr
+from numpy.typing import NDArray
+from zarr.codecs import BloscCodec, BloscShuffle, Crc32cCodec
+
+from .errors import NotAStoreError
+from .schema import Compression, Schema
+
+FORMAT_VERSION = 1
+ATTR_KEY = "chunkstore"
+JOURNAL_DIR = "_chunkstore"
+INCOMPLETE, COMPLETE = "incomplete", "complete"
+
+# Unwritten rows read as these, so a hole is visible: NaN features, label -1.
+FEATURE_FILL = float("nan")
+LABEL_FILL = -1
+MASK_FILL = 0
+GROUP_FILL = -1
+
+
+def now_iso() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+
+
+def compressors(c: Compression) -> list[Any]:
+    """Blosc (then crc32c, so corruption is detected on read) for one array."""
+    codecs: list[Any] = [BloscCodec(cname=c.cname, clevel=c.clevel,
+                                    shuffle=BloscShuffle[c.shuffle])]
+    if c.checksum:
+        codecs.append(Crc32cCodec())
+    return codecs
+
+
+def sample_arrays(schema: Schema, has_group: bool) -> dict[str, tuple[tuple[int, ...], str, Any]]:
+    """Every per-sample array: path -> (shape after N, dtype, fill value)."""
+    arrays: dict[str, tuple[tuple[int, ...], str, Any]] = {
+        "features": ((schema.n_features,), schema.feature_dtype, FEATURE_FILL),
+    }
+    for h in schema.heads:
+        arrays[f"labels/{h.name}"] = ((), h.label_dtype, LABEL_FILL)
+        arrays[f"masks/{h.name}"] = ((h.classes,), h.mask_dtype, MASK_FILL)
+    if has_group:
+        arrays["meta/group"] = ((), "int64", GROUP_FILL)
+    return arrays
+
+
+def dimension_names(path: str) -> tuple[str, ...]:
+    if path == "features":
+        return ("sample", "feature")
+    if path.startswith("masks/"):
+        return ("sample", f"{path.split('/', 1)[1]}_class")
+    return ("sample",)
+
+
+def create_store(
+    path: str,
+    *,
+    schema: Schema,
+    compression: Compression,
+    n_samples: int,
+    chunk_rows: int,
+    has_group: bool,
+    config_sha256: str,
+    extra_attrs: Mapping[str, Any] | None = None,
+) -> zarr.Group:
+    """Create the group and every sample array at its final shape; no chunk is written.
+
+    The group attrs go first (status ``incomplete``), so a crash mid-creation still leaves a
+    store that is recognised and resumed or overwritten.
+    """
+    attrs = {
+        "format_version": FORMAT_VERSION,
+        "n_samples": n_samples,
+        "chunk_rows": chunk_rows,
+        "status": INCOMPLETE,
+        "feature_names": list(schema.feature_names),
+        "feature_dtype": schema.feature_dtype,
+        "heads": {h.name: h.to_dict() for h in schema.heads},
+        "has_group": has_group,
+        "compression": compression.to_dict(),
+        "config_sha256": config_sha256,
+        "created": now_iso(),
+        **(extra_attrs or {}),
+    }
+    group = zarr.open_group(path, mode="w", attributes={ATTR_KEY: attrs})
+    for name, (tail, dtype, fill) in sample_arrays(schema, has_group).items():
+        group.create_array(
+            name,
+            shape=(n_samples, *tail),
+            chunks=(chunk_rows, *tail),
+            dtype=dtype,
+            compressors=compressors(compression),
+            fill_value=fill,
+            dimension_names=dimension_names(name),
+        )
+    return group
+
+
+def read_attrs(path: str) -> dict[str, Any]:
+    """The ``chunkstore`` attrs of a store; NotAStoreError if ``path`` holds none."""
+    try:
+        group = zarr.open_group(path, mode="r")
+    except (FileNotFoundError, zarr.errors.GroupNotFoundError, ValueError) as e:
+        raise NotAStoreError(f"no chunkstore store at {path!r}: no Zarr group there") from e
+    attrs = group.attrs.get(ATTR_KEY)
+    if not isinstance(attrs, dict) or "format_version" not in attrs:
+        raise NotAStoreError(f"{path!r} is a Zarr group but not a chunkstore store: its attrs "
+                             f"have no {ATTR_KEY!r} entry")
+    if attrs["format_version"] > FORMAT_VERSION:
+        raise NotAStoreError(f"{path!r} has format_version {attrs['format_version']}; this "
+                             f"chunkstore reads up to {FORMAT_VERSION}: upgrade chunkstore")
+    return dict(attrs)
+
+
+def update_attrs(path: str, **changes: Any) -> None:
+    group = zarr.open_group(path, mode="r+")
+    attrs = dict(group.attrs[ATTR_KEY])
+    attrs.update(changes)
+    group.attrs[ATTR_KEY] = attrs
+
+
+def write_arrays(group: zarr.Group, prefix: str, arrays: Mapping[str, NDArray[Any]],
+                 attrs: Mapping[str, Any] | None = None) -> None:
+    """Write small whole arrays (statistics) under ``prefix``, replacing what was there."""
+    sub = group.require_group(prefix)
+    if attrs:
+        sub.attrs.update(dict(attrs))
+    for name, value in arrays.items():
+        a = np.asarray(value)
+        sub.create_array(name, shape=a.shape, dtype=a.dtype, chunks=a.shape or (1,),
+                         overwrite=True, fill_value=0)[...] = a
+
+
+def stored_bytes(path: str, exclude: tuple[str, ...] = (JOURNAL_DIR,)) -> int:
+    """Bytes on disk under a local store, leaving out the journal."""
+    total = 0
+    for root, dirs, files in os.walk(path):
+        dirs[:] = [d for d in dirs if d not in exclude]
+        total += sum(os.path.getsize(os.path.join(root, f)) for f in files)
+    return total

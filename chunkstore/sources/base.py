@@ -1,0 +1,191 @@
+"""The ``Source`` interface every source kind implements, and the checks every batch passes.
+
+A source is a list of *items* (a batch file, an episode, a gene) with known row counts. The
+planner turns counts into write tasks; a worker asks ``read(item, start, stop)`` for the rows it
+needs and hands them to :func:`check_batch`, which converts dtypes and fails loudly, naming the
+item and the row, when the data does not match the schema.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+from numpy.typing import NDArray
+
+from ..errors import SourceError
+from ..schema import Schema, Where
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Rows of one item: features (n, F), a label (n,) and a mask (n, K) per head, groups (n,)."""
+
+    features: NDArray[Any]
+    labels: Mapping[str, NDArray[Any]]
+    masks: Mapping[str, NDArray[Any]]
+    group: NDArray[Any] | None = None
+
+    def __len__(self) -> int:
+        return int(self.features.shape[0])
+
+
+class SourceOptions(ABC):
+    """A source kind's options: a frozen dataclass with ``from_dict`` and ``to_dict``."""
+
+    @classmethod
+    @abstractmethod
+    def from_dict(cls, d: Mapping[str, Any], where: Where, schema: Schema) -> SourceOptions: ...
+
+    @abstractmethod
+    def to_dict(self) -> dict[str, Any]: ...
+
+
+class Source(ABC):
+    """Items with row counts, and random access to rows of one item.
+
+    Subclasses set ``Options`` and implement :meth:`counts` and :meth:`read`. A source must be
+    cheap to construct: every worker process builds its own from the config.
+    """
+
+    Options: ClassVar[type[SourceOptions]]
+
+    def __init__(self, options: Any, schema: Schema) -> None:
+        self.options = options
+        self.schema = schema
+
+    @abstractmethod
+    def counts(self) -> list[int]:
+        """Row count of every item, in item order. Raises SourceError if there are none."""
+
+    @abstractmethod
+    def read(self, item: int, start: int, stop: int) -> Batch:
+        """Rows ``[start, stop)`` of ``item``, as found in the input (checked by the caller)."""
+
+    @property
+    def has_group(self) -> bool:
+        """Whether batches carry ``group`` ids (then the store gets ``meta/group``)."""
+        return False
+
+    def describe(self, item: int) -> str:
+        """Where ``item`` comes from, for error messages."""
+        return f"item {item}"
+
+
+def _first_bad_row(bad: NDArray[np.bool_]) -> int:
+    rows = bad.reshape(bad.shape[0], -1).any(axis=1) if bad.ndim > 1 else bad
+    return int(np.flatnonzero(rows)[0])
+
+
+def check_batch(
+    batch: Batch,
+    schema: Schema,
+    *,
+    where: str,
+    item_start: int,
+    rows: int,
+    has_group: bool,
+    nan_policy: str = "allow",
+) -> Batch:
+    """Validate a batch against the schema and convert it to the store's dtypes.
+
+    Parameters
+    ----------
+    batch : the rows as read from the source.
+    schema : the store's schema.
+    where : the item's description for messages, e.g. ``"file 'b/003.npz' (item 3)"``.
+    item_start : the item row of ``batch`` row 0, so messages give rows within the item.
+    rows : how many rows were asked for.
+    has_group : whether a ``group`` array is required.
+    nan_policy : ``"allow"`` or ``"error"`` (NaN in features is refused).
+
+    Returns
+    -------
+    Batch with features in the schema's dtype, labels and masks in each head's dtypes.
+
+    Raises
+    ------
+    SourceError
+        Naming the item, the array, the row, what was expected and what was found.
+    """
+
+    def fail(what: str, row: int | None = None) -> SourceError:
+        at = f", row {item_start + row} of the item" if row is not None else ""
+        return SourceError(f"{where}{at}: {what}. Fix the input and rerun; completed tasks are "
+                           "kept.")
+
+    def numeric(name: str, a: Any, ndim: int) -> NDArray[Any]:
+        a = np.asarray(a)
+        if a.dtype.kind not in "biuf":
+            raise fail(f"{name} has dtype {a.dtype}; expected a numeric array")
+        if a.ndim != ndim or a.shape[0] != rows:
+            exp = f"({rows},)" if ndim == 1 else f"({rows}, ...)"
+            raise fail(f"{name} has shape {a.shape}; expected {exp}")
+        return a
+
+    f = numeric("features", batch.features, 2)
+    if f.shape[1] != schema.n_features:
+        raise fail(f"features have {f.shape[1]} columns; the schema has {schema.n_features} "
+                   "features")
+    ftype = np.dtype(schema.feature_dtype)
+    if f.dtype.kind == "f" and f.dtype.itemsize > ftype.itemsize:
+        big = np.abs(f) > np.finfo(ftype).max
+        if big.any():
+            r = _first_bad_row(big & np.isfinite(f))
+            raise fail(f"feature value {f[r][big[r]][0]!r} overflows {ftype} (dtype overflow)", r)
+    features = f.astype(ftype, copy=False)
+    if nan_policy == "error" and features.dtype.kind == "f":
+        nan = np.isnan(features)
+        if nan.any():
+            r = _first_bad_row(nan)
+            col = int(np.flatnonzero(nan[r])[0])
+            raise fail(f"NaN in feature {schema.feature_names[col]!r} and ingest.nan_policy is "
+                       "'error'", r)
+
+    labels: dict[str, NDArray[Any]] = {}
+    masks: dict[str, NDArray[Any]] = {}
+    for head in schema.heads:
+        if head.name not in batch.labels:
+            raise fail(f"no labels for head {head.name!r}")
+        lab = numeric(f"labels[{head.name!r}]", batch.labels[head.name], 1)
+        if lab.dtype.kind == "f":
+            frac = ~np.isfinite(lab) | (lab != np.round(lab))
+            if frac.any():
+                r = _first_bad_row(frac)
+                raise fail(f"label {lab[r]!r} of head {head.name!r} is not an integer", r)
+        out = (lab < 0) | (lab >= head.classes)
+        if out.any():
+            r = _first_bad_row(out)
+            raise fail(f"label {lab[r].item()!r} of head {head.name!r} is outside "
+                       f"[0, {head.classes})", r)
+        labels[head.name] = lab.astype(head.label_dtype)
+
+        if head.name not in batch.masks:
+            raise fail(f"no mask for head {head.name!r}")
+        m = numeric(f"masks[{head.name!r}]", batch.masks[head.name], 2)
+        if m.shape[1] != head.classes:
+            raise fail(f"mask of head {head.name!r} has width {m.shape[1]}; expected "
+                       f"{head.classes} (the head's classes)")
+        mtype = np.dtype(head.mask_dtype)
+        if mtype != np.bool_ and m.dtype != mtype:
+            info = np.iinfo(mtype)
+            bad = (m < info.min) | (m > info.max) | (m != np.round(m))
+            if bad.any():
+                r = _first_bad_row(bad)
+                raise fail(f"mask value of head {head.name!r} does not fit {mtype} "
+                           f"(dtype overflow or not an integer)", r)
+        masks[head.name] = m.astype(mtype)
+
+    group = None
+    if has_group:
+        if batch.group is None:
+            raise fail("no group ids, but earlier items had them; every item needs 'group'")
+        g = numeric("group", batch.group, 1)
+        if g.dtype.kind == "f":
+            raise fail(f"group ids have dtype {g.dtype}; expected integers")
+        group = g.astype(np.int64)
+    return Batch(features, labels, masks, group)
+

@@ -1,0 +1,48 @@
+"""Source kinds by name -> ``"module:Class"``, imported lazily so optional backends cost nothing.
+
+Modelled on fsspec's registry: an unknown kind lists the known ones; a kind whose optional
+dependency is missing says which extra to install.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+from ..errors import ConfigError
+
+if TYPE_CHECKING:
+    from ..schema import Schema, SourceConfig, Where
+    from .base import Source, SourceOptions
+
+registry: dict[str, tuple[str, str | None]] = {
+    # kind: ("module:Class", pip extra that provides its dependency)
+    "synthetic": ("chunkstore.sources.synthetic:SyntheticSource", None),
+    "npz": ("chunkstore.sources.npz:NpzSource", None),
+}
+
+
+def source_class(kind: str, where: Where | None = None) -> type[Source]:
+    """The class implementing ``kind``; raises ConfigError naming the known kinds."""
+    if kind not in registry:
+        msg = f"unknown source kind {kind!r}; known kinds are {sorted(registry)}"
+        raise where.error(msg) if where is not None else ConfigError(msg)
+    target, extra = registry[kind]
+    module, _, name = target.partition(":")
+    try:
+        mod = importlib.import_module(module)
+    except ImportError as e:
+        hint = f"pip install 'chunkstore[{extra}]'" if extra else "reinstall chunkstore"
+        raise ConfigError(f"source kind {kind!r} needs {e.name!r}, which is not installed: "
+                          f"{hint}") from e
+    cls: type[Source] = getattr(mod, name)
+    return cls
+
+
+def options_class(kind: str, where: Where) -> type[SourceOptions]:
+    return source_class(kind, where).Options
+
+
+def open_source(config: SourceConfig, schema: Schema) -> Source:
+    """Build the source described by a parsed ``source:`` section."""
+    return source_class(config.kind)(config.options, schema)
