@@ -114,8 +114,7 @@ def check_batch(
 
     def fail(what: str, row: int | None = None) -> SourceError:
         at = f", row {item_start + row} of the item" if row is not None else ""
-        return SourceError(f"{where}{at}: {what}. Fix the input and rerun; completed tasks are "
-                           "kept.")
+        return SourceError(f"{where}{at}: {what}")
 
     def numeric(name: str, a: Any, ndim: int) -> NDArray[Any]:
         a = np.asarray(a)
@@ -135,7 +134,7 @@ def check_batch(
         big = np.abs(f) > np.finfo(ftype).max
         if big.any():
             r = _first_bad_row(big & np.isfinite(f))
-            raise fail(f"feature value {f[r][big[r]][0]!r} overflows {ftype} (dtype overflow)", r)
+            raise fail(f"feature value {f[r][big[r]][0].item()!r} overflows {ftype} (dtype overflow)", r)
     features = f.astype(ftype, copy=False)
     if nan_policy == "error" and features.dtype.kind == "f":
         nan = np.isnan(features)

@@ -21,7 +21,7 @@ from ..schema import Schema, Where, _check_keys, _float, _int
 from .base import Batch, Source, SourceOptions
 
 BINARY, COUNT, WALK, GAUSS = range(4)
-KIND_SHARES = (0.40, 0.25, 0.25, 0.10)
+KIND_SHARES = (0.45, 0.25, 0.22, 0.08)
 
 
 @dataclass(frozen=True)
@@ -96,7 +96,7 @@ class SyntheticSource(Source):
             "idx": [np.flatnonzero(kind == k) for k in range(4)],
             "p": rng.beta(0.5, 3.0, size=f).astype(np.float32),
             "lam": rng.uniform(0.2, 6.0, size=f),
-            "step": rng.uniform(0.01, 0.2, size=f).astype(np.float32),
+            "step": rng.uniform(0.005, 0.05, size=f).astype(np.float32),
             "mu": rng.normal(0.0, 3.0, size=f).astype(np.float32),
             "sigma": rng.uniform(0.5, 2.0, size=f).astype(np.float32),
             "heads": heads,
@@ -112,8 +112,9 @@ class SyntheticSource(Source):
         x[:, ic] = rng.poisson(c["lam"][ic], size=(n, ic.size))
         walk = rng.standard_normal((n, iw.size), dtype=np.float32) * c["step"][iw]
         walk[0] += rng.standard_normal(iw.size, dtype=np.float32)
-        x[:, iw] = np.round(np.cumsum(walk, axis=0) * 64.0) / 64.0
-        x[:, ig] = rng.standard_normal((n, ig.size), dtype=np.float32) * c["sigma"][ig] + c["mu"][ig]
+        x[:, iw] = np.round(np.cumsum(walk, axis=0) * 32.0) / 32.0
+        gauss = rng.standard_normal((n, ig.size), dtype=np.float32) * c["sigma"][ig] + c["mu"][ig]
+        x[:, ig] = np.round(gauss * 256.0) / 256.0  # sensor-like precision
 
         labels: dict[str, NDArray[Any]] = {}
         masks: dict[str, NDArray[Any]] = {}
