@@ -19,11 +19,14 @@ from .errors import (
     StoreLockedError,
 )
 from .ingest import IngestSummary, ingest
+from .reader import Dataset, IncompleteStoreWarning, open
 from .schema import Config, load_config
 
 __all__ = [
     "ChunkstoreError",
     "Config",
+    "Dataset",
+    "IncompleteStoreWarning",
     "ConfigError",
     "IngestError",
     "IngestSummary",
@@ -35,4 +38,5 @@ __all__ = [
     "__version__",
     "ingest",
     "load_config",
+    "open",
 ]

@@ -157,3 +157,20 @@ class StoreLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+def missing_rows(store: str) -> list[tuple[int, int]]:
+    """Row ranges ``[start, stop)`` whose tasks have no completion record, merged."""
+    plan_file = journal_dir(store) / "plan.json"
+    if not plan_file.exists():
+        return []
+    done = completed_tasks(store)
+    gaps: list[tuple[int, int]] = []
+    for t in read_json(plan_file)["tasks"]:
+        if t["task_id"] in done:
+            continue
+        if gaps and gaps[-1][1] == t["start"]:
+            gaps[-1] = (gaps[-1][0], t["stop"])
+        else:
+            gaps.append((t["start"], t["stop"]))
+    return gaps
