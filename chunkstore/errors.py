@@ -40,12 +40,18 @@ class IngestError(ChunkstoreError, RuntimeError):
     """A write task failed; completed tasks are kept and a rerun resumes."""
 
 
+class ReadError(ChunkstoreError, ValueError):
+    """Reading for training failed: a bad loader/window argument, a missing split or
+    statistics array, or a chunk whose checksum does not match."""
+
+
 __all__ = [
     "ChunkstoreError",
     "ConfigError",
     "IngestError",
     "NotAStoreError",
     "PlanError",
+    "ReadError",
     "SourceError",
     "StoreExistsError",
     "StoreLockedError",
