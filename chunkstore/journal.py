@@ -35,14 +35,15 @@ def journal_dir(store: str) -> Path:
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so readers see the old file or the whole new one."""
+    """Write ``data`` to ``path`` so readers see the old file or the whole new one.
+
+    No fsync: like zarr's own chunk writes, this survives a killed process, not a power cut.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -64,11 +65,23 @@ def record_path(store: str, task_id: int) -> Path:
 def write_record(store: str, task_id: int, meta: Mapping[str, Any],
                  arrays: Mapping[str, NDArray[Any]]) -> None:
     """Commit a task: its metadata (JSON) and partial statistics (arrays), atomically."""
+    write_npz(record_path(store, task_id), meta, arrays)
+
+
+def write_npz(path: Path, meta: Mapping[str, Any], arrays: Mapping[str, NDArray[Any]]) -> None:
+    """JSON metadata plus arrays in one ``.npz``, written atomically (never pickled)."""
     import io
 
     buf = io.BytesIO()
     np.savez(buf, _meta=np.array(json.dumps(dict(meta), sort_keys=True)), **arrays)
-    atomic_write_bytes(record_path(store, task_id), buf.getvalue())
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def read_npz(path: Path) -> tuple[dict[str, Any], dict[str, NDArray[Any]]]:
+    with np.load(path, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files if k != "_meta"}
+        meta = json.loads(str(z["_meta"]))
+    return meta, arrays
 
 
 def completed_tasks(store: str) -> set[int]:
@@ -80,10 +93,7 @@ def completed_tasks(store: str) -> set[int]:
 
 
 def read_record(store: str, task_id: int) -> tuple[dict[str, Any], dict[str, NDArray[Any]]]:
-    with np.load(record_path(store, task_id), allow_pickle=False) as z:
-        arrays = {k: z[k] for k in z.files if k != "_meta"}
-        meta = json.loads(str(z["_meta"]))
-    return meta, arrays
+    return read_npz(record_path(store, task_id))
 
 
 def iter_records(store: str, task_ids: list[int]

@@ -44,7 +44,8 @@ def compressors(c: Compression) -> list[Any]:
     return codecs
 
 
-def sample_arrays(schema: Schema, has_group: bool) -> dict[str, tuple[tuple[int, ...], str, Any]]:
+def sample_arrays(schema: Schema, has_group: bool, has_source: bool = False
+                  ) -> dict[str, tuple[tuple[int, ...], str, Any]]:
     """Every per-sample array: path -> (shape after N, dtype, fill value)."""
     arrays: dict[str, tuple[tuple[int, ...], str, Any]] = {
         "features": ((schema.n_features,), schema.feature_dtype, FEATURE_FILL),
@@ -54,6 +55,8 @@ def sample_arrays(schema: Schema, has_group: bool) -> dict[str, tuple[tuple[int,
         arrays[f"masks/{h.name}"] = ((h.classes,), h.mask_dtype, MASK_FILL)
     if has_group:
         arrays["meta/group"] = ((), "int64", GROUP_FILL)
+    if has_source:
+        arrays["meta/source"] = ((2,), "int64", GROUP_FILL)  # (item, row within item)
     return arrays
 
 
@@ -62,6 +65,8 @@ def dimension_names(path: str) -> tuple[str, ...]:
         return ("sample", "feature")
     if path.startswith("masks/"):
         return ("sample", f"{path.split('/', 1)[1]}_class")
+    if path == "meta/source":
+        return ("sample", "provenance")
     return ("sample",)
 
 
@@ -74,6 +79,7 @@ def create_store(
     chunk_rows: int,
     has_group: bool,
     config_sha256: str,
+    has_source: bool = False,
     extra_attrs: Mapping[str, Any] | None = None,
 ) -> zarr.Group:
     """Create the group and every sample array at its final shape; no chunk is written.
@@ -90,13 +96,14 @@ def create_store(
         "feature_dtype": schema.feature_dtype,
         "heads": {h.name: h.to_dict() for h in schema.heads},
         "has_group": has_group,
+        "has_source": has_source,
         "compression": compression.to_dict(),
         "config_sha256": config_sha256,
         "created": now_iso(),
         **(extra_attrs or {}),
     }
     group = zarr.open_group(path, mode="w", attributes={ATTR_KEY: attrs})
-    for name, (tail, dtype, fill) in sample_arrays(schema, has_group).items():
+    for name, (tail, dtype, fill) in sample_arrays(schema, has_group, has_source).items():
         group.create_array(
             name,
             shape=(n_samples, *tail),

@@ -1,0 +1,213 @@
+"""``python``: the user's own preprocessing code is the source.
+
+``items`` lists raw items (replay files, genes, shards); ``process(item)`` turns one item into a
+mapping ``{"features": (n, F), "labels": {head: (n,)}, "masks": {head: (n, K)}, "group": (n,)}``
+with any ``n >= 0``; ``count(item)``, when given, says ``n`` without processing.
+
+Placement: ``ordered`` (counts known, from ``count`` or an opt-in counting pass) uses the
+chunk-aligned planner and is byte-deterministic; ``streaming`` (the default without ``count``)
+lets workers claim chunks as they fill them (see :mod:`chunkstore.streaming`).
+
+Callables are named ``"module:function"`` in YAML, or passed directly from Python
+(``chunkstore.ingest(config, items=..., process=...)``); worker processes import them, so they
+must be importable module-level functions, not lambdas.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from functools import cached_property
+from typing import Any
+
+import numpy as np
+
+from ..errors import ConfigError, SourceError
+from ..schema import Schema, Where, _bool, _check_keys, _str
+from .base import Batch, Source, SourceOptions
+
+PLACEMENTS = ("auto", "ordered", "streaming")
+
+
+def resolve(ref: Any, what: str) -> Any:
+    """``"pkg.module:attr"`` -> the object; anything else is returned unchanged."""
+    if not isinstance(ref, str):
+        return ref
+    module, sep, attr = ref.partition(":")
+    if not sep or not module or not attr:
+        raise ConfigError(f"source.{what} must look like 'package.module:function', found {ref!r}")
+    try:
+        obj: Any = importlib.import_module(module)
+    except ImportError as e:
+        raise ConfigError(f"source.{what}: cannot import module {module!r} ({e}); is it on "
+                          f"sys.path? (source.path adds directories)") from e
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            raise ConfigError(f"source.{what}: module {module!r} has no attribute {attr!r}")
+        obj = getattr(obj, part)
+    return obj
+
+
+def ref_name(obj: Any) -> Any:
+    """A stable name for a callable (for the config hash and messages)."""
+    if obj is None or isinstance(obj, str):
+        return obj
+    if isinstance(obj, (list, tuple)):
+        return [x if isinstance(x, (str, int, float)) else repr(x) for x in obj]
+    return f"{getattr(obj, '__module__', '?')}:{getattr(obj, '__qualname__', repr(obj))}"
+
+
+@dataclass(frozen=True)
+class PythonOptions(SourceOptions):
+    items: Any = None        # "mod:func" returning an iterable, a list, or (from Python) either
+    process: Any = None      # "mod:func" or a callable
+    count: Any = None        # optional "mod:func" or callable
+    placement: str = "auto"  # auto -> ordered with count (or counting_pass), else streaming
+    counting_pass: bool = False
+    group: bool = False      # process() returns "group" ids -> meta/group
+    path: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"items": ref_name(self.items), "process": ref_name(self.process),
+                "count": ref_name(self.count), "placement": self.placement,
+                "counting_pass": self.counting_pass, "group": self.group,
+                "path": list(self.path)}
+
+    @property
+    def resolved_placement(self) -> str:
+        if self.placement != "auto":
+            return self.placement
+        return "ordered" if self.count is not None or self.counting_pass else "streaming"
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any], where: Where, schema: Schema) -> PythonOptions:
+        _check_keys(d, {"items", "process", "count", "placement", "counting_pass", "group",
+                        "path"}, where)
+        items = d.get("items")
+        if items is not None and not isinstance(items, (str, list)):
+            raise where.child("items").error("expected 'module:function' or a list of items")
+        for key in ("process", "count"):
+            if d.get(key) is not None:
+                _str(d[key], where.child(key))
+        path = d.get("path", [])
+        if isinstance(path, str):
+            path = [path]
+        opts = cls(items, d.get("process"), d.get("count"),
+                   _str(d.get("placement", "auto"), where.child("placement"), choices=PLACEMENTS),
+                   _bool(d.get("counting_pass", False), where.child("counting_pass")),
+                   _bool(d.get("group", False), where.child("group")),
+                   tuple(_str(p, where.child("path")) for p in path))
+        if opts.placement == "ordered" and opts.count is None and not opts.counting_pass:
+            raise where.child("placement").error(
+                "ordered placement needs row counts: give source.count, or set "
+                "counting_pass: true (runs process twice), or use placement: streaming")
+        return opts
+
+    def with_callables(self, items: Any = None, process: Any = None, count: Any = None
+                       ) -> PythonOptions:
+        """Options with callables/lists given from Python replacing the config's names."""
+        return replace(self, items=self.items if items is None else items,
+                       process=self.process if process is None else process,
+                       count=self.count if count is None else count)
+
+
+def as_batch(out: Any, where: str) -> Batch:
+    """Turn ``process(item)``'s mapping into a Batch, naming the item on a bad shape."""
+    if not isinstance(out, Mapping) or "features" not in out:
+        raise SourceError(f"{where}: process() returned {type(out).__name__}; expected a mapping "
+                          "with 'features', 'labels' {head: ...}, 'masks' {head: ...}")
+    labels, masks = out.get("labels", {}), out.get("masks", {})
+    if not isinstance(labels, Mapping) or not isinstance(masks, Mapping):
+        raise SourceError(f"{where}: process() 'labels' and 'masks' must be mappings head -> "
+                          "array")
+    return Batch(np.asarray(out["features"]), labels, masks, out.get("group"))
+
+
+class PythonSource(Source):
+    """Items and rows from the user's functions."""
+
+    Options = PythonOptions
+    options: PythonOptions
+
+    def __init__(self, options: PythonOptions, schema: Schema) -> None:
+        super().__init__(options, schema)
+        for p in options.path:
+            if p not in sys.path:
+                sys.path.insert(0, p)
+
+    @cached_property
+    def items(self) -> list[Any]:
+        ref = self.options.items
+        if ref is None:
+            raise ConfigError("python source: no items; set source.items or pass items= to "
+                              "chunkstore.ingest")
+        obj = resolve(ref, "items")
+        try:
+            return list(obj() if callable(obj) else obj)
+        except Exception as e:
+            raise SourceError(f"python source: listing items with {ref_name(ref)} failed: "
+                              f"{type(e).__name__}: {e}") from e
+
+    @cached_property
+    def process(self) -> Callable[[Any], Any]:
+        if self.options.process is None:
+            raise ConfigError("python source: no process function; set source.process or pass "
+                              "process= to chunkstore.ingest")
+        fn: Callable[[Any], Any] = resolve(self.options.process, "process")
+        return fn
+
+    @property
+    def has_group(self) -> bool:
+        return self.options.group
+
+    def describe(self, item: int) -> str:
+        return f"item {item} ({self.items[item]!r})"
+
+    def run(self, item: int) -> Batch:
+        """``process(items[item])`` as a Batch (unchecked); errors name the item."""
+        where = self.describe(item)
+        try:
+            out = self.process(self.items[item])
+        except (SourceError, ConfigError):
+            raise
+        except Exception as e:
+            raise SourceError(f"{where}: process() raised {type(e).__name__}: {e}") from e
+        return as_batch(out, where)
+
+    def count(self, item: int) -> int:
+        """``count(items[item])``, checked."""
+        fn = resolve(self.options.count, "count")
+        try:
+            n = fn(self.items[item])
+        except Exception as e:
+            raise SourceError(f"{self.describe(item)}: count() raised {type(e).__name__}: "
+                              f"{e}") from e
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
+            raise SourceError(f"{self.describe(item)}: count() returned {n!r}; expected an "
+                              "integer >= 0")
+        return int(n)
+
+    def counts(self) -> list[int]:
+        if self.options.count is None:
+            raise SourceError("python source: row counts are unknown without source.count "
+                              "(streaming placement does not need them)")
+        return [self.count(k) for k in range(len(self.items))]
+
+    def read(self, item: int, start: int, stop: int) -> Batch:
+        b = self.run(item)
+        if self.options.count is not None:
+            expected = self.count(item)
+            if len(b) != expected:
+                raise SourceError(f"{self.describe(item)}: process() returned {len(b)} rows; "
+                                  f"count() said {expected}. count and process must agree")
+        if start == 0 and stop == len(b):
+            return b
+        if len(b) < stop:
+            raise SourceError(f"{self.describe(item)}: process() returned {len(b)} rows; the "
+                              f"plan needs rows up to {stop}. process must be deterministic")
+        return Batch(b.features[start:stop],
+                     {k: np.asarray(v)[start:stop] for k, v in b.labels.items()},
+                     {k: np.asarray(v)[start:stop] for k, v in b.masks.items()},
+                     None if b.group is None else np.asarray(b.group)[start:stop])

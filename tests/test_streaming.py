@@ -1,0 +1,173 @@
+"""The python source: ordered and streaming placement, exactly-once after SIGKILL."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+import zarr
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from chunkstore import SourceError, ingest
+from chunkstore.journal import completed_tasks
+from chunkstore.streaming import runs_of
+from helpers import chunk_files, write_items
+from producers import HEADS, make, process
+
+TESTS = str(Path(__file__).parent)
+
+
+def config(store: Path, **source) -> dict:
+    return {"store": str(store), "schema": {"features": 4, "heads": HEADS},
+            "source": {"kind": "python", "group": True, "path": [TESTS], **source},
+            "ingest": {"chunk_rows": 8, "workers": 2}}
+
+
+def assert_exactly_once(store: Path, items: list[tuple[int, int]]) -> None:
+    """Every (item, row) exactly once, each row equal to process(item)[row], no holes."""
+    g = zarr.open_group(str(store), mode="r")
+    n = sum(k for _, k in items)
+    assert g.attrs["chunkstore"]["status"] == "complete" and g.attrs["chunkstore"]["n_samples"] == n
+    assert g["features"].shape == (n, 4) and g["meta/source"].shape == (n, 2)
+    src = g["meta/source"][:]
+    assert sorted(map(tuple, src.tolist())) == [(k, r) for k, c in enumerate(
+        [c for _, c in items]) for r in range(c)]
+    x = g["features"][:]
+    by_item = {k: make(item) for k, item in enumerate(items) if item[1]}
+    expected_x = np.stack([by_item[k]["features"][r] for k, r in src]) if n else x
+    np.testing.assert_array_equal(x, expected_x)
+    for h in HEADS:
+        np.testing.assert_array_equal(g[f"labels/{h}"][:],
+                                      [by_item[k]["labels"][h][r] for k, r in src])
+        np.testing.assert_array_equal(g[f"masks/{h}"][:],
+                                      np.stack([by_item[k]["masks"][h][r] for k, r in src]))
+    np.testing.assert_array_equal(g["meta/group"][:], src[:, 0])
+    assert sorted(completed_tasks(str(store))) == list(range(-(-n // 8)))  # no chunk holes
+    np.testing.assert_allclose(g["stats/all/mean"][:], x.astype(np.float64).mean(0), rtol=1e-12)
+
+
+SIZES = {
+    "mixed": [0, 1, 5, 8, 30, 0, 17, 3, 9, 100, 2, 7, 8, 16, 1],
+    "all below a chunk": [3, 2, 7, 1, 5, 6],
+    "one big item": [203],
+    "chunk multiples": [8, 16, 24],
+}
+
+
+@pytest.mark.parametrize("workers", [1, 2, 4])
+@pytest.mark.parametrize("sizes", list(SIZES.values()), ids=list(SIZES))
+def test_streaming_exactly_once(tmp_path, sizes, workers):
+    items = [(k, n) for k, n in enumerate(sizes)]
+    cfg = config(tmp_path / "s.zarr")
+    summary = ingest(cfg, items=items, process=process, workers=workers, progress=False)
+    assert summary.rows == sum(sizes) and summary.leftover_rows <= workers * 8
+    assert_exactly_once(tmp_path / "s.zarr", items)
+
+
+def test_ordered_with_count_equals_file_planner(tmp_path):
+    items = [(k, n) for k, n in enumerate([5, 0, 12, 1, 30, 7])]
+    ordered = ingest(config(tmp_path / "o.zarr"), items=items, process=process,
+                     count="producers:rows_of", progress=False)
+    assert ordered.leftover_rows is None
+    batches = []
+    for item in items:
+        d = make(item)
+        batches.append({"strategic_features": d["features"], "group": d["group"],
+                        **{f"labels_{h}": d["labels"][h] for h in HEADS},
+                        **{f"masks_{h}": d["masks"][h] for h in HEADS}})
+    files = {"store": str(tmp_path / "f.zarr"), "schema": {"features": 4, "heads": HEADS},
+             "source": {"kind": "npz", "paths": write_items(tmp_path / "b", batches)},
+             "ingest": {"chunk_rows": 8}}
+    ingest(files, progress=False)
+    a, b = chunk_files(tmp_path / "o.zarr"), chunk_files(tmp_path / "f.zarr")
+    assert a.keys() == b.keys() and all(a[k] == b[k] for k in a)
+    counted = ingest(config(tmp_path / "c.zarr", counting_pass=True), items=items,
+                     process=process, progress=False)
+    assert chunk_files(tmp_path / "c.zarr") == a and counted.rows == 55
+
+
+def test_count_disagreeing_with_process_is_an_error(tmp_path):
+    items = [(0, 5), (1, 4)]
+    with pytest.raises(SourceError, match=r"item 1 \(\(1, 4\)\): process\(\) returned 4 rows; "
+                                          r"count\(\) said 5"):
+        ingest(config(tmp_path / "s.zarr"), items=items, process=process,
+               count="producers:rows_of_plus_one_for_item_1", progress=False)
+
+
+def run_cli(cfg_path: Path, env: dict) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "chunkstore.cli", "ingest", str(cfg_path),
+                             "--quiet"], start_new_session=True, env={**os.environ, **env},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def write_yaml(tmp_path: Path, sizes: list[int], process_fn: str = "producers:process_slow"
+               ) -> tuple[Path, list[tuple[int, int]], dict]:
+    cfg = config(tmp_path / "s.zarr", items="producers:items_from_env", process=process_fn)
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    env = {"CHUNKSTORE_TEST_SIZES": ",".join(map(str, sizes)), "PYTHONPATH": TESTS}
+    return path, [(k, n) for k, n in enumerate(sizes)], env
+
+
+KILL_SIZES = [int(n) for n in np.random.default_rng(7).integers(0, 40, size=160)]
+
+
+@pytest.mark.parametrize("when", ["start", "mid-ingest", "pack", "pack-mid"])
+def test_sigkill_then_resume_is_exactly_once(tmp_path, when, monkeypatch):
+    path, items, env = write_yaml(tmp_path, KILL_SIZES)
+    store = tmp_path / "s.zarr"
+    jdir = store / "_chunkstore"
+    if when != "mid-ingest":
+        env["CHUNKSTORE_PAUSE_AT"] = when  # the coordinator pauses there for the kill
+    proc = run_cli(path, env)
+    deadline = time.time() + 120
+    while True:
+        assert proc.poll() is None and time.time() < deadline, "ingest ended before the kill"
+        if when == "mid-ingest" and len(completed_tasks(str(store))) >= 10:
+            break
+        if (jdir / f"paused-{when}").exists():
+            break
+        time.sleep(0.002)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert zarr.open_group(str(store), mode="r").attrs["chunkstore"]["status"] == "incomplete"
+    for k, v in env.items():
+        if k != "CHUNKSTORE_PAUSE_AT":
+            monkeypatch.setenv(k, v)
+    monkeypatch.syspath_prepend(TESTS)
+    summary = ingest(path, progress=False)
+    if when != "start":
+        assert summary.tasks_skipped > 0  # committed items were not redone
+    assert_exactly_once(store, items)
+
+
+def test_failing_producer_names_item_and_rerun_skips_committed(tmp_path, monkeypatch):
+    path, items, env = write_yaml(tmp_path, [10] * 30, "producers:process_failing")
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.syspath_prepend(TESTS)
+    with pytest.raises(SourceError, match=r"item 13 \(\(13, 10\)\): process\(\) raised "
+                                          r"RuntimeError: corrupt replay header"):
+        ingest(path, workers=1, progress=False)
+    monkeypatch.setenv("CHUNKSTORE_TEST_FIXED", "1")
+    summary = ingest(path, workers=1, progress=False)
+    assert summary.tasks_skipped >= 10 and summary.tasks_run < 30
+    assert_exactly_once(tmp_path / "s.zarr", items)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 3), st.integers(1, 4)), max_size=12))
+def test_runs_of_round_trips(segments):
+    rows = [(item, r) for item, n in segments for r in range(n)]
+    src = np.array(rows, dtype=np.int64).reshape(-1, 2)
+    runs = runs_of(src)
+    back = [(i, r) for i, a, b in runs.tolist() for r in range(a, b)]
+    assert back == rows
