@@ -40,6 +40,11 @@ class IngestError(ChunkstoreError, RuntimeError):
     """A write task failed; completed tasks are kept and a rerun resumes."""
 
 
+class ExportError(ChunkstoreError, ValueError):
+    """An export cannot be done as asked (unknown format or split, incomplete store, output
+    exists without --overwrite); nothing was written."""
+
+
 class ReadError(ChunkstoreError, ValueError):
     """Reading for training failed: a bad loader/window argument, a missing split or
     statistics array, or a chunk whose checksum does not match."""
@@ -48,6 +53,7 @@ class ReadError(ChunkstoreError, ValueError):
 __all__ = [
     "ChunkstoreError",
     "ConfigError",
+    "ExportError",
     "IngestError",
     "NotAStoreError",
     "PlanError",

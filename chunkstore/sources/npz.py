@@ -2,25 +2,44 @@
 
 One file is one item. Defaults follow the batch-file convention: ``strategic_features`` (n, F),
 ``labels_<head>`` (n,), ``masks_<head>`` (n, K), optional ``group`` (n,). Row counts come from
-the ``.npy`` headers inside the zip, so counting never loads data. Pickled (object) arrays are
-always refused: ``allow_pickle`` is never passed to numpy.
+the ``.npy`` headers inside the zip, so counting never loads data.
+
+Pickled (object) arrays are refused unless the config sets ``allow_pickle: true``, because
+unpickling runs whatever code the file contains. With the opt-in (a warning is logged), two
+legacy shapes are accepted:
+
+1. *Object columns*: the usual keys, where an array is an object array of per-sample values
+   (feature vectors, label scalars, mask vectors); they are stacked row by row.
+2. *A list of sample dicts*: the file has no features array but one object array of dicts
+   under ``samples_key`` (default ``samples``; or the file's only array, e.g. ``arr_0`` from
+   ``np.savez(path, samples)``), 1-D or a 0-d array holding the list. Each dict holds the
+   sample's feature vector under ``features_key``, its label under ``label_key`` (or
+   ``labels[head]``), its mask under ``mask_key`` (or ``masks[head]``) and optionally its group
+   id under ``group_key``.
 """
 
 from __future__ import annotations
 
-import glob
-import os
+import logging
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from ..errors import SourceError
-from ..schema import Schema, Where, _check_keys, _str
+from ..schema import Schema, Where, _bool, _check_keys, _str
 from .base import Batch, Source, SourceOptions
+from .files import expand_paths, npz_headers, npz_member_header, parse_paths
+
+log = logging.getLogger(__name__)
+
+PICKLE_HINT = ("chunkstore never loads pickled data unless told to, because unpickling runs "
+               "arbitrary code: re-save the batch with numeric arrays, or set "
+               "source.allow_pickle: true if you trust these files")
 
 
 @dataclass(frozen=True)
@@ -30,51 +49,95 @@ class NpzOptions(SourceOptions):
     label_key: str = "labels_{head}"
     mask_key: str = "masks_{head}"
     group_key: str | None = "group"
+    allow_pickle: bool = False
+    samples_key: str = "samples"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"paths": list(self.paths), "features_key": self.features_key,
-                "label_key": self.label_key, "mask_key": self.mask_key,
-                "group_key": self.group_key}
+        d: dict[str, Any] = {"paths": list(self.paths), "features_key": self.features_key,
+                             "label_key": self.label_key, "mask_key": self.mask_key,
+                             "group_key": self.group_key}
+        if self.allow_pickle:  # only when set, so existing stores keep their config hash
+            d.update(allow_pickle=True, samples_key=self.samples_key)
+        return d
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any], where: Where, schema: Schema) -> NpzOptions:
-        _check_keys(d, {"paths", "features_key", "label_key", "mask_key", "group_key"}, where)
-        pw = where.child("paths")
-        if "paths" not in d:
-            raise pw.error("missing required key (a glob such as 'batches/*.npz' or a list)")
-        raw = d["paths"]
-        if isinstance(raw, str):
-            raw = [raw]
-        if not isinstance(raw, list) or not all(isinstance(p, str) for p in raw) or not raw:
-            raise pw.error(f"expected a glob string or a list of paths, found {raw!r}")
+        _check_keys(d, {"paths", "features_key", "label_key", "mask_key", "group_key",
+                        "allow_pickle", "samples_key"}, where)
+        paths = parse_paths(d, where, "batches/*.npz")
         for key in ("label_key", "mask_key"):
             if key in d and "{head}" not in _str(d[key], where.child(key)):
                 raise where.child(key).error(f"must contain '{{head}}', found {d[key]!r}")
         group_key = d.get("group_key", "group")
         if group_key is not None:
             group_key = _str(group_key, where.child("group_key"))
+        allow = _bool(d.get("allow_pickle", False), where.child("allow_pickle"))
+        if "samples_key" in d and not allow:
+            raise where.child("samples_key").error("only used with allow_pickle: true")
         return cls(
-            tuple(raw),
+            paths,
             _str(d.get("features_key", "strategic_features"), where.child("features_key")),
             d.get("label_key", "labels_{head}"),
             d.get("mask_key", "masks_{head}"),
             group_key,
+            allow,
+            _str(d.get("samples_key", "samples"), where.child("samples_key")),
         )
 
 
 def npz_member_shape(path: str, key: str) -> tuple[int, ...] | None:
     """Shape of array ``key`` in an ``.npz`` from its header alone; None if absent."""
-    with zipfile.ZipFile(path) as zf:
-        name = f"{key}.npy"
-        if name not in zf.namelist():
-            return None
-        with zf.open(name) as fh:
-            version = np.lib.format.read_magic(fh)
-            if version == (1, 0):
-                shape, _, dtype = np.lib.format.read_array_header_1_0(fh)
-            else:
-                shape, _, dtype = np.lib.format.read_array_header_2_0(fh)
-    return tuple(shape)
+    header = npz_member_header(path, key)
+    return None if header is None else header[0]
+
+
+def _stack(values: Sequence[Any], name: str, where: str) -> NDArray[Any]:
+    """Per-sample values of a legacy object column -> one numeric array."""
+    try:
+        out = np.stack([np.asarray(v) for v in values]) if len(values) else np.empty(0)
+    except ValueError as e:
+        raise SourceError(f"{where}: the per-sample values of {name} have different shapes "
+                          f"({e}); expected one fixed-shape value per sample") from e
+    if out.dtype.hasobject:
+        raise SourceError(f"{where}: {name} holds non-numeric per-sample values")
+    return out
+
+
+def _from_samples(samples: Sequence[Any], o: NpzOptions, schema: Schema, has_group: bool,
+                  where: str, first_row: int) -> Batch:
+    """A list of sample dicts -> a Batch (legacy layout 2)."""
+    def field(i: int, s: Any, key: str, nested: str | None = None, head: str = "") -> Any:
+        if not isinstance(s, Mapping):
+            raise SourceError(f"{where}, row {first_row + i} of the item: sample is a "
+                              f"{type(s).__name__}; expected a dict")
+        if key in s:
+            return s[key]
+        if nested and isinstance(s.get(nested), Mapping) and head in s[nested]:
+            return s[nested][head]
+        raise SourceError(f"{where}, row {first_row + i} of the item: sample has no {key!r}"
+                          f"{f' (nor {nested}[{head!r}])' if nested else ''}; its keys are "
+                          f"{sorted(map(str, s))}")
+
+    rows = list(samples)
+    features = _stack([field(i, s, o.features_key) for i, s in enumerate(rows)],
+                      repr(o.features_key), where)
+    if not rows:
+        features = np.empty((0, schema.n_features), dtype=np.float32)
+    labels, masks = {}, {}
+    for h in schema.heads:
+        lk, mk = o.label_key.format(head=h.name), o.mask_key.format(head=h.name)
+        labels[h.name] = _stack([field(i, s, lk, "labels", h.name) for i, s in enumerate(rows)],
+                                repr(lk), where)
+        masks[h.name] = _stack([field(i, s, mk, "masks", h.name) for i, s in enumerate(rows)],
+                               repr(mk), where)
+        if not rows:
+            labels[h.name] = np.empty(0, dtype=np.int64)
+            masks[h.name] = np.empty((0, h.classes), dtype=np.int8)
+    group = None
+    if has_group and o.group_key:
+        group = _stack([field(i, s, o.group_key) for i, s in enumerate(rows)],
+                       repr(o.group_key), where) if rows else np.empty(0, dtype=np.int64)
+    return Batch(features, labels, masks, group)
 
 
 class NpzSource(Source):
@@ -85,56 +148,95 @@ class NpzSource(Source):
 
     @cached_property
     def files(self) -> list[str]:
-        files: list[str] = []
-        for pattern in self.options.paths:
-            if glob.has_magic(pattern):
-                files.extend(sorted(glob.glob(pattern)))
-            else:
-                files.append(pattern)
-        if not files:
-            raise SourceError(f"npz source: no files match {list(self.options.paths)} "
-                              f"(relative to {os.getcwd()!r}); check source.paths")
-        return files
+        return expand_paths(self.options.paths, "npz", (".npz",))
 
     def describe(self, item: int) -> str:
         return f"file {self.files[item]!r} (item {item})"
 
-    def _shape(self, item: int, key: str) -> tuple[int, ...] | None:
+    def _headers(self, item: int) -> dict[str, tuple[tuple[int, ...], np.dtype[Any]]]:
         try:
-            return npz_member_shape(self.files[item], key)
+            return npz_headers(self.files[item])
         except FileNotFoundError as e:
             raise SourceError(f"{self.describe(item)}: file not found; check source.paths") from e
         except (OSError, zipfile.BadZipFile, ValueError) as e:
             raise SourceError(f"{self.describe(item)}: unreadable npz file ({e})") from e
 
+    def _samples_key(self, headers: Mapping[str, Any]) -> str | None:
+        """The key of the list-of-dicts array of a legacy file without a features array."""
+        if self.options.samples_key in headers:
+            return self.options.samples_key
+        return next(iter(headers)) if len(headers) == 1 else None
+
+    def _load_samples(self, item: int, key: str) -> list[Any]:
+        with np.load(self.files[item], allow_pickle=True) as z:
+            arr = z[key]
+        samples = arr.item() if arr.ndim == 0 else arr
+        if not isinstance(samples, (list, tuple, np.ndarray)):
+            raise SourceError(f"{self.describe(item)}: {key!r} holds a "
+                              f"{type(samples).__name__}; expected a list of sample dicts")
+        return list(samples)
+
     @cached_property
     def has_group(self) -> bool:
         key = self.options.group_key
-        return key is not None and self._shape(0, key) is not None
+        if key is None:
+            return False
+        headers = self._headers(0)
+        if self.options.features_key not in headers and self.options.allow_pickle:
+            skey = self._samples_key(headers)
+            samples = self._load_samples(0, skey) if skey else []
+            return bool(samples) and isinstance(samples[0], Mapping) and key in samples[0]
+        return key in headers
 
     def counts(self) -> list[int]:
-        counts = []
-        key = self.options.features_key
-        for item in range(len(self.files)):
-            shape = self._shape(item, key)
-            if shape is None:
-                raise SourceError(f"{self.describe(item)}: no array {key!r}; expected the "
-                                  "features under source.features_key")
-            if len(shape) != 2:
-                raise SourceError(f"{self.describe(item)}: {key!r} has shape {shape}; expected "
-                                  f"(rows, {self.schema.n_features})")
-            counts.append(int(shape[0]))
-        return counts
+        if self.options.allow_pickle:
+            log.warning("npz source: allow_pickle is true, so pickled arrays in %d files will be "
+                        "unpickled, which runs any code they contain; only use it on files "
+                        "you trust", len(self.files))
+        return [self._count(item) for item in range(len(self.files))]
+
+    def _count(self, item: int) -> int:
+        o, where = self.options, self.describe(item)
+        headers = self._headers(item)
+        pickled = sorted(k for k, (_, dtype) in headers.items() if dtype.hasobject)
+        if pickled and not o.allow_pickle:
+            raise SourceError(f"{where}: {pickled} are pickled (object) arrays; {PICKLE_HINT}")
+        if o.features_key not in headers:
+            key = self._samples_key(headers) if o.allow_pickle else None
+            if key is None:
+                raise SourceError(f"{where}: no array {o.features_key!r}; expected the features "
+                                  f"under source.features_key; the file has {sorted(headers)}")
+            shape, dtype = headers[key]
+            if not dtype.hasobject:
+                raise SourceError(f"{where}: no array {o.features_key!r}, and {key!r} has dtype "
+                                  f"{dtype}; expected a list of sample dicts")
+            return int(shape[0]) if len(shape) == 1 else len(self._load_samples(item, key))
+        shape, dtype = headers[o.features_key]
+        if dtype.hasobject and len(shape) != 1:
+            raise SourceError(f"{where}: {o.features_key!r} is an object array of shape {shape}; "
+                              "expected one feature vector per sample")
+        if not dtype.hasobject and len(shape) != 2:
+            raise SourceError(f"{where}: {o.features_key!r} has shape {shape}; expected "
+                              f"(rows, {self.schema.n_features})")
+        return int(shape[0])
 
     def read(self, item: int, start: int, stop: int) -> Batch:
         o = self.options
+        where = self.describe(item)
         try:
-            with np.load(self.files[item], allow_pickle=False) as z:
+            with np.load(self.files[item], allow_pickle=o.allow_pickle) as z:
+                if o.allow_pickle and o.features_key not in z.files:
+                    key = self._samples_key(self._headers(item))
+                    samples = self._load_samples(item, key) if key else []
+                    return _from_samples(samples[start:stop], o, self.schema, self.has_group,
+                                         where, start)
+
                 def get(key: str) -> Any:
                     if key not in z.files:
-                        raise SourceError(f"{self.describe(item)}: no array {key!r}; the file "
-                                          f"has {sorted(z.files)}")
-                    return z[key][start:stop]
+                        raise SourceError(f"{where}: no array {key!r}; the file has "
+                                          f"{sorted(z.files)}")
+                    a = z[key][start:stop]
+                    return _stack(list(a), repr(key), where) if a.dtype.hasobject else a
 
                 features = get(o.features_key)
                 labels = {h.name: get(o.label_key.format(head=h.name)) for h in self.schema.heads}
@@ -143,13 +245,11 @@ class NpzSource(Source):
         except SourceError:
             raise
         except FileNotFoundError as e:
-            raise SourceError(f"{self.describe(item)}: file not found; check source.paths") from e
+            raise SourceError(f"{where}: file not found; check source.paths") from e
         except ValueError as e:
             if "allow_pickle" in str(e):
-                raise SourceError(f"{self.describe(item)}: holds pickled (object) arrays, which "
-                                  "chunkstore never loads because unpickling runs arbitrary "
-                                  "code; re-save the batch with numeric arrays") from e
-            raise SourceError(f"{self.describe(item)}: unreadable npz file ({e})") from e
+                raise SourceError(f"{where}: holds pickled (object) arrays; {PICKLE_HINT}") from e
+            raise SourceError(f"{where}: unreadable npz file ({e})") from e
         except (OSError, zipfile.BadZipFile, EOFError) as e:
-            raise SourceError(f"{self.describe(item)}: unreadable npz file ({e})") from e
+            raise SourceError(f"{where}: unreadable npz file ({e})") from e
         return Batch(features, labels, masks, group)

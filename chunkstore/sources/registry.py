@@ -19,6 +19,9 @@ registry: dict[str, tuple[str, str | None]] = {
     # kind: ("module:Class", pip extra that provides its dependency)
     "synthetic": ("chunkstore.sources.synthetic:SyntheticSource", None),
     "npz": ("chunkstore.sources.npz:NpzSource", None),
+    "parquet": ("chunkstore.sources.parquet:ParquetSource", "parquet"),
+    "hdf5": ("chunkstore.sources.hdf5:Hdf5Source", "hdf5"),
+    "npy": ("chunkstore.sources.npy:NpySource", None),
 }
 
 
@@ -41,6 +44,18 @@ def source_class(kind: str, where: Where | None = None) -> type[Source]:
 
 def options_class(kind: str, where: Where) -> type[SourceOptions]:
     return source_class(kind, where).Options
+
+
+def resolved_schema(options: SourceOptions, schema: Schema, where: Where) -> Schema:
+    """The schema with what the source itself knows filled in, e.g. feature names.
+
+    Kinds whose files name their columns (parquet column names, an HDF5 ``feature_names``
+    attribute, an npy metadata JSON) implement ``resolve_schema``: a schema that gives only a
+    feature count gets the names from the files, a schema that lists names must agree with them.
+    Other kinds leave the schema unchanged.
+    """
+    resolve = getattr(options, "resolve_schema", None)
+    return schema if resolve is None else resolve(schema, where)
 
 
 def open_source(config: SourceConfig, schema: Schema) -> Source:

@@ -1,0 +1,199 @@
+"""Helpers shared by the file-based source kinds (npz, parquet, hdf5, npy).
+
+- :func:`parse_paths` / :func:`expand_paths`: the ``paths:`` option (a glob, a directory or a
+  list of them) and the sorted file list it names.
+- :class:`PerHead`: an option that names one thing per head, as a ``{head}`` template or an
+  explicit mapping.
+- :func:`npy_header` / :func:`npz_member_memmap`: ``.npy`` headers and memory maps of members
+  stored uncompressed inside an ``.npz``, so counting and slicing never load whole arrays.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import zipfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import IO, Any
+
+import numpy as np
+
+from ..errors import SourceError
+from ..schema import Schema, Where
+
+
+def parse_paths(d: Mapping[str, Any], where: Where, example: str) -> tuple[str, ...]:
+    """The ``paths`` option: a glob/directory/file string or a non-empty list of them."""
+    pw = where.child("paths")
+    if "paths" not in d:
+        raise pw.error(f"missing required key (a glob such as {example!r}, a directory or a "
+                       "list)")
+    raw = d["paths"]
+    if isinstance(raw, str):
+        raw = [raw]
+    if not isinstance(raw, list) or not raw or not all(isinstance(p, str) for p in raw):
+        raise pw.error(f"expected a glob string, a directory or a list of paths, found {raw!r}")
+    return tuple(raw)
+
+
+def expand_paths(patterns: tuple[str, ...], kind: str,
+                 suffixes: tuple[str, ...] = ()) -> list[str]:
+    """Files named by ``patterns``, in order; each glob and directory is sorted.
+
+    A directory stands for every file under it (recursively) whose name ends with one of
+    ``suffixes``, sorted by relative path (so ``part-00010`` follows ``part-00009``).
+
+    Raises
+    ------
+    SourceError
+        When nothing matches at all.
+    """
+    files: list[str] = []
+    for pattern in patterns:
+        if glob.has_magic(pattern):
+            files.extend(sorted(glob.glob(pattern, recursive=True)))
+        elif suffixes and os.path.isdir(pattern):
+            found = [os.path.join(root, n) for root, _, names in os.walk(pattern)
+                     for n in names if n.endswith(suffixes)]
+            files.extend(sorted(found, key=lambda p: os.path.relpath(p, pattern)))
+        else:
+            files.append(pattern)
+    if not files:
+        raise SourceError(f"{kind} source: no files match {list(patterns)} (relative to "
+                          f"{os.getcwd()!r}); check source.paths")
+    return files
+
+
+@dataclass(frozen=True)
+class PerHead:
+    """One value per head: a string template containing ``{head}``, or a mapping head -> value.
+
+    Config forms: ``"labels_{head}"`` or ``{move: lab_move, target: lab_target}``. Mapping
+    values are strings unless the kind allows more (lists, ``{prefix: ...}``).
+    """
+
+    template: str | None = None
+    mapping: tuple[tuple[str, Any], ...] = ()
+
+    def get(self, head: str) -> Any:
+        if self.template is not None:
+            return self.template.replace("{head}", head)
+        return dict(self.mapping)[head]
+
+    def to_config(self) -> Any:
+        return self.template if self.template is not None else dict(self.mapping)
+
+    @classmethod
+    def parse(cls, value: Any, where: Where, schema: Schema, *,
+              allow_template_without_head: bool = False) -> PerHead:
+        """Validate a template or a mapping that covers exactly the schema's heads."""
+        heads = [h.name for h in schema.heads]
+        if isinstance(value, str):
+            if "{head}" not in value and not allow_template_without_head:
+                raise where.error(f"a template must contain '{{head}}', found {value!r}; or "
+                                  f"give a mapping with one entry per head {heads}")
+            return cls(template=value)
+        if isinstance(value, Mapping):
+            missing = [h for h in heads if h not in value]
+            extra = sorted(str(k) for k in value if k not in heads)
+            if missing or extra:
+                raise where.error(f"expected one entry per head {heads}; missing {missing}, "
+                                  f"unknown {extra}")
+            return cls(mapping=tuple((h, _freeze(value[h])) for h in heads))
+        raise where.error(f"expected a template string with '{{head}}' or a mapping head -> "
+                          f"value, found {value!r}")
+
+
+def _freeze(value: Any) -> Any:
+    """Lists -> tuples and mappings -> sorted pair tuples, so frozen options stay hashable."""
+    if isinstance(value, list):
+        return tuple(_freeze(v) for v in value)
+    if isinstance(value, Mapping):
+        return tuple(sorted((str(k), _freeze(v)) for k, v in value.items()))
+    return value
+
+
+def thaw(value: Any) -> Any:
+    """Inverse of the freezing done by :meth:`PerHead.parse`, for ``to_dict``."""
+    if isinstance(value, tuple) and value and all(
+            isinstance(p, tuple) and len(p) == 2 and isinstance(p[0], str) for p in value):
+        return {k: thaw(v) for k, v in value}
+    if isinstance(value, tuple):
+        return [thaw(v) for v in value]
+    return value
+
+
+def _read_header(fh: IO[bytes]) -> tuple[tuple[int, ...], np.dtype[Any], bool]:
+    version = np.lib.format.read_magic(fh)
+    if version == (1, 0):
+        shape, fortran, dtype = np.lib.format.read_array_header_1_0(fh)
+    else:
+        shape, fortran, dtype = np.lib.format.read_array_header_2_0(fh)
+    return tuple(shape), dtype, fortran
+
+
+def npz_member_header(path: str, key: str) -> tuple[tuple[int, ...], np.dtype[Any]] | None:
+    """(shape, dtype) of array ``key`` in an ``.npz`` from its header alone; None if absent."""
+    with zipfile.ZipFile(path) as zf:
+        name = f"{key}.npy"
+        if name not in zf.namelist():
+            return None
+        with zf.open(name) as fh:
+            shape, dtype, _ = _read_header(fh)
+    return shape, dtype
+
+
+def npz_headers(path: str) -> dict[str, tuple[tuple[int, ...], np.dtype[Any]]]:
+    """(shape, dtype) of every array in an ``.npz``, in file order, from the headers alone."""
+    out = {}
+    with zipfile.ZipFile(path) as zf:
+        for name in zf.namelist():
+            if name.endswith(".npy"):
+                with zf.open(name) as fh:
+                    shape, dtype, _ = _read_header(fh)
+                out[name.removesuffix(".npy")] = (shape, dtype)
+    return out
+
+
+def npy_header(path: str) -> tuple[tuple[int, ...], np.dtype[Any]]:
+    """(shape, dtype) of a ``.npy`` file from its header alone."""
+    with open(path, "rb") as fh:
+        shape, dtype, _ = _read_header(fh)
+    return shape, dtype
+
+
+def npz_member_memmap(path: str, key: str) -> np.memmap[Any, Any]:
+    """A read-only memory map of member ``key`` of an ``.npz`` written by ``np.savez``.
+
+    ``np.load`` ignores ``mmap_mode`` for ``.npz`` files; a member stored without compression
+    is a plain ``.npy`` at a known offset inside the zip, so it can be mapped directly.
+
+    Raises
+    ------
+    SourceError
+        When the member is missing, compressed (``np.savez_compressed``) or not a plain array.
+    """
+    with zipfile.ZipFile(path) as zf:
+        try:
+            info = zf.getinfo(f"{key}.npy")
+        except KeyError:
+            names = sorted(n.removesuffix(".npy") for n in zf.namelist())
+            raise SourceError(f"{path!r}: no array {key!r}; the file has {names}") from None
+        if info.compress_type != zipfile.ZIP_STORED:
+            raise SourceError(f"{path!r}: array {key!r} is compressed (np.savez_compressed), so "
+                              "it cannot be memory-mapped; re-save it with np.savez or as .npy")
+        with open(path, "rb") as raw:
+            raw.seek(info.header_offset)
+            local = raw.read(30)
+            name_len = int.from_bytes(local[26:28], "little")
+            extra_len = int.from_bytes(local[28:30], "little")
+            start = info.header_offset + 30 + name_len + extra_len
+            raw.seek(start)
+            shape, dtype, fortran = _read_header(raw)
+            data_offset = raw.tell()
+    if dtype.hasobject:
+        raise SourceError(f"{path!r}: array {key!r} holds pickled objects; expected a numeric "
+                          "array")
+    return np.memmap(path, dtype=dtype, mode="r", offset=data_offset, shape=shape,
+                     order="F" if fortran else "C")

@@ -1,0 +1,377 @@
+"""``parquet``: tables from Polars/pandas/Spark pipelines, one item per row group (pyarrow).
+
+Row counts come from the files' footers, so counting reads no data; a task reads only the
+columns it needs from the row groups it covers. Columns are chosen by the config:
+
+- features: an explicit list, ``{prefix: ...}``, ``{regex: ...}`` or ``all_others`` (every
+  column that is not a label, mask or group column, minus ``exclude``). With no ``features``
+  key, the schema's feature names are the columns if the schema lists names, else
+  ``all_others``. The store's feature names are the column names (see :meth:`resolve_schema`).
+- labels: one integer column per head (``label_{head}`` by default).
+- masks: per head, a list column of width K (``mask_{head}`` by default), or K scalar columns
+  (a template with ``{k}``, an explicit list, ``{prefix: ...}`` or ``{regex: ...}``).
+- group: an optional integer column -> ``meta/group``.
+
+Nulls become NaN in features; a null label, mask or group is an error naming the row.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from numpy.typing import NDArray
+
+from ..errors import SourceError
+from ..schema import Schema, Where, _check_keys, _str, default_feature_names
+from .base import Batch, Source, SourceOptions
+from .files import PerHead, expand_paths, parse_paths, thaw
+
+SUFFIXES = (".parquet", ".parq", ".pq")
+ALL_OTHERS = "all_others"
+
+
+def _selector(value: Any, where: Where, *, allow_all_others: bool) -> Any:
+    """Validate a column selector: a list of names, {prefix: s}, {regex: s} or all_others."""
+    if value == ALL_OTHERS and allow_all_others:
+        return ALL_OTHERS
+    if isinstance(value, list) and value and all(isinstance(c, str) for c in value):
+        return tuple(value)
+    if isinstance(value, Mapping) and len(value) == 1:
+        (key, pattern), = value.items()
+        if key in ("prefix", "regex") and isinstance(pattern, str):
+            if key == "regex":
+                try:
+                    re.compile(pattern)
+                except re.error as e:
+                    raise where.error(f"invalid regex {pattern!r}: {e}") from e
+            return ((key, pattern),)
+    others = ", 'all_others'" if allow_all_others else ""
+    raise where.error(f"expected a list of column names, {{prefix: ...}}, {{regex: ...}}{others}; "
+                      f"found {value!r}")
+
+
+@dataclass(frozen=True)
+class ParquetOptions(SourceOptions):
+    paths: tuple[str, ...]
+    features: Any = None  # None | "all_others" | tuple of names | (("prefix"|"regex", s),)
+    exclude: tuple[str, ...] = ()
+    labels: PerHead = PerHead("label_{head}")
+    masks: PerHead = PerHead("mask_{head}")
+    group: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"paths": list(self.paths), "features": thaw(self.features),
+                "exclude": list(self.exclude), "labels": self.labels.to_config(),
+                "masks": thaw(self.masks.to_config()), "group": self.group}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any], where: Where, schema: Schema) -> ParquetOptions:
+        _check_keys(d, {"paths", "features", "exclude", "labels", "masks", "group"}, where)
+        paths = parse_paths(d, where, "data/table/*.parquet")
+        features = d.get("features")
+        if features is not None:
+            features = _selector(features, where.child("features"), allow_all_others=True)
+        exclude = d.get("exclude") or []
+        if not isinstance(exclude, list) or not all(isinstance(c, str) for c in exclude):
+            raise where.child("exclude").error(f"expected a list of column names, found "
+                                               f"{exclude!r}")
+        if exclude and features not in (None, ALL_OTHERS):
+            raise where.child("exclude").error("only used with features: all_others")
+        labels = PerHead.parse(d.get("labels", "label_{head}"), where.child("labels"), schema)
+        mw = where.child("masks")
+        masks = PerHead.parse(d.get("masks", "mask_{head}"), mw, schema)
+        for head, spec in masks.mapping:
+            if not isinstance(spec, str):
+                _selector(thaw(spec), mw.child(head), allow_all_others=False)
+        group = d.get("group")
+        if group is not None:
+            group = _str(group, where.child("group"))
+        for head, col in labels.mapping:
+            _str(col, where.child("labels").child(head))
+        return cls(paths, features, tuple(exclude), labels, masks, group)
+
+    def resolve_schema(self, schema: Schema, where: Where) -> Schema:
+        """The schema with feature names taken from the selected columns of the first file.
+
+        If the schema gives only a count, the selected columns must number that many and the
+        store's feature names become the column names. If it lists names, they must equal the
+        selected columns (with no ``features`` key they *are* the selection).
+        """
+        files = expand_paths(self.paths, "parquet", SUFFIXES)
+        cols = resolve_columns(self, schema, _read_schema(files[0]), files[0])
+        return dataclasses.replace(schema, feature_names=cols.features)
+
+
+@dataclass(frozen=True)
+class Columns:
+    """The column names a source reads, resolved against a file's schema."""
+
+    features: tuple[str, ...]
+    labels: dict[str, str]
+    masks: dict[str, tuple[str, tuple[str, ...]]]  # head -> ("list"|"scalars", columns)
+    group: str | None
+
+    def all(self) -> list[str]:
+        names = [*self.features, *self.labels.values(),
+                 *(c for _, cols in self.masks.values() for c in cols)]
+        return names + ([self.group] if self.group else [])
+
+
+def _select(spec: Any, names: list[str]) -> list[str]:
+    if isinstance(spec, tuple) and len(spec) == 1 and isinstance(spec[0], tuple):
+        (key, pattern), = spec
+        if key == "prefix":
+            return [n for n in names if n.startswith(pattern)]
+        rx = re.compile(pattern)
+        return [n for n in names if rx.fullmatch(n)]
+    return list(spec)
+
+
+def _has_default_names(schema: Schema) -> bool:
+    return schema.feature_names == default_feature_names(schema.n_features)
+
+
+def resolve_columns(o: ParquetOptions, schema: Schema, arrow: pa.Schema, path: str) -> Columns:
+    """Resolve the options' selectors against one file's schema; SourceError if they do not fit.
+
+    Raises
+    ------
+    SourceError
+        For a missing column, a selector that matches the wrong number of columns, feature
+        names that differ from the columns, or a column of the wrong type.
+    """
+    names = list(arrow.names)
+
+    def need(col: str, what: str) -> str:
+        if col not in names:
+            shown = names[:12] + (["..."] if len(names) > 12 else [])
+            raise SourceError(f"parquet file {path!r}: no column {col!r} ({what}); the file "
+                              f"has columns {shown}; fix source.{what.split()[0]} in the config")
+        return col
+
+    labels = {h.name: need(o.labels.get(h.name), f"labels of head {h.name!r}")
+              for h in schema.heads}
+    masks: dict[str, tuple[str, tuple[str, ...]]] = {}
+    for h in schema.heads:
+        spec, what = o.masks.get(h.name), f"masks of head {h.name!r}"
+        if isinstance(spec, str) and "{k}" not in spec:
+            col = need(spec, what)
+            t = arrow.field(col).type
+            if not (pa.types.is_list(t) or pa.types.is_large_list(t)
+                    or pa.types.is_fixed_size_list(t)):
+                raise SourceError(f"parquet file {path!r}: mask column {col!r} of head {h.name!r} "
+                                  f"has type {t}; expected a list column of width {h.classes}, "
+                                  "or K scalar columns (e.g. masks: 'mask_{head}_{k}')")
+            if pa.types.is_fixed_size_list(t) and t.list_size != h.classes:
+                raise SourceError(f"parquet file {path!r}: mask column {col!r} of head {h.name!r} "
+                                  f"is a list of width {t.list_size}; expected width {h.classes} "
+                                  "(the head's classes)")
+            masks[h.name] = ("list", (col,))
+            continue
+        if isinstance(spec, str):
+            cols = [spec.replace("{k}", str(k)) for k in range(h.classes)]
+        else:
+            cols = _select(spec, names)
+        if len(cols) != h.classes:
+            raise SourceError(f"parquet file {path!r}: the mask columns of head {h.name!r} "
+                              f"({cols[:6]}{'...' if len(cols) > 6 else ''}) are {len(cols)}; "
+                              f"expected {h.classes} (the head's classes)")
+        masks[h.name] = ("scalars", tuple(need(c, what) for c in cols))
+    group = need(o.group, "group column") if o.group else None
+
+    used = {*labels.values(), *(c for _, cs in masks.values() for c in cs), group}
+    spec = o.features
+    if spec is None:
+        spec = ALL_OTHERS if _has_default_names(schema) else schema.feature_names
+    if spec == ALL_OTHERS:
+        how = "features: all_others"
+        features = [n for n in names if n not in used and n not in o.exclude]
+    else:
+        how = f"features: {thaw(spec)!r}" if o.features is not None else "schema.features.names"
+        features = _select(spec, names)
+    for c in features:
+        need(c, "features")
+        t = arrow.field(c).type
+        if not (pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t)
+                or pa.types.is_null(t)):
+            raise SourceError(f"parquet file {path!r}: feature column {c!r} has type {t}; "
+                              "expected a numeric or boolean column (leave it out with "
+                              "source.exclude or an explicit source.features list)")
+    if len(features) != schema.n_features:
+        shown = features[:6] + (["..."] if len(features) > 6 else [])
+        raise SourceError(f"parquet file {path!r}: {how} selects {len(features)} columns "
+                          f"{shown}; the schema has {schema.n_features} features; make "
+                          "schema.features match the columns or change source.features")
+    if not _has_default_names(schema) and tuple(features) != schema.feature_names:
+        diff = next(i for i, (a, b) in enumerate(zip(features, schema.feature_names,
+                                                     strict=True)) if a != b)
+        raise SourceError(f"parquet file {path!r}: feature column {diff} is "
+                          f"{features[diff]!r} but schema.features.names[{diff}] is "
+                          f"{schema.feature_names[diff]!r}; the store's feature names are the "
+                          "column names: drop names from the schema or fix them")
+    return Columns(tuple(features), labels, masks, group)
+
+
+def _difference(a: Columns, b: Columns) -> str:
+    for name in ("features", "labels", "masks", "group"):
+        x, y = getattr(a, name), getattr(b, name)
+        if x != y:
+            if name == "features":
+                extra, missing = sorted(set(x) - set(y))[:5], sorted(set(y) - set(x))[:5]
+                return (f"feature columns: extra {extra}, missing {missing}" if extra or missing
+                        else "the same feature columns in another order")
+            return f"{name}: {x} instead of {y}"
+    return "same"
+
+
+def _read_schema(path: str) -> pa.Schema:
+    try:
+        return pq.read_schema(path)
+    except FileNotFoundError as e:
+        raise SourceError(f"parquet file {path!r} not found; check source.paths") from e
+    except (OSError, pa.ArrowException) as e:
+        raise SourceError(f"parquet file {path!r} is unreadable: {e}") from e
+
+
+def _feature_matrix(table: pa.Table, cols: tuple[str, ...]) -> NDArray[Any]:
+    """(n, F) features; nulls -> NaN. float32 when every column is float32, else float64."""
+    types = {table.schema.field(c).type for c in cols}
+    dtype = np.float32 if types <= {pa.float32()} else np.float64
+    out = np.empty((len(cols), table.num_rows), dtype=dtype)  # filled row by row, returned .T
+    for j, c in enumerate(cols):
+        col = table.column(c)
+        if not pa.types.is_floating(col.type):
+            col = col.cast(pa.float64())
+        if col.null_count:
+            col = pc.fill_null(col, pa.scalar(float("nan"), col.type))
+        out[j] = col.to_numpy()
+    return out.T
+
+
+class ParquetSource(Source):
+    """One item per row group, files in sorted path order, row groups in file order."""
+
+    Options = ParquetOptions
+    options: ParquetOptions
+
+    @cached_property
+    def files(self) -> list[str]:
+        return expand_paths(self.options.paths, "parquet", SUFFIXES)
+
+    @cached_property
+    def columns(self) -> Columns:
+        return resolve_columns(self.options, self.schema, _read_schema(self.files[0]),
+                               self.files[0])
+
+    @cached_property
+    def _items(self) -> list[tuple[int, int, int]]:
+        """(file index, row group, rows) of every item; checks every file's columns."""
+        items = []
+        for f, path in enumerate(self.files):
+            meta = self._file(path).metadata
+            cols = resolve_columns(self.options, self.schema, meta.schema.to_arrow_schema(), path)
+            if cols != self.columns:
+                raise SourceError(f"parquet file {path!r} selects other columns than "
+                                  f"{self.files[0]!r} ({_difference(cols, self.columns)}); every "
+                                  "file needs the same columns")
+            self._check_null_stats(path, meta)
+            items.extend((f, rg, meta.row_group(rg).num_rows) for rg in range(meta.num_row_groups))
+        return items
+
+    def _check_null_stats(self, path: str, meta: pq.FileMetaData) -> None:
+        """Fail before anything is written when the footer already shows a null label."""
+        c = self.columns
+        required = [*c.labels.values(), *([c.group] if c.group else [])]
+        index = {meta.schema.column(i).path: i for i in range(meta.num_columns)}
+        for rg in range(meta.num_row_groups):
+            for col in required:
+                stats = meta.row_group(rg).column(index[col]).statistics
+                if stats is not None and stats.has_null_count and stats.null_count:
+                    raise SourceError(f"parquet file {path!r} row group {rg}: column {col!r} "
+                                      f"has {stats.null_count} null values; labels and group ids "
+                                      "must be set for every row (drop or fill those rows)")
+
+    @cached_property
+    def _open(self) -> dict[str, pq.ParquetFile]:
+        return {}
+
+    def _file(self, path: str) -> pq.ParquetFile:
+        if path not in self._open:
+            try:
+                self._open[path] = pq.ParquetFile(path)
+            except FileNotFoundError as e:
+                raise SourceError(f"parquet file {path!r} not found; check source.paths") from e
+            except (OSError, pa.ArrowException) as e:
+                raise SourceError(f"parquet file {path!r} is unreadable: {e}") from e
+        return self._open[path]
+
+    @property
+    def has_group(self) -> bool:
+        return self.options.group is not None
+
+    def describe(self, item: int) -> str:
+        f, rg, _ = self._items[item]
+        return f"parquet file {self.files[f]!r} row group {rg} (item {item})"
+
+    def counts(self) -> list[int]:
+        return [n for _, _, n in self._items]
+
+    def read(self, item: int, start: int, stop: int) -> Batch:
+        f, rg, _ = self._items[item]
+        c = self.columns
+        table = self._file(self.files[f]).read_row_group(rg, columns=c.all())
+        table = table.slice(start, stop - start)
+        where = self.describe(item)
+
+        def ints(col: str, what: str) -> NDArray[Any]:
+            a = table.column(col)
+            if a.null_count:
+                row = int(pc.index(pc.is_null(a), True).as_py())
+                raise SourceError(f"{where}, row {start + row} of the item: {what} (column "
+                                  f"{col!r}) is null; it must be set for every row (drop or "
+                                  "fill those rows)")
+            return a.to_numpy()
+
+        labels = {h: ints(col, f"the label of head {h!r}") for h, col in c.labels.items()}
+        masks = {}
+        for h in self.schema.heads:
+            kind, cols = c.masks[h.name]
+            if kind == "scalars":
+                masks[h.name] = np.stack([ints(col, f"the mask of head {h.name!r}") for col in cols],
+                                         axis=1) if cols else np.empty((table.num_rows, 0))
+            else:
+                masks[h.name] = self._list_mask(table, cols[0], h.name, h.classes, where, start)
+        group = ints(c.group, "the group id") if c.group else None
+        return Batch(_feature_matrix(table, c.features), labels, masks, group)
+
+    @staticmethod
+    def _list_mask(table: pa.Table, col: str, head: str, classes: int, where: str,
+                   start: int) -> NDArray[Any]:
+        a = table.column(col).combine_chunks()
+        n = len(a)
+        if a.null_count:
+            row = int(pc.index(pc.is_null(a), True).as_py())
+            raise SourceError(f"{where}, row {start + row} of the item: the mask of head "
+                              f"{head!r} (column {col!r}) is null; expected a list of {classes}")
+        if not pa.types.is_fixed_size_list(a.type):
+            lengths = pc.list_value_length(a).to_numpy(zero_copy_only=False)
+            bad = np.flatnonzero(lengths != classes)
+            if bad.size:
+                raise SourceError(f"{where}, row {start + int(bad[0])} of the item: the mask of "
+                                  f"head {head!r} (column {col!r}) has {lengths[bad[0]]} values; "
+                                  f"expected {classes} (the head's classes)")
+        values = a.flatten()
+        if values.null_count:
+            row = int(pc.index(pc.is_null(values), True).as_py()) // max(classes, 1)
+            raise SourceError(f"{where}, row {start + row} of the item: the mask of head "
+                              f"{head!r} (column {col!r}) holds a null value")
+        return values.to_numpy(zero_copy_only=False).reshape(n, classes)
