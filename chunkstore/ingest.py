@@ -31,7 +31,8 @@ from .errors import ChunkstoreError, IngestError, NotAStoreError, SourceError, S
 from .plan import Plan, choose_chunk_rows, choose_task_chunks, plan_writes
 from .schema import Config, load_config
 from .sources import open_source
-from .stats import Moments
+from .stats import Partial, merge_partials
+from .stats_store import partial_arrays, write_scope
 from .task import TaskSpec, init_worker, peak_rss, run_task
 
 
@@ -144,23 +145,21 @@ def _clear(store: str) -> None:
 
 
 def finalize(store: str, plan: Plan, config: Config) -> None:
-    """Merge every task's partial statistics (in task order) into ``stats/all``; mark complete."""
-    f = config.schema.n_features
-    ids = [t.task_id for t in plan.tasks]
-    moments = Moments.empty(f)
-    counts = {h.name: np.zeros(h.classes, dtype=np.int64) for h in config.schema.heads}
-    for _, arrays in journal.iter_records(store, ids):
-        moments = moments.merge(Moments.from_arrays(arrays, "moments/"))
-        for h in counts:
-            counts[h] += arrays[f"class_counts/{h}"]
-    group = zarr.open_group(store, mode="r+")
-    arrays = {k: v for k, v in moments.to_arrays().items() if k != "m2"}
-    arrays["std"] = moments.std
-    arrays.update({f"class_counts/{h}": c for h, c in counts.items()})
-    layout.write_arrays(group, "stats/all", arrays, {
-        "computed_at": layout.now_iso(), "rows": plan.n_samples, "method": "ingest",
-        "ddof": 0, "note": "moments over finite values; nan_count and inf_count count the rest",
-    })
+    """Merge every task's partial statistics (in task order) into ``stats/all``; mark complete.
+
+    With ``stats.online: false`` the records hold none and ``stats/all`` is left to
+    ``chunkstore stats STORE``.
+    """
+    if config.stats.online:
+        heads = {h.name: h.classes for h in config.schema.heads}
+        records = journal.iter_records(store, [t.task_id for t in plan.tasks])
+        total = merge_partials((Partial.from_arrays(a) for _, a in records), Partial.empty(
+            config.schema.n_features, heads, config.stats.correlation))
+        write_scope(zarr.open_group(store, mode="r+"), "all", partial_arrays(total), {
+            "computed_at": layout.now_iso(), "rows": plan.n_samples, "method": "ingest",
+            "scope": "all", "ddof": 0, "correlation": config.stats.correlation,
+            "note": "moments over finite values; nan_count and inf_count count the rest; "
+                    "correlation over the rows where both features are finite"})
     layout.update_attrs(store, status=layout.COMPLETE, completed=layout.now_iso())
 
 

@@ -269,18 +269,24 @@ class IngestOptions:
 
 @dataclass(frozen=True)
 class StatsOptions:
-    """What ingest computes online (merged into ``stats/all``)."""
+    """What ingest computes online (merged into ``stats/all``).
 
-    correlation: bool = False
+    ``online``: every write task records its partial statistics and ingest merges them into
+    ``stats/all``. ``correlation``: include the (F, F) co-moment matrix (F^2 work per row).
+    """
+
+    correlation: bool = True
+    online: bool = True
 
     def to_dict(self) -> dict[str, Any]:
-        return {"correlation": self.correlation}
+        return {"correlation": self.correlation, "online": self.online}
 
     @classmethod
     def from_dict(cls, d: Any, where: Where) -> StatsOptions:
         d = _mapping(d, where)
-        _check_keys(d, {"correlation"}, where)
-        return cls(_bool(d.get("correlation", False), where.child("correlation")))
+        _check_keys(d, {"correlation", "online"}, where)
+        return cls(_bool(d.get("correlation", True), where.child("correlation")),
+                   _bool(d.get("online", True), where.child("online")))
 
 
 @dataclass(frozen=True)

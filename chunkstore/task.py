@@ -24,7 +24,7 @@ from .errors import ChunkstoreError, SourceError
 from .plan import WriteTask
 from .schema import Config
 from .sources import Source, check_batch, open_source
-from .stats import Moments, class_counts
+from .stats import Partial
 
 
 @dataclass(frozen=True)
@@ -100,11 +100,18 @@ def assemble(task: WriteTask, config: Config, source: Source, has_group: bool
 
 
 def partial_stats(buffers: dict[str, np.ndarray], config: Config) -> dict[str, np.ndarray]:
-    """The task's contribution to ``stats/all``, as flat arrays for its record."""
-    arrays = Moments.of_block(buffers["features"]).to_arrays("moments/")
-    for h in config.schema.heads:
-        arrays[f"class_counts/{h.name}"] = class_counts(buffers[f"labels/{h.name}"], h.classes)
-    return arrays
+    """The task's contribution to ``stats/all``, as flat arrays for its record.
+
+    Moments, co-moments (when ``stats.correlation``), class and mask counts per head; nothing
+    when ``stats.online`` is off.
+    """
+    if not config.stats.online:
+        return {}
+    heads = {h.name: h.classes for h in config.schema.heads}
+    return Partial.of_block(
+        buffers["features"], {h: buffers[f"labels/{h}"] for h in heads},
+        {h: buffers[f"masks/{h}"] for h in heads}, heads,
+        correlation=config.stats.correlation).to_arrays()
 
 
 def run_task(spec: TaskSpec) -> TaskResult:
