@@ -14,13 +14,16 @@ from .errors import (
     IngestError,
     NotAStoreError,
     PlanError,
+    ReadError,
     SourceError,
     StoreExistsError,
     StoreLockedError,
 )
 from .ingest import IngestSummary, ingest
+from .loader import Loader
 from .reader import Dataset, IncompleteStoreWarning, open
 from .schema import Config, load_config
+from .windows import Windows
 
 __all__ = [
     "ChunkstoreError",
@@ -30,11 +33,14 @@ __all__ = [
     "ConfigError",
     "IngestError",
     "IngestSummary",
+    "Loader",
     "NotAStoreError",
     "PlanError",
+    "ReadError",
     "SourceError",
     "StoreExistsError",
     "StoreLockedError",
+    "Windows",
     "__version__",
     "ingest",
     "load_config",

@@ -1,0 +1,272 @@
+"""The chunk-aware shuffled batch loader: coverage, equality, determinism, resume, shards."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zarr
+
+import chunkstore
+from chunkstore import ReadError, ingest
+from chunkstore.loader import cut, plan_epoch
+from helpers import make_items, write_config, write_items
+
+SIZES = [37, 5, 60, 23, 41, 9, 77, 30, 1, 50]  # 333 rows, 42 chunks of 8 (the last short)
+SPLIT_NAMES = ["train", "val", "test"]
+
+
+def build_store(tmp: Path, sizes: list[int] = SIZES, chunk_rows: int = 8, seed: int = 3) -> str:
+    items = make_items(sizes, seed=seed)
+    cfg = write_config(tmp / "c.yaml", store=tmp / "s.zarr",
+                       paths=write_items(tmp / "b", items), ingest={"chunk_rows": chunk_rows})
+    ingest(cfg, progress=False)
+    return str(tmp / "s.zarr")
+
+
+def write_split(store: str, codes: np.ndarray, name: str = "default",
+                names: list[str] = SPLIT_NAMES) -> None:
+    """The splits layout: splits/<name> (N,) int8 codes, attrs names (code i = names[i])."""
+    g = zarr.open_group(store, mode="r+")
+    a = g.create_array(f"splits/{name}", shape=codes.shape, dtype="int8", chunks=(64,),
+                       overwrite=True)
+    a[:] = codes
+    a.attrs["names"] = names
+
+
+def read_all(store: str) -> dict[str, np.ndarray]:
+    g = zarr.open_group(store, mode="r")
+    out = {"features": g["features"][:]}
+    for kind in ("labels", "masks"):
+        for h in g[kind].array_keys():
+            out[f"{kind}/{h}"] = g[f"{kind}/{h}"][:]
+    return out
+
+
+def assert_batch_matches(batch: dict, full: dict[str, np.ndarray]) -> None:
+    idx = batch["index"]
+    np.testing.assert_array_equal(batch["features"], full["features"][idx])
+    for kind in ("labels", "masks"):
+        for h, a in batch[kind].items():
+            np.testing.assert_array_equal(a, full[f"{kind}/{h}"][idx])
+
+
+def epoch(loader) -> list[np.ndarray]:
+    return [b["index"] for b in loader]
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory) -> str:
+    path = build_store(tmp_path_factory.mktemp("loader"))
+    codes = np.random.default_rng(7).choice(3, size=sum(SIZES), p=[0.7, 0.2, 0.1])
+    write_split(path, codes.astype(np.int8))
+    write_split(path, (np.arange(sum(SIZES)) % 2).astype(np.int8), name="parity",
+                names=["even", "odd"])
+    return path
+
+
+@pytest.fixture(scope="module")
+def full(store) -> dict[str, np.ndarray]:
+    return read_all(store)
+
+
+@pytest.fixture(scope="module")
+def ds(store):
+    return chunkstore.open(store)
+
+
+def split_rows(store: str, split: str | None, array: str = "default") -> np.ndarray:
+    if split is None:
+        return np.arange(sum(SIZES))
+    a = zarr.open_array(store, path=f"splits/{array}", mode="r")
+    return np.flatnonzero(a[:] == list(a.attrs["names"]).index(split))
+
+
+@pytest.mark.parametrize("batch_size", [1, 7, 64, 1000])
+@pytest.mark.parametrize("window_chunks", [1, 3, 100])
+@pytest.mark.parametrize("split", [None, "train", "test"])
+def test_every_row_of_the_split_exactly_once(ds, store, full, batch_size, window_chunks, split):
+    want = split_rows(store, split)
+    for drop_last in (False, True):
+        loader = ds.loader(batch_size=batch_size, split=split, window_chunks=window_chunks,
+                           drop_last=drop_last, seed=11)
+        batches = list(loader)
+        sizes = [len(b["index"]) for b in batches]
+        got = np.concatenate([b["index"] for b in batches]) if batches else np.zeros(0, int)
+        assert len(np.unique(got)) == len(got)  # never twice
+        assert len(batches) == len(loader)
+        if drop_last:
+            assert all(s == batch_size for s in sizes)
+            assert len(got) == len(want) // batch_size * batch_size
+            assert np.isin(got, want).all()
+        else:
+            assert all(s == batch_size for s in sizes[:-1]) and 0 < sizes[-1] <= batch_size
+            np.testing.assert_array_equal(np.sort(got), want)
+        for b in batches[:3] + batches[-2:]:
+            assert_batch_matches(b, full)
+
+
+def test_batches_equal_store_rows_and_have_the_documented_shape(ds, full):
+    batches = list(ds.loader(batch_size=50, seed=1))
+    for b in batches:
+        assert_batch_matches(b, full)
+    b = batches[0]
+    assert set(b) == {"features", "labels", "masks", "index"}
+    assert b["features"].shape == (50, 4) and b["features"].dtype == np.float32
+    assert set(b["labels"]) == {"move", "target"} and b["labels"]["move"].shape == (50,)
+    assert b["masks"]["move"].shape == (50, 5) and b["index"].dtype == np.int64
+
+
+def test_heads_subset(ds, full):
+    b = next(iter(ds.loader(batch_size=16, heads=["target"])))
+    assert set(b["labels"]) == set(b["masks"]) == {"target"}
+    assert_batch_matches(b, full)
+    assert set(next(iter(ds.loader(batch_size=4, heads=[])))["labels"]) == set()
+
+
+def test_deterministic_per_seed_and_epoch(ds):
+    a = ds.loader(batch_size=32, seed=5)
+    b = ds.loader(batch_size=32, seed=5)
+    first = epoch(a)
+    assert all(np.array_equal(x, y) for x, y in zip(first, epoch(b), strict=True))
+    assert all(np.array_equal(x, y) for x, y in zip(first, epoch(a), strict=True))  # repeatable
+    a.set_epoch(1)
+    second = np.concatenate(epoch(a))
+    assert not np.array_equal(np.concatenate(first), second)
+    other_seed = np.concatenate(epoch(ds.loader(batch_size=32, seed=6)))
+    assert not np.array_equal(np.concatenate(first), other_seed)
+    b.set_epoch(1)
+    np.testing.assert_array_equal(np.concatenate(epoch(b)), second)
+
+
+def test_no_shuffle_reads_store_order(ds):
+    got = np.concatenate(epoch(ds.loader(batch_size=10, shuffle=False)))
+    np.testing.assert_array_equal(got, np.arange(sum(SIZES)))
+
+
+def test_shuffle_quality_on_a_larger_store(tmp_path):
+    # 4,000 rows in 250 chunks of 16: chunk order and rows within windows are shuffled.
+    path = build_store(tmp_path, sizes=[400] * 10, chunk_rows=16)
+    ds = chunkstore.open(path)
+    loader = ds.loader(batch_size=64, window_chunks=8, seed=0)
+    batches = epoch(loader)
+    order = np.concatenate(batches)
+    position = np.empty(len(order)); position[order] = np.arange(len(order))
+    rho = np.corrcoef(position, np.arange(len(order)))[0, 1]  # Spearman: both are ranks
+    assert abs(rho) < 0.1
+    chunks_per_batch = [len(np.unique(b // 16)) for b in batches]
+    # A batch of 64 drawn from a window of 8 chunks (128 rows) touches nearly all of them.
+    assert np.mean(chunks_per_batch) > 7
+    # Consecutive windows come from unrelated parts of the store.
+    firsts = [int(np.median(b)) for b in batches[::2]]
+    assert abs(np.corrcoef(firsts, np.arange(len(firsts)))[0, 1]) < 0.3
+
+
+@pytest.mark.parametrize("split", [None, "train"])
+@pytest.mark.parametrize("stop", [0, 1, 5, 9])
+def test_resume_mid_epoch_yields_exactly_the_rest(ds, full, split, stop):
+    loader = ds.loader(batch_size=24, split=split, seed=4, window_chunks=3)
+    loader.set_epoch(2)
+    whole = epoch(loader)
+    it = iter(loader)
+    for _ in range(stop):
+        next(it)
+    state = loader.state_dict()
+    assert state["position"] == 24 * stop and state["epoch"] == 2
+    fresh = ds.loader(batch_size=24, split=split, seed=4, window_chunks=3)
+    fresh.load_state_dict(state)
+    fresh.set_epoch(2)  # the training loop's usual call keeps the loaded position
+    rest = list(fresh)
+    assert len(rest) == len(whole) - stop
+    for got, want in zip(rest, whole[stop:], strict=True):
+        np.testing.assert_array_equal(got["index"], want)
+        assert_batch_matches(got, full)
+    assert fresh.state_dict()["position"] == sum(len(b) for b in whole)
+    assert len(epoch(fresh)) == len(whole)  # the next pass is a whole epoch again
+
+
+def test_resume_refuses_a_different_configuration(ds):
+    state = ds.loader(batch_size=24, seed=4).state_dict()
+    with pytest.raises(ReadError, match=r"batch_size \(saved 24, this loader 25\)"):
+        ds.loader(batch_size=25, seed=4).load_state_dict(state)
+    with pytest.raises(ReadError, match="split"):
+        ds.loader(batch_size=24, seed=4, split="train").load_state_dict(state)
+
+
+@pytest.mark.parametrize("world_size", [2, 3, 4])
+@pytest.mark.parametrize("split", [None, "val"])
+def test_shards_partition_the_epoch(ds, store, full, world_size, split):
+    loader = ds.loader(batch_size=16, split=split, seed=9, window_chunks=2)
+    loader.set_epoch(3)
+    parts = []
+    for rank in range(world_size):
+        shard = loader.shard(rank, world_size)
+        assert shard.epoch == 3
+        batches = list(shard)
+        assert len(batches) == len(shard)
+        for b in batches[:2]:
+            assert_batch_matches(b, full)
+        parts.append(np.concatenate([b["index"] for b in batches]))
+    allrows = np.concatenate(parts)
+    np.testing.assert_array_equal(np.sort(allrows), split_rows(store, split))
+    sizes = [len(p) for p in parts]
+    assert max(sizes) - min(sizes) <= 3 * 8  # chunks are dealt round-robin
+    with pytest.raises(ReadError, match="rank"):
+        loader.shard(world_size, world_size)
+
+
+def test_other_split_array(ds, store):
+    got = np.concatenate(epoch(ds.loader(batch_size=8, split="odd", splits="parity")))
+    np.testing.assert_array_equal(np.sort(got), np.arange(1, sum(SIZES), 2))
+
+
+def test_normalize_uses_stats_train(store, tmp_path):
+    path = str(tmp_path / "copy.zarr")
+    shutil.copytree(store, path)
+    ds = chunkstore.open(path)
+    with pytest.raises(ReadError, match="stats/train/mean"):
+        ds.loader(normalize=True)
+    x = read_all(path)["features"]
+    mean = x.mean(axis=0).astype(np.float64)
+    std = x.std(axis=0).astype(np.float64)
+    std[1] = 0.0  # a constant feature is left unscaled, not divided by zero
+    g = zarr.open_group(path, mode="r+")
+    for name, value in (("mean", mean), ("std", std)):
+        g.create_array(f"stats/train/{name}", shape=value.shape, dtype="float64")[:] = value
+    b = next(iter(ds.loader(batch_size=40, normalize=True)))
+    want = (x[b["index"]] - mean.astype(np.float32)) * (1 / np.where(std > 0, std, 1.0)
+                                                         ).astype(np.float32)
+    np.testing.assert_allclose(b["features"], want, rtol=1e-5, atol=1e-5)
+    assert b["features"].dtype == np.float32
+
+
+def test_bad_arguments_are_clear_errors(ds):
+    with pytest.raises(ReadError, match="batch_size must be an integer >= 1, found 0"):
+        ds.loader(batch_size=0)
+    with pytest.raises(ReadError, match="window_chunks"):
+        ds.loader(window_chunks=-1)
+    with pytest.raises(ReadError, match=r"unknown head\(s\) \['nope'\]"):
+        ds.loader(heads=["nope"])
+    with pytest.raises(ReadError, match="split 'holdout' is not in 'splits/default'"):
+        ds.loader(split="holdout")
+    with pytest.raises(ReadError, match="has no split array 'splits/kfold'"):
+        ds.loader(split="train", splits="kfold")
+
+
+def test_incomplete_split_array_is_refused(ds, store):
+    write_split(store, np.zeros(sum(SIZES), np.int8), name="half")
+    zarr.open_array(store, path="splits/half", mode="r+").attrs["complete"] = False
+    with pytest.raises(ReadError, match="incomplete"):
+        ds.loader(split="train", splits="half")
+
+
+def test_plan_and_cut_are_pure_and_consistent():
+    counts = np.array([8, 0, 3, 8, 8, 1], dtype=np.int64)
+    jobs = plan_epoch(counts, seed=1, epoch=0, shuffle=True, window_chunks=2)
+    assert sorted(np.concatenate([j.chunks for j in jobs]).tolist()) == [0, 2, 3, 4, 5]
+    assert [j.start for j in jobs] == [0, jobs[0].count, jobs[0].count + jobs[1].count]
+    assert cut(start=10, skip=2, count=30, batch_size=8) == [(2, 6), (6, 14), (14, 22),
+                                                              (22, 30)]
+    assert cut(start=0, skip=0, count=0, batch_size=8) == []
