@@ -21,6 +21,15 @@ def _cmd_ingest(args: argparse.Namespace) -> None:
     print(summary.format())
 
 
+def _cmd_export(args: argparse.Namespace) -> None:
+    from .export import export
+
+    summary = export(args.store, args.out, format=args.format, split=args.split,
+                     splits=args.splits, compression=args.compression, level=args.level,
+                     overwrite=args.overwrite)
+    print(summary.format())
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="chunkstore", description=__doc__)
     parser.add_argument("--version", action="version", version=f"chunkstore {__version__}")
@@ -35,6 +44,22 @@ def build_parser() -> argparse.ArgumentParser:
                    help="replace a store that was built from a different config")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_ingest)
+
+    p = sub.add_parser("export", help="write a store (or one split) to HDF5 or to .npy/.npz "
+                                      "files, streaming chunk by chunk")
+    p.add_argument("store", help="path of a complete store")
+    p.add_argument("out", help="OUT.h5 for hdf5; a directory for npy")
+    p.add_argument("--format", choices=["hdf5", "npy"], default=None,
+                   help="default: hdf5 if OUT ends in .h5/.hdf5, else npy")
+    p.add_argument("--split", default=None,
+                   help="export only this split's rows, e.g. train (names X_train.npy, ...)")
+    p.add_argument("--splits", default="default",
+                   help="split array holding --split's codes: splits/SPLITS (default: default)")
+    p.add_argument("--compression", choices=["gzip", "lzf", "none"], default="gzip",
+                   help="hdf5 only (default: gzip, readable by every HDF5 tool)")
+    p.add_argument("--level", type=int, default=1, help="gzip level 0-9 (default: 1)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    p.set_defaults(func=_cmd_export)
     return parser
 
 

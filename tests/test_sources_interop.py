@@ -15,15 +15,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import zarr
+from helpers import HEADS, N_FEATURES, assert_store_equals, concat, make_items, write_items
+from test_sources import SourceContract
 
 from chunkstore.errors import ConfigError, SourceError
 from chunkstore.ingest import ingest
 from chunkstore.schema import Config, Schema, Where
 from chunkstore.sources import source_class
 from chunkstore.sources.registry import resolved_schema
-
-from helpers import HEADS, N_FEATURES, assert_store_equals, concat, make_items, write_items
-from test_sources import SourceContract
 
 SCHEMA = Schema.from_dict({"features": N_FEATURES, "heads": HEADS})
 NAMES = ["speed", "hp", "x_pos", "y_pos"]

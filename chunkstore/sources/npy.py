@@ -247,7 +247,7 @@ def _entities(raw: Any, fail: Any) -> tuple[tuple[int, int, int], ...] | None:
             raise fail(f"entity {i} has start {start}, stop {stop}; expected 0 <= start <= stop")
         out.append((start, stop, ident))
     spans = sorted(out)
-    for (a0, a1, ia), (b0, _, ib) in zip(spans, spans[1:], strict=False):
+    for (_, a1, ia), (b0, _, ib) in zip(spans, spans[1:], strict=False):
         if b0 < a1:
             raise fail(f"entities {ia} and {ib} overlap (rows {b0}..{a1 - 1}); each row may "
                        "belong to one entity")

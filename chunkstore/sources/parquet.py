@@ -275,7 +275,7 @@ class ParquetSource(Source):
     @cached_property
     def _items(self) -> list[tuple[int, int, int]]:
         """(file index, row group, rows) of every item; checks every file's columns."""
-        items = []
+        items: list[tuple[int, int, int]] = []
         for f, path in enumerate(self.files):
             meta = self._file(path).metadata
             cols = resolve_columns(self.options, self.schema, meta.schema.to_arrow_schema(), path)
@@ -346,8 +346,8 @@ class ParquetSource(Source):
         for h in self.schema.heads:
             kind, cols = c.masks[h.name]
             if kind == "scalars":
-                masks[h.name] = np.stack([ints(col, f"the mask of head {h.name!r}") for col in cols],
-                                         axis=1) if cols else np.empty((table.num_rows, 0))
+                what = f"the mask of head {h.name!r}"
+                masks[h.name] = np.stack([ints(col, what) for col in cols], axis=1)
             else:
                 masks[h.name] = self._list_mask(table, cols[0], h.name, h.classes, where, start)
         group = ints(c.group, "the group id") if c.group else None
