@@ -171,3 +171,45 @@ def test_runs_of_round_trips(segments):
     runs = runs_of(src)
     back = [(i, r) for i, a, b in runs.tolist() for r in range(a, b)]
     assert back == rows
+
+
+def test_changed_item_list_is_refused_and_overwrite_rebuilds(tmp_path):
+    from chunkstore import StoreExistsError
+
+    items = [(0, 5), (1, 9)]
+    ingest(config(tmp_path / "s.zarr"), items=items, process=process, progress=False)
+    more = [*items, (2, 3)]
+    with pytest.raises(StoreExistsError, match=r"config keys that differ: \['source'\]"):
+        ingest(config(tmp_path / "s.zarr"), items=more, process=process, progress=False)
+    assert_exactly_once(tmp_path / "s.zarr", items)  # untouched
+    ingest(config(tmp_path / "s.zarr"), items=more, process=process, progress=False,
+           overwrite=True)
+    assert_exactly_once(tmp_path / "s.zarr", more)
+
+
+def test_python_source_config_errors(tmp_path):
+    from chunkstore import ConfigError
+
+    with pytest.raises(ConfigError, match="ordered placement needs row counts"):
+        ingest(config(tmp_path / "s.zarr", placement="ordered"), items=[(0, 1)],
+               process=process, progress=False)
+    with pytest.raises(ConfigError, match="has no attribute 'nope'"):
+        ingest(config(tmp_path / "s.zarr", items=[[0, 1]], process="producers:nope"),
+               progress=False)
+    with pytest.raises(ConfigError, match="need source kind 'python'"):
+        ingest({"store": str(tmp_path / "x"), "schema": {"features": 1, "heads": {"a": 2}},
+                "source": {"kind": "synthetic", "n_samples": 3}}, items=[1], progress=False)
+
+
+def test_changed_item_function_output_is_refused(tmp_path, monkeypatch):
+    from chunkstore import StoreExistsError
+
+    path, items, env = write_yaml(tmp_path, [4, 0, 7], "producers:process")
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.syspath_prepend(TESTS)
+    ingest(path, progress=False)
+    monkeypatch.setenv("CHUNKSTORE_TEST_SIZES", "4,0,7,2")
+    with pytest.raises(StoreExistsError, match=r"item list changed .*\(4 items now\)"):
+        ingest(path, progress=False)
+    assert_exactly_once(tmp_path / "s.zarr", items)

@@ -111,7 +111,8 @@ class SyntheticSource(Source):
         x[:, ib] = rng.random((n, ib.size), dtype=np.float32) < c["p"][ib]
         x[:, ic] = rng.poisson(c["lam"][ic], size=(n, ic.size))
         walk = rng.standard_normal((n, iw.size), dtype=np.float32) * c["step"][iw]
-        walk[0] += rng.standard_normal(iw.size, dtype=np.float32)
+        if n:
+            walk[0] += rng.standard_normal(iw.size, dtype=np.float32)
         x[:, iw] = np.round(np.cumsum(walk, axis=0) * 32.0) / 32.0
         gauss = rng.standard_normal((n, ig.size), dtype=np.float32) * c["sigma"][ig] + c["mu"][ig]
         x[:, ig] = np.round(gauss * 256.0) / 256.0  # sensor-like precision
