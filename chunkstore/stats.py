@@ -324,7 +324,8 @@ def block_stats(x: NDArray[Any], *, correlation: bool) -> tuple[Moments, CoMomen
     if rows == 0:
         return Moments.empty(f), CoMoments.empty(f) if correlation else None
     # a column sum is finite exactly when every value is (float32/16 sums cannot overflow)
-    colsum = x.sum(axis=0, dtype=np.float64)
+    with np.errstate(invalid="ignore"):  # inf + -inf
+        colsum = x.sum(axis=0, dtype=np.float64)
     if np.isfinite(colsum).all():
         return _dense_block(x, colsum, correlation)
     return _holey_block(x, correlation)
