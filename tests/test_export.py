@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -98,7 +99,10 @@ def test_hdf5_other_compressions(store, tmp_path, compression):
 
 
 def test_h5dump_lists_the_datasets_and_reads_the_data(store, tmp_path):
-    assert shutil.which("h5dump"), "h5dump (Debian: hdf5-tools) is installed by the test command"
+    if not shutil.which("h5dump"):
+        # the test command installs it (Debian: hdf5-tools); CI must run this test
+        assert not os.environ.get("CI"), "h5dump is missing: apt-get install hdf5-tools"
+        pytest.skip("h5dump is not installed (Debian: apt-get install hdf5-tools)")
     out = tmp_path / "d.h5"
     assert main(["export", str(store), str(out)]) == 0
     header = subprocess.run(["h5dump", "-H", str(out)], capture_output=True, text=True,
