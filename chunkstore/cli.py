@@ -21,6 +21,15 @@ def _cmd_ingest(args: argparse.Namespace) -> None:
     print(summary.format())
 
 
+def _cmd_stats(args: argparse.Namespace) -> None:
+    from .stats_dask import compute_stats
+
+    stats = compute_stats(args.store, split=args.split, splits=args.splits, bins=args.bins,
+                          correlation=not args.no_correlation, scheduler=args.scheduler,
+                          progress=not args.quiet)
+    print(stats.format())
+
+
 def _cmd_export(args: argparse.Namespace) -> None:
     from .export import export
 
@@ -44,6 +53,25 @@ def build_parser() -> argparse.ArgumentParser:
                    help="replace a store that was built from a different config")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_ingest)
+
+    p = sub.add_parser("stats", help="compute exact statistics of a store (or one split) with "
+                                     "Dask and write stats/<scope>/")
+    p.add_argument("store", help="path of a complete store")
+    p.add_argument("--split", default=None,
+                   help="only this split's rows, e.g. train, looked up in --splits; writes "
+                        "stats/<split> (default: all rows, writes stats/all)")
+    p.add_argument("--splits", default="default",
+                   help="split array holding --split's codes: splits/SPLITS (default: default); "
+                        "another array writes stats/<SPLITS>/<split>")
+    p.add_argument("--bins", type=int, default=32,
+                   help="histogram bins per feature, also used for mutual information "
+                        "(default: 32)")
+    p.add_argument("--no-correlation", action="store_true",
+                   help="skip the (F, F) correlation matrix")
+    p.add_argument("--scheduler", default=None,
+                   help="tcp://host:8786 to compute on a dask.distributed cluster")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_stats)
 
     p = sub.add_parser("export", help="write a store (or one split) to HDF5 or to .npy/.npz "
                                       "files, streaming chunk by chunk")
