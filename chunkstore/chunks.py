@@ -19,7 +19,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import google_crc32c
 import numpy as np
@@ -27,6 +27,7 @@ import zarr
 from numcodecs import blosc
 from numpy.typing import NDArray
 from zarr.codecs import BloscCodec, BytesCodec, Crc32cCodec
+from zarr.core.metadata import ArrayV3Metadata
 from zarr.storage import LocalStore
 
 from .errors import ReadError
@@ -73,7 +74,7 @@ def _fast_root(array: zarr.Array) -> tuple[str | None, bool]:
     """(chunk-file root, has crc32c) when the direct Blosc path applies, else (None, False)."""
     meta = array.metadata
     store = array.store
-    if getattr(meta, "zarr_format", None) != 3 or not isinstance(store, LocalStore):
+    if not isinstance(meta, ArrayV3Metadata) or not isinstance(store, LocalStore):
         return None, False
     grid = getattr(meta.chunk_grid, "chunk_shape", None)
     if grid is None or tuple(grid[1:]) != tuple(array.shape[1:]):
@@ -113,14 +114,14 @@ def _read_file(path: str) -> NDArray[np.uint8]:
         buf = _scratch.buf = np.empty(1 << 20, np.uint8)
     fd = os.open(path, os.O_RDONLY)
     try:
-        got = os.readv(fd, [buf])
+        got = os.readv(fd, [cast(Any, buf)])
         if got == len(buf):  # maybe more: grow to the file's size and read the rest
             size = os.fstat(fd).st_size
             if size > got:
                 bigger = np.empty(size, np.uint8)
                 bigger[:got] = buf
                 buf = _scratch.buf = bigger
-                got += os.readv(fd, [memoryview(buf)[got:]])
+                got += os.readv(fd, [cast(Any, buf[got:])])
     finally:
         os.close(fd)
     return buf[:got]
@@ -234,6 +235,8 @@ def as_ids(key: Any, n: int) -> tuple[NDArray[np.int64], bool]:
         return np.arange(n, dtype=np.int64)[key], False
     scalar = np.ndim(key) == 0
     ids = np.asarray(key)
+    if ids.size == 0:
+        return np.zeros(0, np.int64), False
     if ids.dtype == bool:
         if ids.shape != (n,):
             raise IndexError(f"boolean index of shape {ids.shape}, expected ({n},)")

@@ -306,12 +306,12 @@ def split_membership(dataset: Dataset, split: str | None, splits: str = "default
     if split is None:
         return None
     try:
-        arr = dataset.group[f"splits/{splits}"]
+        arr = dataset.array(f"splits/{splits}")
     except KeyError:
         raise ReadError(f"store {dataset.path!r} has no split array 'splits/{splits}' (needed "
                         f"for split={split!r}); compute the splits first, or pass splits=NAME "
                         "to use another split array") from None
-    names = list(arr.attrs.get("names", []))
+    names = list(arr.attrs.get("names", []))  # type: ignore[arg-type]
     if not arr.attrs.get("complete", True):
         raise ReadError(f"split array 'splits/{splits}' of {dataset.path!r} is incomplete (its "
                         "writer stopped); rewrite it before reading a split")
@@ -328,8 +328,8 @@ def split_membership(dataset: Dataset, split: str | None, splits: str = "default
 def train_normalization(dataset: Dataset) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
     """(mean, 1 / std) as float32 from ``stats/train``; a zero or non-finite std counts as 1."""
     try:
-        mean = np.asarray(dataset.group["stats/train/mean"][:], dtype=np.float64)
-        std = np.asarray(dataset.group["stats/train/std"][:], dtype=np.float64)
+        mean = np.asarray(dataset.array("stats/train/mean")[:], dtype=np.float64)
+        std = np.asarray(dataset.array("stats/train/std")[:], dtype=np.float64)
     except KeyError:
         raise ReadError(f"normalize=True needs 'stats/train/mean' and 'stats/train/std' in "
                         f"{dataset.path!r}, which has none; compute them with `chunkstore "

@@ -8,9 +8,9 @@ sliced.
 from __future__ import annotations
 
 import warnings
-from functools import cached_property
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from functools import cached_property
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import zarr
@@ -44,7 +44,7 @@ class Dataset:
     heads : dict head -> number of classes
     """
 
-    def __init__(self, path: str, *, mode: str = "r") -> None:
+    def __init__(self, path: str, *, mode: Literal["r", "r+"] = "r") -> None:
         self.path = path
         self.attrs = layout.read_attrs(path)
         self.group = zarr.open_group(path, mode=mode)
@@ -52,11 +52,12 @@ class Dataset:
         self.chunk_rows: int = self.attrs["chunk_rows"]
         self.feature_names: list[str] = list(self.attrs["feature_names"])
         self.heads: dict[str, int] = {h: d["classes"] for h, d in self.attrs["heads"].items()}
-        self.features = self.group["features"]
-        self.labels = {h: self.group[f"labels/{h}"] for h in self.heads}
-        self.masks = {h: self.group[f"masks/{h}"] for h in self.heads}
+        self.features = self.array("features")
+        self.labels = {h: self.array(f"labels/{h}") for h in self.heads}
+        self.masks = {h: self.array(f"masks/{h}") for h in self.heads}
         meta = self.group.get("meta")
-        self.meta = {k: v for k, v in meta.arrays()} if meta is not None else {}
+        self.meta: dict[str, zarr.Array] = (
+            dict(meta.arrays()) if isinstance(meta, zarr.Group) else {})
         if self.status != layout.COMPLETE:
             from .journal import missing_rows
 
@@ -68,6 +69,13 @@ class Dataset:
                 f"{self.n_samples:,} rows are not written yet ({shown}); they read as NaN "
                 "features and label -1. Rerun the ingest to finish it.",
                 IncompleteStoreWarning, stacklevel=2)
+
+    def array(self, name: str) -> zarr.Array:
+        """The array at ``name`` (e.g. ``"splits/default"``); KeyError if there is none."""
+        node = self.group[name]
+        if not isinstance(node, zarr.Array):
+            raise KeyError(f"{name!r} in store {self.path!r} is a group, not an array")
+        return node
 
     @property
     def status(self) -> str:
@@ -180,16 +188,12 @@ class Dataset:
 
         ids, scalar = as_ids(key, self.n_samples)
         got = self._chunk_cache.gather(list(self._chunk_cache.sources), ids)
-        item = {
-            "features": got["features"],
-            "labels": {h: got[f"labels/{h}"] for h in self.heads},
-            "masks": {h: got[f"masks/{h}"] for h in self.heads},
-            "index": ids,
-        }
+        labels = {h: got[f"labels/{h}"] for h in self.heads}
+        masks = {h: got[f"masks/{h}"] for h in self.heads}
         if scalar:
-            return {k: ({h: a[0] for h, a in v.items()} if isinstance(v, dict) else v[0])
-                    for k, v in item.items()}
-        return item
+            return {"features": got["features"][0], "labels": {h: a[0] for h, a in labels.items()},
+                    "masks": {h: a[0] for h, a in masks.items()}, "index": ids[0]}
+        return {"features": got["features"], "labels": labels, "masks": masks, "index": ids}
 
     def to_xarray(self) -> xr.Dataset:
         """Every sample array as one lazy ``xarray.Dataset`` (Dask-backed, chunked as stored).
@@ -209,7 +213,8 @@ class Dataset:
             raise ImportError("Dataset.to_xarray() needs xarray: pip install "
                               "'chunkstore[xarray]'") from e
         d = self._dask
-        data = {"features": (("sample", "feature"), d["features"])}
+        data: dict[str, tuple[tuple[str, ...], da.Array]] = {
+            "features": (("sample", "feature"), d["features"])}
         for h in self.heads:
             data[f"labels_{h}"] = (("sample",), d[f"labels/{h}"])
             data[f"masks_{h}"] = (("sample", f"{h}_class"), d[f"masks/{h}"])
@@ -237,7 +242,7 @@ class Dataset:
         return dict(self._dask)
 
 
-def open(path: str, mode: str = "r") -> Dataset:  # noqa: A001 - mirrors zarr.open
+def open(path: str, mode: Literal["r", "r+"] = "r") -> Dataset:  # noqa: A001 - mirrors zarr.open
     """Open a chunkstore store.
 
     Parameters

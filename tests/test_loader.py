@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import zarr
+from helpers import make_items, write_config, write_items
 
 import chunkstore
 from chunkstore import ReadError, ingest
 from chunkstore.loader import cut, plan_epoch
-from helpers import make_items, write_config, write_items
 
 SIZES = [37, 5, 60, 23, 41, 9, 77, 30, 1, 50]  # 333 rows, 42 chunks of 8 (the last short)
 SPLIT_NAMES = ["train", "val", "test"]
@@ -153,7 +153,8 @@ def test_shuffle_quality_on_a_larger_store(tmp_path):
     loader = ds.loader(batch_size=64, window_chunks=8, seed=0)
     batches = epoch(loader)
     order = np.concatenate(batches)
-    position = np.empty(len(order)); position[order] = np.arange(len(order))
+    position = np.empty(len(order))
+    position[order] = np.arange(len(order))
     rho = np.corrcoef(position, np.arange(len(order)))[0, 1]  # Spearman: both are ranks
     assert abs(rho) < 0.1
     chunks_per_batch = [len(np.unique(b // 16)) for b in batches]

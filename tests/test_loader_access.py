@@ -1,0 +1,118 @@
+"""Map-style access ds[i], decoded chunk reads (fast path = zarr), to_xarray / to_dask."""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zarr
+from test_loader import SIZES, build_store, read_all
+
+import chunkstore
+from chunkstore import ReadError
+from chunkstore.chunks import ChunkCache, chunk_source, read_chunk
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory) -> str:
+    return build_store(tmp_path_factory.mktemp("access"), chunk_rows=16)
+
+
+@pytest.fixture(scope="module")
+def full(store) -> dict[str, np.ndarray]:
+    return read_all(store)
+
+
+def test_getitem_int_array_slice_and_errors(store, full):
+    ds = chunkstore.open(store)
+    n = sum(SIZES)
+    one = ds[17]
+    np.testing.assert_array_equal(one["features"], full["features"][17])
+    assert one["labels"]["move"] == full["labels/move"][17] and one["index"] == 17
+    assert one["masks"]["target"].shape == (3,)
+    np.testing.assert_array_equal(ds[-1]["features"], full["features"][n - 1])
+    rows = np.array([300, 2, 2, 150, 31, 0])
+    many = ds[rows]
+    np.testing.assert_array_equal(many["index"], rows)
+    np.testing.assert_array_equal(many["features"], full["features"][rows])
+    np.testing.assert_array_equal(many["masks"]["move"], full["masks/move"][rows])
+    np.testing.assert_array_equal(ds[10:40:3]["labels"]["target"],
+                                  full["labels/target"][10:40:3])
+    assert ds[[]]["features"].shape == (0, 4)
+    with pytest.raises(IndexError, match=f"index {n} is out of range"):
+        ds[[1, n]]
+    with pytest.raises(IndexError):
+        ds[1.5]
+
+
+def test_chunk_cache_is_bounded_lru(store):
+    ds = chunkstore.open(store)
+    cache = ChunkCache({"features": chunk_source("features", ds.features)}, max_chunks=2)
+    for c in (0, 1, 0, 2):  # 1 is the least recently used when 2 arrives
+        cache.get("features", c)
+    assert [k[1] for k in cache._items] == [0, 2]
+    with pytest.raises(ReadError, match="at least 1"):
+        ChunkCache({}, max_chunks=0)
+
+
+def test_fast_path_equals_zarr_for_every_array_and_chunk(store, full):
+    ds = chunkstore.open(store)
+    arrays = {"features": ds.features, **{f"labels/{h}": a for h, a in ds.labels.items()},
+              **{f"masks/{h}": a for h, a in ds.masks.items()}}
+    for name, arr in arrays.items():
+        fast = chunk_source(name, arr)
+        assert fast.root is not None and fast.checksum  # the layout chunkstore writes
+        slow = dataclasses.replace(fast, root=None)  # zarr's own codec pipeline
+        for c in range(fast.n_chunks):
+            got = read_chunk(fast, c)
+            np.testing.assert_array_equal(got, read_chunk(slow, c))
+            np.testing.assert_array_equal(got, full[name][c * 16:(c + 1) * 16])
+
+
+def test_unwritten_chunk_reads_as_fill_value(store, tmp_path):
+    path = str(tmp_path / "holes.zarr")
+    shutil.copytree(store, path)
+    (Path(path) / "features" / "c" / "2" / "0").unlink()
+    (Path(path) / "labels" / "move" / "c" / "2").unlink()
+    ds = chunkstore.open(path)
+    rows = ds[np.arange(30, 50)]
+    assert np.isnan(rows["features"][2:18]).all() and not np.isnan(rows["features"][:2]).any()
+    assert (rows["labels"]["move"][2:18] == -1).all()
+    zf = zarr.open_array(path, path="features", mode="r")[30:50]
+    np.testing.assert_array_equal(rows["features"], zf)
+
+
+def test_corrupt_chunk_is_a_clear_error(store, tmp_path):
+    path = str(tmp_path / "corrupt.zarr")
+    shutil.copytree(store, path)
+    chunk = Path(path) / "features" / "c" / "1" / "0"
+    data = bytearray(chunk.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    chunk.write_bytes(bytes(data))
+    ds = chunkstore.open(path)
+    with pytest.raises(ReadError, match=r"features/c/1/0.*checksum do not match.*\[16, 32\)"):
+        ds[20]
+    with pytest.raises(ReadError, match="checksum"):
+        list(ds.loader(batch_size=64))
+    ds[40]  # other chunks still read
+
+
+def test_to_dask_and_to_xarray(store, full):
+    ds = chunkstore.open(store)
+    d = ds.to_dask()
+    np.testing.assert_array_equal(d["labels/move"].compute(), full["labels/move"])
+    x = ds.to_xarray()
+    assert x["features"].dims == ("sample", "feature")
+    assert x["masks_target"].dims == ("sample", "target_class")
+    assert x["labels_move"].dims == ("sample",) and x["meta_group"].dims == ("sample",)
+    assert list(x["feature"].values) == ds.feature_names
+    assert x.attrs["n_samples"] == sum(SIZES) and x.attrs["heads"] == "move:5,target:3"
+    np.testing.assert_array_equal(x["features"].isel(sample=slice(5, 9)).values,
+                                  full["features"][5:9])
+    np.testing.assert_array_equal(x["masks_move"].sel(sample=[3, 100]).values,
+                                  full["masks/move"][[3, 100]])
+    np.testing.assert_allclose(x["features"].mean("sample").values,
+                               full["features"].mean(axis=0), rtol=1e-5)
