@@ -30,6 +30,15 @@ def _cmd_stats(args: argparse.Namespace) -> None:
     print(stats.format())
 
 
+def _cmd_split(args: argparse.Namespace) -> None:
+    from .splits_write import run_split
+
+    summary = run_split(args.store, method=args.method, fractions=args.fractions, seed=args.seed,
+                        by=args.by, name=args.name, k=args.k, group=args.group,
+                        overwrite=args.overwrite, scheduler=args.scheduler)
+    print(summary.format())
+
+
 def _cmd_export(args: argparse.Namespace) -> None:
     from .export import export
 
@@ -88,6 +97,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--level", type=int, default=1, help="gzip level 0-9 (default: 1)")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     p.set_defaults(func=_cmd_export)
+
+    p = sub.add_parser("split", help="write a train/val/test (or k-fold) split array "
+                                     "splits/NAME, computed lazily over the store's chunks")
+    p.add_argument("store", help="path of a complete store")
+    p.add_argument("--method", default="random",
+                   choices=["random", "group", "stratified", "stratified-group", "kfold",
+                            "ordered"], help="how samples are assigned (default: random)")
+    p.add_argument("--fractions", default=None,
+                   help="parts and fractions summing to 1 (default: train=0.8,val=0.1,test=0.1)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the assignment (default: 0)")
+    p.add_argument("--by", default=None,
+                   help="head whose classes to balance (stratified, stratified-group, kfold); "
+                        "for ordered, an order key meta/NAME")
+    p.add_argument("--name", default="default",
+                   help="split array name: writes splits/NAME (default: default)")
+    p.add_argument("--k", type=int, default=None, help="number of folds for --method kfold")
+    p.add_argument("--group", action="store_true",
+                   help="kfold only: keep each meta/group in one fold")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing splits/NAME")
+    p.add_argument("--scheduler", default=None,
+                   help="tcp://host:8786 to compute on a dask.distributed cluster")
+    p.set_defaults(func=_cmd_split)
     return parser
 
 

@@ -45,6 +45,11 @@ class ExportError(ChunkstoreError, ValueError):
     exists without --overwrite); nothing was written."""
 
 
+class SplitError(ChunkstoreError, ValueError):
+    """A split request is invalid for this store (fractions, names, heads, missing meta/group,
+    an existing split without --overwrite); nothing was written."""
+
+
 class ReadError(ChunkstoreError, ValueError):
     """Reading for training failed: a bad loader/window argument, a missing split or
     statistics array, or a chunk whose checksum does not match."""
@@ -59,6 +64,7 @@ __all__ = [
     "PlanError",
     "ReadError",
     "SourceError",
+    "SplitError",
     "StoreExistsError",
     "StoreLockedError",
 ]

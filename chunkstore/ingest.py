@@ -31,6 +31,7 @@ from .errors import ChunkstoreError, IngestError, NotAStoreError, SourceError, S
 from .plan import Plan, choose_chunk_rows, choose_task_chunks, plan_writes
 from .schema import Config, load_config
 from .sources import open_source
+from .splits_write import check_config_splits, write_config_splits
 from .stats import Partial, merge_partials
 from .stats_store import partial_arrays, write_scope
 from .task import TaskSpec, init_worker, peak_rss, run_task
@@ -199,6 +200,7 @@ def ingest(
         config = load_config(config)
     store = config.store
     source = open_source(config.source, config.schema)
+    check_config_splits(config, source.has_group)  # a bad split fails before any writing
     counts = source.counts()
     if sum(counts) == 0:
         raise SourceError(f"source {config.source.kind!r} in {config.file!r} holds no rows "
@@ -243,6 +245,8 @@ def ingest(
         worker_peak_rss=worker_peak,
     )
     journal.write_json(journal.journal_dir(store) / "summary.json", summary.to_dict())
+    # After finalize: splits declared in the config (missing ones also on a rerun when done).
+    write_config_splits(config, overwrite=overwrite, progress=progress)
     return summary
 
 

@@ -289,6 +289,67 @@ class StatsOptions:
                    _bool(d.get("online", True), where.child("online")))
 
 
+SPLIT_METHODS = ("random", "group", "stratified", "stratified-group", "kfold", "ordered")
+DEFAULT_FRACTIONS = (("train", 0.8), ("val", 0.1), ("test", 0.1))
+
+
+@dataclass(frozen=True)
+class SplitSpec:
+    """One split array ``splits/<name>``: how samples are assigned to named parts.
+
+    ``fractions`` are ``(part, fraction)`` pairs in code order; for ``kfold`` they are the ``k``
+    folds ``fold0..fold{k-1}``. ``by`` is a head (stratified methods, kfold) or a ``meta/<name>``
+    order key (ordered). ``group`` keys kfold by ``meta/group``. See :mod:`chunkstore.splits`.
+    """
+
+    name: str = "default"
+    method: str = "random"
+    fractions: tuple[tuple[str, float], ...] = DEFAULT_FRACTIONS
+    seed: int = 0
+    by: str | None = None
+    k: int | None = None
+    group: bool = False
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(n for n, _ in self.fractions)
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"method": self.method, "seed": self.seed, "by": self.by}
+        if self.method == "kfold":
+            return {**d, "k": self.k, "group": self.group}
+        return {**d, "fractions": dict(self.fractions)}
+
+    def problem(self) -> tuple[str, str] | None:
+        """``(key, what is wrong)`` for the first invalid field, else None (a pure check)."""
+        from .splits import spec_problem
+
+        return spec_problem(self)
+
+    @classmethod
+    def from_dict(cls, name: str, d: Any, where: Where) -> SplitSpec:
+        d = _mapping(d, where)
+        _check_keys(d, {"method", "fractions", "seed", "by", "k", "group"}, where)
+        method = _str(d.get("method", "random"), where.child("method"), choices=SPLIT_METHODS)
+        k = None if d.get("k") is None else _int(d["k"], where.child("k"), minimum=None)
+        fw = where.child("fractions")
+        if method == "kfold":
+            if "fractions" in d:
+                raise fw.error("kfold takes 'k' (equal folds), not fractions")
+            fractions = tuple((f"fold{i}", 1.0 / k) for i in range(k)) if k and k > 0 else ()
+        else:
+            fractions = tuple((str(n), _float(f, fw.child(str(n))))
+                              for n, f in _mapping(d.get("fractions", dict(DEFAULT_FRACTIONS)),
+                                                   fw).items())
+        by = None if d.get("by") is None else _str(d["by"], where.child("by"))
+        spec = cls(name, method, fractions, _int(d.get("seed", 0), where.child("seed"), minimum=0),
+                   by, k, _bool(d.get("group", False), where.child("group")))
+        bad = spec.problem()
+        if bad:
+            raise where.child(bad[0]).error(bad[1])
+        return spec
+
+
 @dataclass(frozen=True)
 class SourceConfig:
     """``source:`` — the kind plus its options, validated by that kind's ``Options`` class."""
@@ -311,6 +372,8 @@ class Config:
     compression: Compression = field(default_factory=Compression)
     stats: StatsOptions = field(default_factory=StatsOptions)
     file: str = "<dict>"
+    # Written after ingest; not in content_sha256, so declaring a split never invalidates a store.
+    splits: tuple[SplitSpec, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -320,6 +383,7 @@ class Config:
             "ingest": self.ingest.to_dict(),
             "compression": self.compression.to_dict(),
             "stats": self.stats.to_dict(),
+            "splits": {s.name: s.to_dict() for s in self.splits},
         }
 
     def content_sha256(self, chunk_rows: int, task_chunks: int) -> str:
@@ -345,7 +409,8 @@ class Config:
 
         top = Where(file)
         d = _mapping(d, top)
-        _check_keys(d, {"store", "schema", "source", "ingest", "compression", "stats"}, top)
+        _check_keys(d, {"store", "schema", "source", "ingest", "compression", "stats", "splits"},
+                    top)
         for key in ("store", "schema", "source"):
             if key not in d:
                 raise top.child(key).error("missing required key")
@@ -366,7 +431,21 @@ class Config:
                                               top.child("compression")),
             stats=StatsOptions.from_dict(d.get("stats") or {}, top.child("stats")),
             file=file,
+            splits=_splits_from_dict(d.get("splits") or {}, top.child("splits"), schema),
         )
+
+
+def _splits_from_dict(d: Any, where: Where, schema: Schema) -> tuple[SplitSpec, ...]:
+    """``splits: {name: {method, fractions, seed, by, k, group}}``; ``by`` heads must exist."""
+    specs = []
+    for name, sd in _mapping(d, where).items():
+        spec = SplitSpec.from_dict(str(name), sd, where.child(str(name)))
+        heads = [h.name for h in schema.heads]
+        if spec.by is not None and spec.method != "ordered" and spec.by not in heads:
+            raise where.child(str(name)).child("by").error(
+                f"unknown head {spec.by!r}; the schema's heads are {heads}")
+        specs.append(spec)
+    return tuple(specs)
 
 
 class _StrictLoader(yaml.SafeLoader):

@@ -1,0 +1,221 @@
+"""Splits over a store: lazy Dask graphs, writing ``splits/<name>``, and split views.
+
+The assignment functions of :mod:`chunkstore.splits` run one block of whole store chunks at a
+time (``BLOCK_ROWS`` rows, a multiple of the chunk rows, so a block writes whole chunks and every
+chunk of ``splits/<name>`` has exactly one writer). Methods that need a global table (group
+sizes, per-class hash histograms, per-group class counts, item sizes) reduce small per-block
+tables with a tree of Dask tasks first, then assign. Memory stays at a few blocks plus the table
+(O(groups) or O(classes x 1024)).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from functools import cached_property, partial
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from . import layout, splits
+from .errors import SplitError
+from .schema import SplitSpec
+
+if TYPE_CHECKING:
+    import dask.array as da
+    from dask.delayed import Delayed
+
+    from .reader import Dataset
+
+DEFAULT_ARRAY = "default"
+SPLITS_GROUP = "splits"
+BLOCK_ROWS = 65536  # target rows per Dask block: amortizes zarr's per-call cost
+
+
+# ------------------------------------------------------------------------------ inputs --
+
+class Inputs:
+    """The store's arrays as Dask arrays in blocks of whole chunks, each built once."""
+
+    def __init__(self, ds: Dataset) -> None:
+        self.ds = ds
+        self.n = ds.n_samples
+        r = ds.chunk_rows
+        self.block_rows = r * max(1, BLOCK_ROWS // r)
+
+    def read(self, path: str) -> da.Array:
+        import dask.array as da
+
+        arr = self.ds.group[path]
+        return da.from_zarr(arr, chunks=(self.block_rows, *arr.shape[1:]))
+
+    @cached_property
+    def keys(self) -> da.Array:
+        """uint64 sample keys: ``meta/source`` provenance when present, else the row index."""
+        import dask.array as da
+
+        if "source" in self.ds.meta:
+            return self.read("meta/source").map_blocks(splits.source_keys, drop_axis=1,
+                                                       dtype=np.uint64)
+        rows = da.arange(self.n, chunks=self.block_rows, dtype=np.int64)
+        return rows.map_blocks(splits.as_keys, dtype=np.uint64)
+
+    def key_name(self, spec: SplitSpec) -> str:
+        """What the assignment is keyed by, for the summary and the split array's attrs."""
+        source = "source" in self.ds.meta
+        if is_grouped(spec):
+            return "meta/group"
+        if spec.method == "ordered":
+            return f"{spec.by or ('meta/source' if source else 'row')} order"
+        return "meta/source" if source else "row index"
+
+    def blocks(self, x: da.Array) -> list[Delayed]:
+        return list(x.to_delayed(optimize_graph=False).ravel())
+
+
+def tree_reduce(parts: Sequence[Any], combine: Callable[..., Any], every: int = 8) -> Delayed:
+    """Reduce per-block results with a tree of ``combine(*parts)`` tasks."""
+    from dask import delayed
+
+    level = list(parts)
+    while len(level) > 1:
+        level = [delayed(combine)(*level[i:i + every]) for i in range(0, len(level), every)]
+    return level[0]
+
+
+def check_spec(ds: Dataset, spec: SplitSpec) -> None:
+    """Raise SplitError unless ``spec`` is valid and its inputs exist in ``ds``."""
+    bad = spec.problem()
+    if bad:
+        raise SplitError(f"split {spec.name!r}: {bad[0]}: {bad[1]}")
+    if ds.status != layout.COMPLETE:
+        raise SplitError(f"store {ds.path!r} is incomplete; finish the ingest (rerun it) before "
+                         "computing splits")
+    if spec.by is not None and spec.method != "ordered" and spec.by not in ds.heads:
+        raise SplitError(f"split {spec.name!r}: unknown head {spec.by!r}; the store's heads are "
+                         f"{sorted(ds.heads)}")
+    if (spec.method in splits.GROUPED or spec.group) and "group" not in ds.meta:
+        raise SplitError(f"split {spec.name!r}: method {spec.method!r} needs meta/group, which "
+                         f"store {ds.path!r} does not have (its source gave no group ids); use "
+                         "'random' or 'stratified', or ingest with group ids")
+    if spec.method == "ordered" and spec.by is not None:
+        key = spec.by.removeprefix("meta/")
+        if key not in ds.meta or ds.meta[key].ndim != 1:
+            raise SplitError(f"split {spec.name!r}: order key {spec.by!r} is not a 1-D array in "
+                             f"store {ds.path!r}; its meta arrays are "
+                             f"{sorted('meta/' + k for k in ds.meta)}")
+
+
+def is_grouped(spec: SplitSpec) -> bool:
+    return spec.method in splits.GROUPED or spec.group
+
+
+def is_stratified(spec: SplitSpec) -> bool:
+    return spec.method in splits.STRATIFIED or (spec.method == "kfold" and spec.by is not None)
+
+
+def fractions_of(spec: SplitSpec) -> list[float]:
+    return [f for _, f in spec.fractions]
+
+
+# ---------------------------------------------------------------------------- the graph --
+
+def table_graph(inp: Inputs, spec: SplitSpec, head: str | None) -> Delayed | None:
+    """The global table the method needs (lazy), or None for per-row methods."""
+    from dask import delayed
+
+    if is_grouped(spec):  # (group, class of `head`, rows)
+        g = inp.blocks(inp.read("meta/group"))
+        lab = inp.blocks(inp.read(f"labels/{head}")) if head else [None] * len(g)
+        parts = [delayed(splits.pair_counts)(a, b) for a, b in zip(g, lab, strict=True)]
+        return tree_reduce(parts, splits.merge_pair_counts)
+    if is_stratified(spec):  # (classes, hash bins)
+        assert spec.by is not None
+        hist = partial(splits.class_hash_hist, seed=spec.seed, n_classes=inp.ds.heads[spec.by])
+        lab = inp.blocks(inp.read(f"labels/{spec.by}"))
+        parts = [delayed(hist)(a, k) for a, k in zip(lab, inp.blocks(inp.keys), strict=True)]
+        return tree_reduce(parts, sum_all)
+    if spec.method == "ordered":
+        path = spec.by or ("meta/source" if "source" in inp.ds.meta else None)
+        if path is None:
+            return None
+        x = inp.read(path)
+        col = x[:, 0] if x.ndim == 2 else x  # meta/source: count rows per item
+        return tree_reduce([delayed(splits.pair_counts)(b) for b in inp.blocks(col)],
+                     splits.merge_pair_counts)
+    return None
+
+
+def sum_all(*parts: Any) -> Any:
+    return sum(parts[1:], parts[0])
+
+
+def assignment_of(spec: SplitSpec, table: Any, n_classes: int) -> Any:
+    """Turn the global table into what each block needs to assign its rows."""
+    fr = fractions_of(spec)
+    if is_grouped(spec) and is_stratified(spec):
+        return splits.assign_stratified_groups(table, n_classes, fr, spec.seed)
+    if is_grouped(spec):
+        groups, sizes = splits.key_totals(table)
+        return groups, splits.assign_groups(groups, sizes, fr, spec.seed)
+    if is_stratified(spec):
+        return splits.class_cuts(table, fr)
+    values, sizes = splits.key_totals(table)  # ordered
+    if spec.by is not None:  # equal keys together, in key order
+        return values, splits.assign_by_cumsum(sizes, np.arange(values.size), fr)
+    return values, np.r_[0, np.cumsum(sizes)[:-1]]  # item -> rank of its first row
+
+
+def _ordered_source(source: Any, items: Any, starts: Any, n: int, fractions: list[float]
+                    ) -> np.ndarray:
+    s = np.asarray(source, dtype=np.int64)
+    rank = starts[np.searchsorted(items, s[:, 0])] + s[:, 1]
+    return splits.assign_ordered_rank(rank, n, fractions)
+
+
+def codes_graph(inp: Inputs, spec: SplitSpec, assignment: Any) -> da.Array:
+    """The lazy (N,) int8 codes, in blocks of whole chunks."""
+    import dask.array as da
+
+    fr, i8 = fractions_of(spec), np.int8
+    if is_grouped(spec):
+        return inp.read("meta/group").map_blocks(_lookup, assignment, dtype=i8)
+    if is_stratified(spec):
+        assert spec.by is not None
+        return da.map_blocks(splits.assign_stratified, inp.read(f"labels/{spec.by}"), inp.keys,
+                             spec.seed, assignment, dtype=i8)
+    if spec.method == "ordered":
+        if spec.by is not None:
+            return inp.read(spec.by).map_blocks(_lookup, assignment, dtype=i8)
+        if "source" in inp.ds.meta:
+            return inp.read("meta/source").map_blocks(_ordered_source_a, assignment, inp.n, fr,
+                                                      drop_axis=1, dtype=i8)
+        rows = da.arange(inp.n, chunks=inp.block_rows, dtype=np.int64)
+        return rows.map_blocks(splits.assign_ordered_rank, inp.n, fr, dtype=i8)
+    return inp.keys.map_blocks(splits.assign_random, fr, spec.seed, dtype=i8)
+
+
+def _lookup(keys: Any, assignment: tuple[Any, Any]) -> np.ndarray:
+    return splits.lookup(assignment[0], assignment[1], keys)
+
+
+def _ordered_source_a(source: Any, assignment: tuple[Any, Any], n: int, fr: list[float]
+                      ) -> np.ndarray:
+    return _ordered_source(source, assignment[0], assignment[1], n, fr)
+
+
+def split_codes(ds: Dataset, spec: SplitSpec) -> da.Array:
+    """The codes of ``spec`` over ``ds`` as a lazy Dask array; nothing is read until computed.
+
+    Examples
+    --------
+    >>> codes = split_codes(chunkstore.open("data/demo.zarr"), SplitSpec(method="group"))
+    >>> np.bincount(codes.compute())  # doctest: +SKIP
+    """
+    from dask import delayed
+
+    check_spec(ds, spec)
+    inp = Inputs(ds)
+    k = ds.heads[spec.by] if spec.by in ds.heads else 0
+    table = table_graph(inp, spec, spec.by if is_stratified(spec) else None)
+    assignment = None if table is None else delayed(assignment_of)(spec, table, k)
+    return codes_graph(inp, spec, assignment)
