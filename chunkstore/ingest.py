@@ -8,17 +8,18 @@ end, merges the records' partial statistics into ``stats/all`` and marks the sto
 
 from __future__ import annotations
 
+import hashlib
 import json
 import multiprocessing
 import os
 import shutil
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,10 +28,10 @@ import zarr
 from tqdm import tqdm
 
 from . import journal, layout
-from .errors import ChunkstoreError, IngestError, NotAStoreError, SourceError, StoreExistsError
+from .errors import ChunkstoreError, ConfigError, IngestError, NotAStoreError, SourceError, StoreExistsError
 from .plan import Plan, choose_chunk_rows, choose_task_chunks, plan_writes
 from .schema import Config, load_config
-from .sources import open_source
+from .sources import Source, open_source
 from .splits_write import check_config_splits, write_config_splits
 from .stats import Partial, merge_partials
 from .stats_store import partial_arrays, write_scope
@@ -52,6 +53,7 @@ class IngestSummary:
     wall_seconds: float
     coordinator_peak_rss: int
     worker_peak_rss: int
+    leftover_rows: int | None = None  # streaming: rows packed by the coordinator at the end
 
     @property
     def ratio(self) -> float:
@@ -66,7 +68,8 @@ class IngestSummary:
         return "\n".join([
             f"store            {self.store}  (complete)",
             f"rows             {self.rows:,}",
-            f"tasks            {self.tasks_run} run, {self.tasks_skipped} already done, "
+            f"{'items' if self.leftover_rows is not None else 'tasks':17}"
+            f"{self.tasks_run} run, {self.tasks_skipped} already done, "
             f"{self.workers} workers",
             f"raw bytes        {self.raw_bytes / mib:,.1f} MiB",
             f"stored bytes     {self.stored_bytes / mib:,.1f} MiB  "
@@ -74,14 +77,16 @@ class IngestSummary:
             f"wall time        {self.wall_seconds:,.1f} s  ({rate:,.0f} MiB/s raw)",
             f"peak memory      coordinator {self.coordinator_peak_rss / mib:,.0f} MiB, "
             f"largest worker {self.worker_peak_rss / mib:,.0f} MiB",
-        ])
+        ] + ([] if self.leftover_rows is None else [
+            f"leftover rows    {self.leftover_rows:,} packed by the coordinator "
+            f"({100 * self.leftover_rows / max(1, self.rows):.2f}% of rows)"]))
 
 
-def row_bytes(config: Config, has_group: bool) -> int:
+def row_bytes(config: Config, has_group: bool, has_source: bool = False) -> int:
     """Uncompressed bytes of one sample across every array."""
     return sum(
         int(np.prod(tail, dtype=np.int64)) * np.dtype(dtype).itemsize
-        for tail, dtype, _ in layout.sample_arrays(config.schema, has_group).values()
+        for tail, dtype, _ in layout.sample_arrays(config.schema, has_group, has_source).values()
     )
 
 
@@ -90,19 +95,22 @@ def resolve_workers(requested: int | None) -> int:
 
 
 @contextmanager
-def make_executor(workers: int, scheduler: str | None, blosc_threads: int
-                  ) -> Iterator[Executor]:
-    """A process pool, or a ``distributed.Client`` executor when a scheduler address is given."""
+def make_executor(workers: int, scheduler: str | None, initargs: tuple[Any, ...],
+                  initializer: Callable[..., None] = init_worker) -> Iterator[Executor]:
+    """A process pool, or a ``distributed.Client`` executor when a scheduler address is given.
+
+    ``initializer(*initargs)`` runs once in every worker process before any task.
+    """
     if scheduler:
         from distributed import Client
 
         with Client(scheduler) as client:
-            client.run(init_worker, blosc_threads)
+            client.run(initializer, *initargs)
             yield client.get_executor(pure=False)
         return
     ctx = multiprocessing.get_context("spawn")  # fork is unsafe with zarr's event-loop thread
-    pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=init_worker,
-                               initargs=(blosc_threads,))
+    pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=initializer,
+                               initargs=initargs)
     try:
         yield pool
     finally:
@@ -119,10 +127,10 @@ def _check_existing(store: str, sha: str, config: Config, overwrite: bool) -> st
     except NotAStoreError as e:
         raise StoreExistsError(f"{store!r} exists and is not a chunkstore store, so it is left "
                                "untouched; choose another store path or delete it") from e
-    if attrs.get("config_sha256") == sha:
-        return "done" if attrs.get("status") == layout.COMPLETE else "resume"
     if overwrite:
         return "create"
+    if attrs.get("config_sha256") == sha:
+        return "done" if attrs.get("status") == layout.COMPLETE else "resume"
     old = journal.journal_dir(store) / "config.json"
     differs = ""
     if old.exists():
@@ -170,15 +178,20 @@ def ingest(
     workers: int | None = None,
     overwrite: bool = False,
     progress: bool = True,
+    items: Any = None,
+    process: Any = None,
+    count: Any = None,
 ) -> IngestSummary:
     """Build (or resume) the store described by ``config``.
 
     Parameters
     ----------
-    config : a parsed :class:`Config` or the path of a YAML config.
+    config : a parsed :class:`Config`, a config mapping, or the path of a YAML config.
     workers : worker processes; default ``ingest.workers`` from the config, else CPU count.
     overwrite : replace a store built from a different config.
     progress : show a progress bar (rows/s, MB/s, ETA) on stderr.
+    items, process, count : for a ``python`` source, the item list and the user's functions
+        (importable module-level functions), replacing the names in the config.
 
     Returns
     -------
@@ -196,12 +209,19 @@ def ingest(
     >>> print(summary.format())  # doctest: +SKIP
     """
     t0 = time.perf_counter()
-    if not isinstance(config, Config):
-        config = load_config(config)
+    config = _resolve_config(config, items, process, count)
     store = config.store
     source = open_source(config.source, config.schema)
     check_config_splits(config, source.has_group)  # a bad split fails before any writing
-    counts = source.counts()
+    n_workers = resolve_workers(workers or config.ingest.workers)
+    if is_streaming(config):
+        summary = _ingest_streaming(config, source, n_workers, overwrite, progress, t0)
+        write_config_splits(config, overwrite=overwrite, progress=progress)
+        return summary
+    if config.source.kind == "python" and config.source.options.count is None:
+        counts = _counting_pass(config, source, n_workers)
+    else:
+        counts = source.counts()
     if sum(counts) == 0:
         raise SourceError(f"source {config.source.kind!r} in {config.file!r} holds no rows "
                           f"({len(counts)} items, all empty); nothing to ingest")
@@ -214,7 +234,6 @@ def ingest(
         sum(counts), chunk_rows, chunk_rows * feature_row)
     plan = plan_writes(counts, chunk_rows, task_chunks)
     sha = config.content_sha256(chunk_rows, task_chunks)
-    n_workers = resolve_workers(workers or config.ingest.workers)
 
     Path(store).parent.mkdir(parents=True, exist_ok=True)
     state = _check_existing(store, sha, config, overwrite)  # before creating anything
@@ -234,7 +253,7 @@ def ingest(
                 "item list differ from _chunkstore/plan.json); rerun with --overwrite")
         done = journal.completed_tasks(store)
         pending = [t for t in plan.tasks if t.task_id not in done]
-        worker_peak = _run(store, config, has_group, plan, pending, n_workers, progress, rb)
+        worker_peak = _run(store, config, source, plan, pending, n_workers, progress, rb)
         if state != "done" or pending:
             finalize(store, plan, config)
     summary = IngestSummary(
@@ -250,7 +269,12 @@ def ingest(
     return summary
 
 
-def _run(store: str, config: Config, has_group: bool, plan: Plan, pending: list[Any],
+def worker_source(source: Source) -> Source | None:
+    """The source object to ship to workers: python sources carry the user's items/callables."""
+    return source if source.__class__.__name__ == "PythonSource" else None
+
+
+def _run(store: str, config: Config, source: Source, plan: Plan, pending: list[Any],
          workers: int, progress: bool, row_bytes: int) -> int:
     """Run pending tasks; return the largest worker peak RSS seen. Stops at the first failure."""
     if not pending:
@@ -262,9 +286,9 @@ def _run(store: str, config: Config, has_group: bool, plan: Plan, pending: list[
     t0, new_rows, worker_peak = time.perf_counter(), 0, 0
     try:
         with make_executor(min(workers, len(pending)), config.ingest.scheduler,
-                           config.ingest.blosc_threads) as ex:
+                           (config.ingest.blosc_threads, worker_source(source))) as ex:
             futures: dict[Future[Any], Any] = {
-                ex.submit(run_task, TaskSpec(store, config_json, has_group, t)): t
+                ex.submit(run_task, TaskSpec(store, config_json, source.has_group, t)): t
                 for t in pending}
             for fut in as_completed(futures):
                 task = futures[fut]
@@ -296,3 +320,79 @@ def _task_failure(e: BaseException, task: Any, store: str) -> BaseException:
                            f"task {task.task_id} (rows [{task.start}, {task.stop})){tail}")
     return IngestError(f"task {task.task_id} (rows [{task.start}, {task.stop})) failed: "
                        f"{type(e).__name__}: {e}{tail}")
+
+
+def _resolve_config(config: Any, items: Any, process: Any, count: Any) -> Config:
+    if isinstance(config, Mapping):
+        config = Config.from_dict(config)
+    elif not isinstance(config, Config):
+        config = load_config(config)
+    if items is None and process is None and count is None:
+        return config
+    if config.source.kind != "python":
+        raise ConfigError(f"items=/process=/count= need source kind 'python'; config "
+                          f"{config.file!r} has kind {config.source.kind!r}")
+    options = config.source.options.with_callables(items, process, count)
+    return replace(config, source=replace(config.source, options=options))
+
+
+def is_streaming(config: Config) -> bool:
+    return (config.source.kind == "python"
+            and config.source.options.resolved_placement == "streaming")
+
+
+def _counting_pass(config: Config, source: Source, workers: int) -> list[int]:
+    """Row counts by running ``process`` on every item (opt-in: it doubles the work)."""
+    from .streaming import count_item
+
+    n = len(source.items)  # type: ignore[attr-defined]
+    with make_executor(workers, config.ingest.scheduler,
+                       (config.ingest.blosc_threads, source)) as ex:
+        return list(ex.map(count_item, range(n), chunksize=max(1, n // (8 * workers))))
+
+
+def _ingest_streaming(config: Config, source: Source, workers: int, overwrite: bool,
+                      progress: bool, t0: float) -> IngestSummary:
+    from .streaming import CAPACITY, run_streaming, streaming_chunk_rows, streaming_plan
+
+    store = config.store
+    chunk_rows = streaming_chunk_rows(config)
+    sha = config.content_sha256(chunk_rows, 0)
+    Path(store).parent.mkdir(parents=True, exist_ok=True)
+    _check_existing(store, sha, config, overwrite)
+    n_items = len(source.items)  # type: ignore[attr-defined]
+    items_sha = hashlib.sha256("\n".join(map(repr, source.items)).encode()).hexdigest()
+    with journal.StoreLock(store):
+        state = _check_existing(store, sha, config, overwrite)
+        jdir = journal.journal_dir(store)
+        if state != "create" and layout.read_attrs(store).get("items_sha256") != items_sha:
+            raise StoreExistsError(
+                f"the item list changed since store {store!r} was started ({n_items} items "
+                "now); rerun with --overwrite to rebuild it")
+        if state == "create":
+            _clear(store)
+            layout.create_store(store, schema=config.schema, compression=config.compression,
+                                n_samples=CAPACITY, chunk_rows=chunk_rows,
+                                has_group=source.has_group, config_sha256=sha, has_source=True,
+                                extra_attrs={"placement": "streaming", "n_items": n_items,
+                                             "items_sha256": items_sha, "n_samples": 0})
+            journal.write_json(jdir / "config.json", config.to_dict())
+        if state == "done":
+            n = layout.read_attrs(store)["n_samples"]
+            run, skipped, leftover, peak = 0, n_items, 0, 0
+        else:
+            n, run, skipped, leftover, peak = run_streaming(
+                config, source, store, workers=workers, chunk_rows=chunk_rows,  # type: ignore
+                progress=progress, scheduler=config.ingest.scheduler)
+            plan = streaming_plan(n, chunk_rows)
+            journal.write_json(jdir / "plan.json", plan.to_dict())
+            layout.update_attrs(store, n_samples=n)
+            finalize(store, plan, config)
+    summary = IngestSummary(
+        store=store, rows=n, tasks_total=n_items, tasks_run=run, tasks_skipped=skipped,
+        workers=workers, raw_bytes=n * row_bytes(config, source.has_group, has_source=True),
+        stored_bytes=layout.stored_bytes(store), wall_seconds=time.perf_counter() - t0,
+        coordinator_peak_rss=peak_rss(), worker_peak_rss=peak, leftover_rows=leftover,
+    )
+    journal.write_json(jdir / "summary.json", summary.to_dict())
+    return summary

@@ -45,11 +45,20 @@ class TaskResult:
     peak_rss: int  # bytes, the worker process's peak so far
 
 
-def init_worker(blosc_threads: int) -> None:
-    """Process-pool initializer: one Blosc thread per worker process avoids oversubscription."""
+_SOURCE: Source | None = None  # a source object sent once per worker (python sources)
+
+
+def init_worker(blosc_threads: int, source: Source | None = None) -> None:
+    """Worker initializer: one Blosc thread per worker process avoids oversubscription.
+
+    ``source``, when given, is used instead of building one from the config: a python source
+    carries the user's item list and callables, which a config's names cannot.
+    """
     from numcodecs import blosc
 
+    global _SOURCE
     blosc.set_nthreads(blosc_threads)
+    _SOURCE = source
 
 
 def peak_rss() -> int:
@@ -61,7 +70,7 @@ def peak_rss() -> int:
 def _config_and_source(config_json: str) -> tuple[Config, Source]:
     d = json.loads(config_json)
     config = Config.from_dict(d["config"], file=d["file"])
-    return config, open_source(config.source, config.schema)
+    return config, _SOURCE or open_source(config.source, config.schema)
 
 
 def assemble(task: WriteTask, config: Config, source: Source, has_group: bool
