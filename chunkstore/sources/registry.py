@@ -22,6 +22,7 @@ registry: dict[str, tuple[str, str | None]] = {
     "parquet": ("chunkstore.sources.parquet:ParquetSource", "parquet"),
     "hdf5": ("chunkstore.sources.hdf5:Hdf5Source", "hdf5"),
     "npy": ("chunkstore.sources.npy:NpySource", None),
+    "python": ("chunkstore.sources.python:PythonSource", None),
 }
 
 
