@@ -12,6 +12,7 @@ the result does not depend on the scheduler, the number of workers or their timi
 
 from __future__ import annotations
 
+import operator
 import sys
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -32,7 +33,7 @@ from .stats_store import Stats, load_stats, partial_arrays, write_scope
 DEFAULT_BINS = 32
 DEFAULT_SPLITS = "default"
 BLOCK_MIB = 32.0  # features per Dask block (a whole number of store chunks)
-SPLIT_EVERY = 8  # partials merged per tree node
+SPLIT_EVERY = 4  # partials merged per tree node: few partials (up to ~50 MB each) alive
 
 T = TypeVar("T")
 
@@ -140,6 +141,44 @@ def _blocks(group: zarr.Group, heads: Mapping[str, int], rows: int, sel: Selecti
             for i, f in enumerate(feats)]
 
 
+def _heads(group: zarr.Group) -> dict[str, int]:
+    return {h: int(d["classes"]) for h, d in group.attrs[layout.ATTR_KEY]["heads"].items()}
+
+
+def moments_graph(group: zarr.Group, sel: Selection, *, correlation: bool, rows: int) -> Any:
+    """Pass 1 as a Dask delayed: the merged :class:`Partial` of the selected rows."""
+    from dask import delayed
+
+    heads = _heads(group)
+    leaves = [delayed(_pass1, pure=True)(x, lab, msk, cod, sel.code, heads, correlation)
+              for x, lab, msk, cod in _blocks(group, heads, rows, sel, with_masks=True)]
+    return tree_reduce(leaves, Partial.merge)
+
+
+def histogram_graph(group: zarr.Group, sel: Selection, binning: Binning, *, rows: int) -> Any:
+    """Pass 2 as a Dask delayed: the merged :class:`HistPartial` of the selected rows."""
+    from dask import delayed
+
+    heads = _heads(group)
+    leaves = [delayed(_pass2, pure=True)(x, lab, cod, sel.code, binning, heads)
+              for x, lab, _, cod in _blocks(group, heads, rows, sel, with_masks=False)]
+    return tree_reduce(leaves, HistPartial.merge)
+
+
+def _nbytes(*arrays: Any) -> int:
+    return sum(a.nbytes for a in arrays if isinstance(a, np.ndarray)) + sum(
+        _nbytes(*a.values()) for a in arrays if isinstance(a, dict))
+
+
+def read_graph(group: zarr.Group, sel: Selection, *, rows: int) -> Any:
+    """The same reads as pass 1 and nothing else: decoded bytes, a baseline for benchmarks."""
+    from dask import delayed
+
+    leaves = [delayed(_nbytes, pure=True)(*block)
+              for block in _blocks(group, _heads(group), rows, sel, with_masks=True)]
+    return tree_reduce(leaves, operator.add)
+
+
 @contextmanager
 def _runner(scheduler: str | None, progress: bool) -> Iterator[Callable[[Any, str], Any]]:
     """``compute(graph, what)``: threads locally (progress bar on stderr), or a cluster."""
@@ -163,13 +202,16 @@ def _runner(scheduler: str | None, progress: bool) -> Iterator[Callable[[Any, st
         return
 
     def run_local(graph: Any, what: str) -> Any:
-        if not progress:
-            return dask.compute(graph, scheduler="threads")[0]
         from dask.diagnostics import ProgressBar
+        from threadpoolctl import threadpool_limits
 
-        print(f"chunkstore stats: {what}", file=sys.stderr)
-        with ProgressBar(out=sys.stderr):
-            return dask.compute(graph, scheduler="threads")[0]
+        # one BLAS thread per Dask thread: nested threading made correlation ~2x slower
+        with threadpool_limits(1, user_api="blas"):
+            if not progress:
+                return dask.compute(graph, scheduler="threads")[0]
+            print(f"chunkstore stats: {what}", file=sys.stderr)
+            with ProgressBar(out=sys.stderr):
+                return dask.compute(graph, scheduler="threads")[0]
 
     yield run_local
 
@@ -226,22 +268,15 @@ def compute_stats(
         raise ReadError(f"bins must be an integer >= 2, found {bins!r}")
     group = zarr.open_group(store, mode="r+")
     sel = select_rows(group, store, split, splits)
-    heads = {h: int(d["classes"]) for h, d in attrs["heads"].items()}
+    heads = _heads(group)
     feats = group["features"]
-    f = int(feats.shape[1])
-    rows = block_rows(int(attrs["chunk_rows"]), f, feats.dtype.itemsize, block_mib)
-
-    from dask import delayed
-
+    rows = block_rows(int(attrs["chunk_rows"]), int(feats.shape[1]), feats.dtype.itemsize,
+                      block_mib)
     with _runner(scheduler, progress) as compute:
-        leaves = [delayed(_pass1, pure=True)(x, lab, msk, cod, sel.code, heads, correlation)
-                  for x, lab, msk, cod in _blocks(group, heads, rows, sel, with_masks=True)]
-        first: Partial = compute(tree_reduce(leaves, Partial.merge),
+        first: Partial = compute(moments_graph(group, sel, correlation=correlation, rows=rows),
                                  f"pass 1/2 (moments{', correlation' if correlation else ''})")
         binning = Binning.from_moments(first.moments, bins)
-        leaves = [delayed(_pass2, pure=True)(x, lab, cod, sel.code, binning, heads)
-                  for x, lab, _, cod in _blocks(group, heads, rows, sel, with_masks=False)]
-        second: HistPartial = compute(tree_reduce(leaves, HistPartial.merge),
+        second: HistPartial = compute(histogram_graph(group, sel, binning, rows=rows),
                                       "pass 2/2 (histograms, mutual information)")
 
     arrays = partial_arrays(first)

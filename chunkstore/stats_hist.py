@@ -20,10 +20,11 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from .stats import F64, I64, ROW_BLOCK, Moments
+from .stats import F64, I64, Moments
 
 FINE_BINS = 1024  # quantile resolution: a quantile is exact to (max - min) / FINE_BINS
 QUANTILE_PROBS = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
+HIST_ROWS = 1024  # rows binned at once: bounds the (rows, F) int64 temporaries
 
 
 @dataclass(frozen=True)
@@ -96,19 +97,23 @@ class HistPartial:
     tables: Mapping[str, I64]
 
     @classmethod
-    def empty(cls, n_features: int, binning: Binning, heads: Mapping[str, int]) -> HistPartial:
-        return cls(np.zeros((n_features, binning.fine), np.int64),
-                   {h: np.zeros((k, n_features, binning.bins), np.int64)
-                    for h, k in heads.items()})
+    def empty(cls, n_features: int, binning: Binning, heads: Mapping[str, int],
+              dtype: type = np.int64) -> HistPartial:
+        return cls(np.zeros((n_features, binning.fine), dtype),
+                   {h: np.zeros((k, n_features, binning.bins), dtype) for h, k in heads.items()})
 
     @classmethod
     def of_block(cls, x: NDArray[Any], labels: Mapping[str, NDArray[Any]], binning: Binning,
                  heads: Mapping[str, int]) -> HistPartial:
-        """Histograms and tables of a (rows, F) block, ``ROW_BLOCK`` rows at a time."""
-        out = cls.empty(x.shape[1], binning, heads)
+        """Histograms and tables of a (rows, F) block, ``HIST_ROWS`` rows at a time.
+
+        A block's counts are int32 (half the memory of the many partials a Dask tree holds);
+        :meth:`merge` widens to int64.
+        """
+        out = cls.empty(x.shape[1], binning, heads, np.int32)
         fine_edges = binning.fine_edges()
-        for i in range(0, x.shape[0], ROW_BLOCK):
-            sl = slice(i, i + ROW_BLOCK)
+        for i in range(0, x.shape[0], HIST_ROWS):
+            sl = slice(i, i + HIST_ROWS)
             out._add(x[sl], {h: labels[h][sl] for h in heads}, binning, fine_edges)
         return out
 
@@ -138,8 +143,9 @@ class HistPartial:
                         f, binning.bins)
 
     def merge(self, other: HistPartial) -> HistPartial:
-        return HistPartial(self.fine + other.fine,
-                           {h: t + other.tables[h] for h, t in self.tables.items()})
+        return HistPartial(np.add(self.fine, other.fine, dtype=np.int64),
+                           {h: np.add(t, other.tables[h], dtype=np.int64)
+                            for h, t in self.tables.items()})
 
     def hist(self, binning: Binning) -> I64:
         """(F, bins) counts of the coarse bins."""
