@@ -116,11 +116,14 @@ def partial_stats(buffers: dict[str, np.ndarray], config: Config) -> dict[str, n
     """
     if not config.stats.online:
         return {}
+    from threadpoolctl import threadpool_limits
+
     heads = {h.name: h.classes for h in config.schema.heads}
-    return Partial.of_block(
-        buffers["features"], {h: buffers[f"labels/{h}"] for h in heads},
-        {h: buffers[f"masks/{h}"] for h in heads}, heads,
-        correlation=config.stats.correlation).to_arrays()
+    with threadpool_limits(1, user_api="blas"):  # the pool already has a process per core
+        return Partial.of_block(
+            buffers["features"], {h: buffers[f"labels/{h}"] for h in heads},
+            {h: buffers[f"masks/{h}"] for h in heads}, heads,
+            correlation=config.stats.correlation).to_arrays()
 
 
 def run_task(spec: TaskSpec) -> TaskResult:
