@@ -138,7 +138,7 @@ def export(
                     for a in arrays.values())
     chunk_rows = int(attrs["chunk_rows"])
     block_rows = chunk_rows * max(1, int(block_mib * 2**20 // max(1, chunk_rows * row_bytes)))
-    blocks = iter_blocks(arrays, rows, block_rows, chunk_rows)
+    blocks = prefetch(iter_blocks(arrays, rows, block_rows, chunk_rows))
     if fmt == "hdf5":
         files = [out]
         _refuse_existing(files, overwrite)
@@ -222,6 +222,19 @@ def iter_blocks(arrays: Mapping[str, zarr.Array], rows: NDArray[np.int64] | None
                     out[k][pos:end] = np.asarray(a[s:t])[take]
                 pos = end
         yield o, out
+
+
+def prefetch(blocks: Iterator[Any]) -> Iterator[Any]:
+    """Produce the next block in a background thread while the caller writes the current one.
+
+    Reading a block is mostly zarr decoding (which releases the GIL), so it overlaps with the
+    writes; one block ahead keeps memory at two blocks.
+    """
+    with ThreadPoolExecutor(1) as reader:
+        ahead = reader.submit(next, blocks, None)
+        while (block := ahead.result()) is not None:
+            ahead = reader.submit(next, blocks, None)
+            yield block
 
 
 def _refuse_existing(paths: list[str], overwrite: bool) -> None:
