@@ -1,0 +1,377 @@
+"""Benchmark of chunkstore statistics (issue 3); prints one table, updates RESULTS.md.
+
+Measured, each step in its own fresh Python process that reports its wall time and its own peak
+RSS (``getrusage(RUSAGE_SELF)``: the steps are single-process, Dask runs threads):
+
+(a) read only: the Dask graph of pass 1 with a leaf that only decodes the blocks (features,
+    labels, masks) -- the I/O floor of a pass;
+(b) ``chunkstore stats`` pass 1 without correlation (moments, class and mask counts), and
+(b') with correlation;
+(c) pass 2 alone: histograms, quantiles' fine histograms, contingency tables for MI;
+(e) the whole ``chunkstore stats STORE`` command (both passes + writing stats/all) on a
+    hard-linked copy of the store, so the original is never modified;
+(d) numpy on the same features fully in memory: load, ``np.mean``/``np.std`` with
+    ``dtype=float64``, ``np.corrcoef``; and chunkstore's own partial moments + co-moments
+    (``block_stats``) on the same in-memory array.
+(f) ingest of the same schema and rows (``configs/large.yaml``, synthetic source) with
+    ``stats.online: false``, with moments only (``correlation: false``), and with the default
+    (moments + correlation), to measure what online statistics add to ingest.
+
+Usage::
+
+    python benchmarks/bench_stats.py                       # the 547,000-row store
+    python benchmarks/bench_stats.py --store S --ingest-rows 20000 --results /tmp/R.md  # dev
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import resource
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+WORK = HERE / "work" / "stats"
+MIB = 2**20
+SECTION = "bench_stats"
+
+
+# --------------------------------------------------------------------------- steps (children)
+
+def _rss() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def _graph_step(store: str, what: str) -> dict[str, Any]:
+    import dask
+    import zarr
+    from threadpoolctl import threadpool_limits
+
+    from chunkstore.stats_dask import (
+        BLOCK_MIB,
+        block_rows,
+        histogram_graph,
+        moments_graph,
+        read_graph,
+        select_rows,
+    )
+    from chunkstore.stats_hist import Binning
+
+    g = zarr.open_group(store, mode="r")
+    feats = g["features"]
+    rows = block_rows(g.attrs["chunkstore"]["chunk_rows"], feats.shape[1],
+                      feats.dtype.itemsize, BLOCK_MIB)
+    sel = select_rows(g, store, None)
+    with threadpool_limits(1, user_api="blas"):  # as compute_stats does
+        if what == "hist":
+            first = dask.compute(moments_graph(g, sel, correlation=False, rows=rows),
+                                 scheduler="threads")[0]
+            binning = Binning.from_moments(first.moments, 32)
+            graph = histogram_graph(g, sel, binning, rows=rows)
+        elif what == "read":
+            graph = read_graph(g, sel, rows=rows)
+        else:
+            graph = moments_graph(g, sel, correlation=what == "corr", rows=rows)
+        t0 = time.perf_counter()
+        out = dask.compute(graph, scheduler="threads")[0]
+        secs = time.perf_counter() - t0
+    extra = {"decoded_bytes": out} if what == "read" else {}
+    return {"seconds": secs, "rows": int(feats.shape[0]), **extra}
+
+
+def _numpy_step(store: str, what: str) -> dict[str, Any]:
+    import numpy as np
+    import zarr
+
+    t0 = time.perf_counter()
+    x = zarr.open_group(store, mode="r")["features"][...]
+    load = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    if what == "np_moments":
+        mean, std = np.mean(x, axis=0, dtype=np.float64), np.std(x, axis=0, dtype=np.float64)
+        np.savez(WORK / "np_moments.npz", mean=mean, std=std)
+    elif what == "np_corr":
+        with np.errstate(invalid="ignore", divide="ignore"):  # constant features -> NaN
+            corr = np.corrcoef(x, rowvar=False)
+        np.save(WORK / "np_corr.npy", corr)
+    elif what == "inmem_corr":
+        from chunkstore.stats import block_stats
+
+        _, com = block_stats(x, correlation=True)
+        corr = com.correlation()
+    secs = time.perf_counter() - t0
+    return {"seconds": secs, "load_seconds": load, "rows": int(x.shape[0])}
+
+
+def _cli_step(store: str) -> dict[str, Any]:
+    from chunkstore.cli import main
+
+    t0 = time.perf_counter()
+    rc = main(["stats", store, "--quiet"])
+    return {"seconds": time.perf_counter() - t0, "rc": rc}
+
+
+def run_step(step: str, store: str) -> None:
+    if step in ("read", "moments", "corr", "hist"):
+        out = _graph_step(store, step)
+    elif step in ("np_moments", "np_corr", "inmem_corr"):
+        out = _numpy_step(store, step)
+    elif step == "cli":
+        out = _cli_step(store)
+    else:
+        raise SystemExit(f"unknown step {step!r}")
+    out["peak_rss"] = _rss()
+    print("RESULT " + json.dumps(out))
+
+
+# --------------------------------------------------------------------------- orchestration
+
+def child(step: str, store: str) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    p = subprocess.run([sys.executable, __file__, "--step", step, "--store", store],
+                       capture_output=True, text=True, cwd=ROOT)
+    if p.returncode != 0:
+        raise RuntimeError(f"step {step} failed:\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}")
+    line = [ln for ln in p.stdout.splitlines() if ln.startswith("RESULT ")][-1]
+    out: dict[str, Any] = json.loads(line[len("RESULT "):])
+    out["process_seconds"] = time.perf_counter() - t0
+    return out
+
+
+def ingest_run(name: str, stats: dict[str, bool], rows: int | None) -> dict[str, Any]:
+    import yaml
+
+    cfg = yaml.safe_load((ROOT / "configs" / "large.yaml").read_text())
+    store = WORK / f"ingest_{name}.zarr"
+    cfg["store"] = str(store)
+    cfg["stats"] = stats
+    if rows:
+        cfg["source"]["n_samples"] = rows
+    path = WORK / f"ingest_{name}.yaml"
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    shutil.rmtree(store, ignore_errors=True)
+    os.sync()
+    t0 = time.perf_counter()
+    p = subprocess.run([sys.executable, "-m", "chunkstore.cli", "ingest", str(path), "--quiet"],
+                       capture_output=True, text=True, cwd=ROOT)
+    wall = time.perf_counter() - t0
+    if p.returncode != 0:
+        raise RuntimeError(f"ingest {name} failed: {p.stderr[-3000:]}")
+    summary = json.loads((store / "_chunkstore" / "summary.json").read_text())
+    tasks = store / "_chunkstore" / "tasks"
+    journal = sum(f.stat().st_size for f in tasks.iterdir())
+    return {"seconds": wall, "summary": summary, "journal_bytes": journal,
+            "rows": summary["rows"]}
+
+
+def hardlink_copy(src: Path, dst: Path) -> None:
+    """A copy whose chunk files are hard links: zarr replaces files by rename, never in place."""
+    shutil.rmtree(dst, ignore_errors=True)
+    subprocess.run(["cp", "-al", str(src), str(dst)], check=True)
+
+
+def compare_with_numpy(store: Path) -> dict[str, float]:
+    import numpy as np
+    import zarr
+
+    g = zarr.open_group(str(store), mode="r")["stats/all"]
+    ref = np.load(WORK / "np_moments.npz")
+    corr = np.load(WORK / "np_corr.npy")
+    ok = ~np.isnan(corr)
+    mean, std = g["mean"][...], g["std"][...]
+    scale = np.maximum(np.abs(ref["mean"]), ref["std"])
+    both = ok & ~np.isnan(g["corr"][...])
+    return {"mean_rel": float(np.nanmax(np.abs(mean - ref["mean"]) / np.where(scale > 0, scale,
+                                                                                1))),
+            "std_rel": float(np.nanmax(np.abs(std - ref["std"]) / np.where(ref["std"] > 0,
+                                                                           ref["std"], 1))),
+            "corr_abs": float(np.max(np.abs(g["corr"][...][both] - corr[both]))),
+            "corr_nan_agree": bool(np.array_equal(np.isnan(g["corr"][...]), ~ok))}
+
+
+def table(headers: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
+    line = "| " + " | ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)) + " |"
+    rule = "|" + "|".join(":" + "-" * (w + 1) if i == 0 else "-" * (w + 1) + ":"
+                          for i, w in enumerate(widths)) + "|"
+    body = ["| " + " | ".join(c.ljust(w) if i == 0 else c.rjust(w)
+                              for i, (c, w) in enumerate(zip(r, widths, strict=True))) + " |"
+            for r in rows]
+    return "\n".join([line, rule, *body])
+
+
+def update_results(path: Path, body: str) -> None:
+    """Replace this script's section of RESULTS.md (append it if absent); keep the rest."""
+    start, end = f"<!-- {SECTION}:start -->", f"<!-- {SECTION}:end -->"
+    text = path.read_text() if path.exists() else "# Benchmark results\n"
+    block = f"{start}\n{body.strip()}\n{end}"
+    if start in text and end in text:
+        text = text[:text.index(start)] + block + text[text.index(end) + len(end):]
+    else:
+        text = text.rstrip("\n") + "\n\n" + block + "\n"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def orchestrate(args: argparse.Namespace) -> None:
+    WORK.mkdir(parents=True, exist_ok=True)
+    store = Path(args.store).resolve()
+    if not (store / "zarr.json").exists():
+        subprocess.run([sys.executable, "-m", "chunkstore.cli", "ingest", "configs/large.yaml",
+                        "--quiet"], check=True, cwd=ROOT)
+    load_before = os.getloadavg()
+    r: dict[str, dict[str, Any]] = {}
+    for step in ("read", "moments", "corr", "hist", "np_moments", "np_corr", "inmem_corr"):
+        print(f"bench_stats: {step} ...", file=sys.stderr, flush=True)
+        r[step] = child(step, str(store))
+    copy = WORK / "large_copy.zarr"
+    hardlink_copy(store, copy)
+    print("bench_stats: chunkstore stats (cli) ...", file=sys.stderr, flush=True)
+    r["cli"] = child("cli", str(copy))
+    check = compare_with_numpy(copy)
+    ing: dict[str, dict[str, Any]] = {}
+    if not args.skip_ingest:
+        for name, stats in (("off", {"online": False}),
+                            ("moments", {"online": True, "correlation": False}),
+                            ("corr", {"online": True, "correlation": True})):
+            print(f"bench_stats: ingest {name} ...", file=sys.stderr, flush=True)
+            ing[name] = ingest_run(name, stats, args.ingest_rows)
+    load_after = os.getloadavg()
+    report(args, store, r, ing, check, load_before, load_after)
+
+
+def report(args: argparse.Namespace, store: Path, r: dict[str, dict[str, Any]],
+           ing: dict[str, dict[str, Any]], check: dict[str, float],
+           load_before: tuple[float, ...], load_after: tuple[float, ...]) -> None:
+    import zarr
+
+    g = zarr.open_group(str(store), mode="r")
+    n, f = g["features"].shape
+    raw = n * f * g["features"].dtype.itemsize
+
+    def rate(sec: float) -> str:
+        return f"{raw / MIB / sec:,.0f}"
+
+    def mb(x: int) -> str:
+        return f"{x / MIB:,.0f}"
+
+    rows = [
+        ["(a) read only (features, labels, masks; Dask threads)", f"{r['read']['seconds']:.1f}",
+         rate(r["read"]["seconds"]), mb(r["read"]["peak_rss"])],
+        ["(b) stats pass 1: moments, class/mask counts", f"{r['moments']['seconds']:.1f}",
+         rate(r["moments"]["seconds"]), mb(r["moments"]["peak_rss"])],
+        ["(b') stats pass 1 with correlation (default)", f"{r['corr']['seconds']:.1f}",
+         rate(r["corr"]["seconds"]), mb(r["corr"]["peak_rss"])],
+        ["(c) stats pass 2: histograms, quantiles, MI tables", f"{r['hist']['seconds']:.1f}",
+         rate(r["hist"]["seconds"]), mb(r["hist"]["peak_rss"])],
+        ["(e) `chunkstore stats STORE` end to end", f"{r['cli']['seconds']:.1f}",
+         rate(r["cli"]["seconds"]), mb(r["cli"]["peak_rss"])],
+        ["(d) numpy: load features into memory", f"{r['np_corr']['load_seconds']:.1f}",
+         rate(r["np_corr"]["load_seconds"]), "-"],
+        ["(d) numpy in memory: np.mean + np.std (float64)", f"{r['np_moments']['seconds']:.1f}",
+         rate(r["np_moments"]["seconds"]), mb(r["np_moments"]["peak_rss"])],
+        ["(d) numpy in memory: np.corrcoef", f"{r['np_corr']['seconds']:.1f}",
+         rate(r["np_corr"]["seconds"]), mb(r["np_corr"]["peak_rss"])],
+        ["(d) chunkstore block_stats in memory (moments + co-moments)",
+         f"{r['inmem_corr']['seconds']:.1f}", rate(r["inmem_corr"]["seconds"]),
+         mb(r["inmem_corr"]["peak_rss"])],
+    ]
+    for name, label in (("off", "stats.online: false"), ("moments", "moments, no correlation"),
+                        ("corr", "moments + correlation (default)")):
+        if name in ing:
+            s = ing[name]["summary"]
+            rows.append([f"(f) ingest, {label}", f"{ing[name]['seconds']:.1f}",
+                         rate(ing[name]["seconds"]) if ing[name]["rows"] == n else "-",
+                         f"{mb(s['coordinator_peak_rss'])} + {mb(s['worker_peak_rss'])}/worker"])
+    main_table = table(["step", "wall s", "MiB/s of features", "peak RSS MiB"], rows)
+
+    read_s, mom_s = r["read"]["seconds"], r["moments"]["seconds"]
+    targets = [
+        ["moments pass throughput / read-only throughput", f"{read_s / mom_s:.2f}", ">= 0.50",
+         "PASS" if read_s / mom_s >= 0.5 else "MISS"],
+        ["pass 1 with correlation (from the store) / np.corrcoef (in memory)",
+         f"{r['corr']['seconds'] / r['np_corr']['seconds']:.2f}", "<= 1.5",
+         "PASS" if r["corr"]["seconds"] / r["np_corr"]["seconds"] <= 1.5 else "MISS"],
+        ["block_stats in memory / np.corrcoef in memory",
+         f"{r['inmem_corr']['seconds'] / r['np_corr']['seconds']:.2f}", "<= 1.5",
+         "PASS" if r["inmem_corr"]["seconds"] / r["np_corr"]["seconds"] <= 1.5 else "MISS"],
+    ]
+    if ing:
+        off = ing["off"]["seconds"]
+        for name, label in (("moments", "online moments"), ("corr", "online moments + corr")):
+            extra = ing[name]["seconds"] / off - 1
+            targets.append([f"ingest time added by {label}", f"{extra:+.1%}",
+                             "<= 15%" if name == "moments" else "measured",
+                             ("PASS" if extra <= 0.15 else "MISS") if name == "moments" else "-"])
+    targets.append(["peak RSS of pass 1 with correlation / features bytes",
+                    f"{r['corr']['peak_rss'] / raw:.2f}", "bounded", "-"])
+    target_table = table(["ratio", "measured", "target", "result"], targets)
+
+    journal = ""
+    if ing:
+        journal = ("Journal records (`_chunkstore/tasks/`): "
+                   + ", ".join(f"{k} {ing[k]['journal_bytes'] / MIB:,.1f} MiB" for k in ing)
+                   + f" over {ing['off']['summary']['tasks_total']} tasks (the co-moment "
+                   "matrix is kept as one triangle, float64, per task).")
+    cmd = "python benchmarks/bench_stats.py" + "".join(
+        f" {a}" for a in sys.argv[1:])
+    body = f"""## Statistics (issue 3)
+
+Written by `benchmarks/bench_stats.py` on {dt.datetime.now(dt.UTC).isoformat(timespec='seconds')}; rerun it to update this section.
+
+**Command:** `{cmd}` (from the repository root). **Load average** (1/5/15 min, `uptime`): {' / '.join(f'{x:.2f}' for x in load_before)} before, {' / '.join(f'{x:.2f}' for x in load_after)} after -- the machine is shared, so figures may be disturbed.
+
+**Machine:** {os.cpu_count()} CPUs, Python {platform.python_version()}, {_versions()}.
+
+**Data:** `{store.relative_to(ROOT) if store.is_relative_to(ROOT) else store}`, {n:,} x {f} {g['features'].dtype} features ({raw / MIB:,.0f} MiB raw), chunks of {g['features'].chunks[0]} rows, 7 heads; Dask blocks of ~32 MiB, local threaded scheduler (one thread per core, one BLAS thread per Dask thread).
+
+{main_table}
+
+{target_table}
+
+**Agreement** of `chunkstore stats` (e) with numpy (d) on the same data: mean max |diff| / max(|mean|, std) = {check['mean_rel']:.1e}, std max rel diff = {check['std_rel']:.1e}, correlation max |diff| = {check['corr_abs']:.1e}, NaN pattern of the correlation equal (constant features): {check['corr_nan_agree']}.
+
+{journal}
+
+Each step runs in a fresh process; wall s is the computation only (graph built, then timed), except (e) and (f), which are whole commands; peak RSS is the process's `ru_maxrss` (for ingest: coordinator + largest worker, from its summary). MiB/s are of raw features, so the rows compare like for like. Numpy steps hold the whole feature matrix (float32) in memory, plus `np.corrcoef`'s float64 copies. One run of each.
+"""
+    print(main_table)
+    print()
+    print(target_table)
+    update_results(Path(args.results), body)
+
+
+def _versions() -> str:
+    from importlib.metadata import version
+
+    return ", ".join(f"{p} {version(p)}" for p in ("numpy", "zarr", "dask", "numcodecs"))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    ap.add_argument("--store", default=str(ROOT / "data" / "large.zarr"),
+                    help="a complete store (default: data/large.zarr, built if absent)")
+    ap.add_argument("--results", default=str(HERE / "RESULTS.md"))
+    ap.add_argument("--skip-ingest", action="store_true", help="skip the ingest overhead runs")
+    ap.add_argument("--ingest-rows", type=int, default=None,
+                    help="rows for the ingest runs (default: those of configs/large.yaml)")
+    ap.add_argument("--step", default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.step:
+        run_step(args.step, args.store)
+    else:
+        orchestrate(args)
+
+
+if __name__ == "__main__":
+    main()
