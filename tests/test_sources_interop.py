@@ -142,6 +142,18 @@ def test_parquet_all_others_and_explicit_schema_names(tmp_path):
     assert opts.resolve_schema(SCHEMA, Where("t")).feature_names == tuple(NAMES)
 
 
+def test_parquet_slices_of_a_large_row_group_cross_read_batches(tmp_path):
+    items = make_items([20000], seed=12)
+    d = write_parquet(tmp_path / "pq", items, [slice(0, 1)], row_group=20000)
+    src = make_source("parquet", {"paths": str(d), "group": "episode"})
+    assert src.counts() == [20000]
+    for start, stop in [(5000, 17000), (0, 9000), (16384, 20000), (7, 7)]:
+        b = src.read(0, start, stop)
+        np.testing.assert_array_equal(b.features, items[0]["strategic_features"][start:stop])
+        np.testing.assert_array_equal(b.masks["move"], items[0]["masks_move"][start:stop])
+        np.testing.assert_array_equal(b.group, items[0]["group"][start:stop])
+
+
 def test_parquet_variable_lists_and_int_features(tmp_path):
     """A plain list mask column of the right length and integer features with nulls work."""
     t = pa.table({"a": pa.array([1, None, 3], pa.int32()), "b": pa.array([0.5, 1.5, None]),

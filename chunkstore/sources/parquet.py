@@ -37,6 +37,7 @@ from .files import PerHead, expand_paths, parse_paths, thaw
 
 SUFFIXES = (".parquet", ".parq", ".pq")
 ALL_OTHERS = "all_others"
+READ_BATCH = 8192  # rows decoded at a time when a task needs only a slice of a row group
 
 
 def _selector(value: Any, where: Where, *, allow_all_others: bool) -> Any:
@@ -326,10 +327,9 @@ class ParquetSource(Source):
         return [n for _, _, n in self._items]
 
     def read(self, item: int, start: int, stop: int) -> Batch:
-        f, rg, _ = self._items[item]
+        f, rg, n = self._items[item]
         c = self.columns
-        table = self._file(self.files[f]).read_row_group(rg, columns=c.all())
-        table = table.slice(start, stop - start)
+        table = self._read_rows(self._file(self.files[f]), rg, n, start, stop, c.all())
         where = self.describe(item)
 
         def ints(col: str, what: str) -> NDArray[Any]:
@@ -352,6 +352,25 @@ class ParquetSource(Source):
                 masks[h.name] = self._list_mask(table, cols[0], h.name, h.classes, where, start)
         group = ints(c.group, "the group id") if c.group else None
         return Batch(_feature_matrix(table, c.features), labels, masks, group)
+
+    @staticmethod
+    def _read_rows(pf: pq.ParquetFile, rg: int, n: int, start: int, stop: int,
+                   columns: list[str]) -> pa.Table:
+        """Rows ``[start, stop)`` of row group ``rg``: the whole group in one read, or, for a
+        slice, batch by batch, stopping after ``stop`` and keeping only the rows asked for."""
+        if start == 0 and stop == n:
+            return pf.read_row_group(rg, columns=columns)
+        kept, pos = [], 0
+        for b in pf.iter_batches(batch_size=READ_BATCH, row_groups=[rg], columns=columns):
+            lo, hi = max(start, pos), min(stop, pos + b.num_rows)
+            if hi > lo:
+                kept.append(b.slice(lo - pos, hi - lo))
+            pos += b.num_rows
+            if pos >= stop:
+                break
+        if kept:
+            return pa.Table.from_batches(kept)
+        return pa.schema([pf.schema_arrow.field(c) for c in columns]).empty_table()
 
     @staticmethod
     def _list_mask(table: pa.Table, col: str, head: str, classes: int, where: str,
