@@ -116,10 +116,32 @@ def assign_ordered_rank(rank: I64, n: int, fractions: Sequence[float]) -> Codes:
 
 # ------------------------------------------------------------------------- count tables --
 
-def pair_counts(keys: NDArray[Any], subs: NDArray[Any] | None = None) -> PairCounts:
-    """Row count of each distinct ``(key, sub)`` pair in one block (sub = 0 when None)."""
+def runs(keys: NDArray[Any]) -> tuple[I64, I64]:
+    """Run-length encoding of a block: ``(values, lengths)`` of consecutive equal keys."""
     k = np.asarray(keys, dtype=np.int64).ravel()
-    s = np.zeros_like(k) if subs is None else np.asarray(subs, dtype=np.int64).ravel()
+    if k.size == 0:
+        return k, k.copy()
+    start = np.flatnonzero(np.r_[True, k[1:] != k[:-1]])
+    return k[start], np.diff(np.r_[start, k.size])
+
+
+def pair_counts(keys: NDArray[Any], subs: NDArray[Any] | None = None) -> PairCounts:
+    """Row count of each distinct ``(key, sub)`` pair in one block (sub = 0 when None).
+
+    Keys usually come in runs (a group's rows are contiguous), so rows are counted per run with
+    one ``bincount`` (no sort of the block) and only the short run table is sorted.
+    """
+    k = np.asarray(keys, dtype=np.int64).ravel()
+    values, lengths = runs(k)
+    if subs is None:
+        return merge_pair_counts((values, np.zeros_like(values), lengths))
+    s = np.asarray(subs, dtype=np.int64).ravel()
+    m = int(s.max()) + 1 if s.size else 1
+    if s.size and s.min() >= 0 and values.size * m <= 4 * k.size:
+        run_id = np.repeat(np.arange(values.size), lengths)
+        table = np.bincount(run_id * m + s, minlength=values.size * m).reshape(values.size, m)
+        r, c = np.nonzero(table)
+        return merge_pair_counts((values[r], c.astype(np.int64), table[r, c]))
     return merge_pair_counts((k, s, np.ones(k.shape, dtype=np.int64)))
 
 
@@ -134,6 +156,23 @@ def merge_pair_counts(*parts: PairCounts) -> PairCounts:
         return k, s, c
     start = np.flatnonzero(np.r_[True, (k[1:] != k[:-1]) | (s[1:] != s[:-1])])
     return k[start], s[start], np.add.reduceat(c, start)
+
+
+def table_and_runs(keys: NDArray[Any], subs: NDArray[Any] | None = None, max_runs: float = 0.125
+                   ) -> tuple[PairCounts, tuple[I64, I64] | None]:
+    """A block's pair counts, plus its key runs when they are few (``<= max_runs`` per row).
+
+    The runs let the second pass assign the block without reading its keys again.
+    """
+    key_runs = runs(keys)
+    keep = key_runs if key_runs[0].size <= max(1.0, max_runs * np.size(keys)) else None
+    return pair_counts(keys, subs), keep
+
+
+def expand_runs(table_keys: I64, table_codes: Codes, key_runs: tuple[I64, I64]) -> Codes:
+    """Codes of a block from its key runs: a lookup per run, repeated over the run."""
+    values, lengths = key_runs
+    return np.repeat(lookup(table_keys, table_codes, values), lengths)
 
 
 def key_totals(table: PairCounts) -> tuple[I64, I64]:

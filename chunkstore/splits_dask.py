@@ -15,6 +15,7 @@ from functools import cached_property, partial
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import zarr
 
 from . import layout, splits
 from .errors import SplitError
@@ -28,7 +29,7 @@ if TYPE_CHECKING:
 
 DEFAULT_ARRAY = "default"
 SPLITS_GROUP = "splits"
-BLOCK_ROWS = 65536  # target rows per Dask block: amortizes zarr's per-call cost
+BLOCK_ROWS = 131072  # target rows per Dask block: fewer, larger zarr reads are faster
 
 
 # ------------------------------------------------------------------------------ inputs --
@@ -46,6 +47,7 @@ class Inputs:
         import dask.array as da
 
         arr = self.ds.group[path]
+        assert isinstance(arr, zarr.Array)
         return da.from_zarr(arr, chunks=(self.block_rows, *arr.shape[1:]))
 
     @cached_property
@@ -54,10 +56,10 @@ class Inputs:
         import dask.array as da
 
         if "source" in self.ds.meta:
-            return self.read("meta/source").map_blocks(splits.source_keys, drop_axis=1,
-                                                       dtype=np.uint64)
+            return da.map_blocks(splits.source_keys, self.read("meta/source"), drop_axis=1,
+                                 dtype=np.uint64)
         rows = da.arange(self.n, chunks=self.block_rows, dtype=np.int64)
-        return rows.map_blocks(splits.as_keys, dtype=np.uint64)
+        return da.map_blocks(splits.as_keys, rows, dtype=np.uint64)
 
     def key_name(self, spec: SplitSpec) -> str:
         """What the assignment is keyed by, for the summary and the split array's attrs."""
@@ -119,30 +121,37 @@ def fractions_of(spec: SplitSpec) -> list[float]:
 
 # ---------------------------------------------------------------------------- the graph --
 
-def table_graph(inp: Inputs, spec: SplitSpec, head: str | None) -> Delayed | None:
-    """The global table the method needs (lazy), or None for per-row methods."""
+def lookup_key(spec: SplitSpec) -> str | None:
+    """The array whose values a method looks up in its table: meta/group or an order key."""
+    if is_grouped(spec):
+        return "meta/group"
+    return spec.by if spec.method == "ordered" else None
+
+
+def table_graph(inp: Inputs, spec: SplitSpec, head: str | None
+                ) -> tuple[Delayed | None, list[Delayed]]:
+    """The global table the method needs (lazy; None for per-row methods) and, for lookup
+    methods, each block's key runs (None where a block has too many runs to keep)."""
     from dask import delayed
 
-    if is_grouped(spec):  # (group, class of `head`, rows)
-        g = inp.blocks(inp.read("meta/group"))
-        lab = inp.blocks(inp.read(f"labels/{head}")) if head else [None] * len(g)
-        parts = [delayed(splits.pair_counts)(a, b) for a, b in zip(g, lab, strict=True)]
-        return tree_reduce(parts, splits.merge_pair_counts)
+    key = lookup_key(spec)
+    if key is not None:  # (key, class of `head` or 0, rows)
+        k = inp.blocks(inp.read(key))
+        lab = (inp.blocks(inp.read(f"labels/{head}")) if head and is_grouped(spec)
+               else [None] * len(k))
+        parts = [delayed(splits.table_and_runs, nout=2)(a, b) for a, b in zip(k, lab, strict=True)]
+        return tree_reduce([p[0] for p in parts], splits.merge_pair_counts), [p[1] for p in parts]
     if is_stratified(spec):  # (classes, hash bins)
         assert spec.by is not None
         hist = partial(splits.class_hash_hist, seed=spec.seed, n_classes=inp.ds.heads[spec.by])
         lab = inp.blocks(inp.read(f"labels/{spec.by}"))
         parts = [delayed(hist)(a, k) for a, k in zip(lab, inp.blocks(inp.keys), strict=True)]
-        return tree_reduce(parts, sum_all)
-    if spec.method == "ordered":
-        path = spec.by or ("meta/source" if "source" in inp.ds.meta else None)
-        if path is None:
-            return None
-        x = inp.read(path)
-        col = x[:, 0] if x.ndim == 2 else x  # meta/source: count rows per item
-        return tree_reduce([delayed(splits.pair_counts)(b) for b in inp.blocks(col)],
-                     splits.merge_pair_counts)
-    return None
+        return tree_reduce(parts, sum_all), []
+    if spec.method == "ordered" and "source" in inp.ds.meta:  # rows per item
+        items = inp.blocks(inp.read("meta/source")[:, 0])
+        return tree_reduce([delayed(splits.pair_counts)(b) for b in items],
+                           splits.merge_pair_counts), []
+    return None, []
 
 
 def sum_all(*parts: Any) -> Any:
@@ -177,25 +186,45 @@ def codes_graph(inp: Inputs, spec: SplitSpec, assignment: Any) -> da.Array:
     import dask.array as da
 
     fr, i8 = fractions_of(spec), np.int8
-    if is_grouped(spec):
-        return inp.read("meta/group").map_blocks(_lookup, assignment, dtype=i8)
+    key = lookup_key(spec)
+    if key is not None:
+        return da.map_blocks(_lookup, inp.read(key), assignment, dtype=i8)
     if is_stratified(spec):
         assert spec.by is not None
         return da.map_blocks(splits.assign_stratified, inp.read(f"labels/{spec.by}"), inp.keys,
                              spec.seed, assignment, dtype=i8)
     if spec.method == "ordered":
-        if spec.by is not None:
-            return inp.read(spec.by).map_blocks(_lookup, assignment, dtype=i8)
         if "source" in inp.ds.meta:
-            return inp.read("meta/source").map_blocks(_ordered_source_a, assignment, inp.n, fr,
-                                                      drop_axis=1, dtype=i8)
+            return da.map_blocks(_ordered_source_a, inp.read("meta/source"), assignment, inp.n,
+                                 fr, drop_axis=1, dtype=i8)
         rows = da.arange(inp.n, chunks=inp.block_rows, dtype=np.int64)
-        return rows.map_blocks(splits.assign_ordered_rank, inp.n, fr, dtype=i8)
-    return inp.keys.map_blocks(splits.assign_random, fr, spec.seed, dtype=i8)
+        return da.map_blocks(splits.assign_ordered_rank, rows, inp.n, fr, dtype=i8)
+    return da.map_blocks(splits.assign_random, inp.keys, fr, spec.seed, dtype=i8)
 
 
 def _lookup(keys: Any, assignment: tuple[Any, Any]) -> np.ndarray:
     return splits.lookup(assignment[0], assignment[1], keys)
+
+
+def _expand(assignment: tuple[Any, Any], key_runs: tuple[Any, Any]) -> np.ndarray:
+    return splits.expand_runs(assignment[0], assignment[1], key_runs)
+
+
+def code_blocks(inp: Inputs, spec: SplitSpec, assignment: Delayed | None,
+                key_runs: Sequence[Any]) -> tuple[list[Delayed], tuple[int, ...]]:
+    """Per-block code tasks and block lengths; lookup methods reuse the first pass's key runs
+    where they were kept, so those blocks are not read twice."""
+    from dask import delayed
+
+    key = lookup_key(spec)
+    if key is None or not key_runs:
+        codes = codes_graph(inp, spec, assignment)
+        return inp.blocks(codes), codes.chunks[0]
+    keys = inp.read(key)
+    blocks = [delayed(_expand)(assignment, r) if r is not None
+              else delayed(_lookup)(k, assignment)
+              for r, k in zip(key_runs, inp.blocks(keys), strict=True)]
+    return blocks, keys.chunks[0]
 
 
 def _ordered_source_a(source: Any, assignment: tuple[Any, Any], n: int, fr: list[float]
@@ -216,6 +245,6 @@ def split_codes(ds: Dataset, spec: SplitSpec) -> da.Array:
     check_spec(ds, spec)
     inp = Inputs(ds)
     k = ds.heads[spec.by] if spec.by in ds.heads else 0
-    table = table_graph(inp, spec, spec.by if is_stratified(spec) else None)
+    table, _ = table_graph(inp, spec, spec.by if is_stratified(spec) else None)
     assignment = None if table is None else delayed(assignment_of)(spec, table, k)
     return codes_graph(inp, spec, assignment)

@@ -11,6 +11,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import zarr
 from numpy.typing import NDArray
 
 from .errors import SplitError
@@ -36,14 +37,15 @@ class SplitView:
     def __init__(self, dataset: Dataset, name: str, array: str = DEFAULT_ARRAY) -> None:
         self.dataset, self.name, self.array = dataset, name, array
         path = f"{SPLITS_GROUP}/{array}"
-        if path not in dataset.group:
-            have = sorted(dataset.group[SPLITS_GROUP].array_keys()) if (
-                SPLITS_GROUP in dataset.group) else []
+        arr = dataset.group.get(path)
+        if not isinstance(arr, zarr.Array):
+            sub = dataset.group.get(SPLITS_GROUP)
+            have = sorted(sub.array_keys()) if isinstance(sub, zarr.Group) else []
             raise SplitError(f"store {dataset.path!r} has no split array {path!r} (it has "
                              f"{have or 'none'}); write one with `chunkstore split "
                              f"{dataset.path} --name {array}` or declare it in the config")
-        self.codes_array = dataset.group[path]
-        self.attrs = dict(self.codes_array.attrs)
+        self.codes_array = arr
+        self.attrs: dict[str, Any] = dict(arr.attrs)
         if not self.attrs.get("complete"):
             raise SplitError(f"split array {path!r} of store {dataset.path!r} is incomplete (its "
                              "writer stopped); rewrite it with `chunkstore split --overwrite`")

@@ -26,7 +26,7 @@ from .splits_dask import (
     Inputs,
     assignment_of,
     check_spec,
-    codes_graph,
+    code_blocks,
     is_grouped,
     sum_all,
     table_graph,
@@ -54,7 +54,8 @@ class Tally:
         return Tally(
             sum_all(*[p.rows for p in parts]),
             None if self.classes is None else sum_all(*[p.classes for p in parts]),
-            None if self.groups is None else splits.merge_pair_counts(*[p.groups for p in parts]),
+            None if self.groups is None else splits.merge_pair_counts(
+                *[p.groups for p in parts if p.groups is not None]),
         )
 
 
@@ -214,21 +215,22 @@ def compute_split(ds: Dataset, spec: SplitSpec, *, overwrite: bool = False,
     k, n_parts = ds.heads[head], len(spec.names)
     grouped = is_grouped(spec)
     with _scheduler(scheduler):
-        lazy_table = table_graph(inp, spec, head if grouped else spec.by)
-        table = None if lazy_table is None else compute(lazy_table)[0]
+        lazy_table, lazy_runs = table_graph(inp, spec, head if grouped else spec.by)
+        table, key_runs = (None, []) if lazy_table is None else compute(lazy_table, lazy_runs)
         k_by = ds.heads[spec.by] if spec.by in ds.heads else 0
         assignment = None if table is None else assignment_of(spec, table, k_by)
-        codes = codes_graph(inp, spec, None if assignment is None else delayed(assignment))
-        arr = _create_array(ds, path)
-        blocks = inp.blocks(codes)
+        blocks, lengths = code_blocks(inp, spec, None if assignment is None
+                                      else delayed(assignment), key_runs)
+        arr = _create_array(ds, path, inp.block_rows)
         labels = [None] * len(blocks) if grouped else inp.blocks(inp.read(f"labels/{head}"))
         groups = ([None] * len(blocks) if grouped or "group" not in ds.meta
                   else inp.blocks(inp.read("meta/group")))
-        starts = np.r_[0, np.cumsum(codes.chunks[0])[:-1]]
+        starts = np.r_[0, np.cumsum(lengths)[:-1]]
         tasks = [delayed(_write_block)(c, lab, g, arr, int(s), n_parts, k)
                  for c, lab, g, s in zip(blocks, labels, groups, starts, strict=True)]
         tally = compute(tree_reduce(tasks, Tally.merge))[0]
-    if grouped:
+    if grouped:  # the table has every (group, class) count: no second read for the tally
+        assert table is not None and assignment is not None
         tally = _tally_table(table, assignment, n_parts, k, with_classes=True)
     summary = SplitSummary.of(ds.path, spec, ds.n_samples, inp.key_name(spec), head, tally,
                               time.perf_counter() - t0)
@@ -236,10 +238,13 @@ def compute_split(ds: Dataset, spec: SplitSpec, *, overwrite: bool = False,
     return summary
 
 
-def _create_array(ds: Dataset, path: str) -> zarr.Array:
+def _create_array(ds: Dataset, path: str, shard_rows: int) -> zarr.Array:
+    """The split array: chunks of the store's rows, in shards of one block each (one writer
+    per shard, as per chunk; a few files instead of one per chunk)."""
     comp = Compression.from_dict(ds.attrs["compression"], Where(ds.path, "compression"))
     group = zarr.open_group(ds.path, mode="r+")
-    return group.create_array(path, shape=(ds.n_samples,), chunks=(ds.chunk_rows,), dtype="int8",
+    return group.create_array(path, shape=(ds.n_samples,), chunks=(ds.chunk_rows,),
+                              shards=(shard_rows,), dtype="int8",
                               compressors=layout.compressors(comp), fill_value=-1,
                               dimension_names=("sample",), overwrite=True)
 

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import yaml
 import zarr
+from helpers import HEADS, concat, make_items, write_config, write_items
 
 import chunkstore
 from chunkstore import ConfigError, ingest
@@ -18,7 +19,6 @@ from chunkstore.schema import SplitSpec
 from chunkstore.splits import kfold_fractions
 from chunkstore.splits_dask import split_codes
 from chunkstore.splits_write import write_split
-from helpers import HEADS, concat, make_items, write_config, write_items
 
 SIZES = [int(x) for x in np.random.default_rng(5).integers(5, 60, size=90)]
 FR = (("train", 0.7), ("val", 0.2), ("test", 0.1))
@@ -32,6 +32,7 @@ METHODS = {
     "kfold_strat_group": SplitSpec(method="kfold", k=3, fractions=kfold_fractions(3), by="move",
                                    group=True),
     "ordered": SplitSpec(method="ordered", fractions=FR),
+    "ordered_by_group": SplitSpec(method="ordered", fractions=FR, by="meta/group"),
 }
 DECLARED = {"default": METHODS["stratified_group"].to_dict(),
             **{name: spec.to_dict() for name, spec in METHODS.items()}}
@@ -99,7 +100,7 @@ def test_every_row_in_one_part_and_sizes_meet_fractions(store, items, name):
     assert ((c >= 0) & (c < len(spec.names))).all()  # a partition: no -1, no stray code
     rows = np.bincount(c, minlength=len(spec.names))
     target = np.array([f for _, f in spec.fractions]) * n
-    if spec.method in ("group", "stratified-group") or spec.group:
+    if spec.method in ("group", "stratified-group") or spec.group or spec.by == "meta/group":
         assert (np.abs(rows - target) <= max(SIZES)).all(), rows
         parts_per_group = {g: np.unique(c[groups == g]).size for g in np.unique(groups)}
         assert set(parts_per_group.values()) == {1}  # zero group overlap between parts
@@ -147,26 +148,29 @@ def test_split_codes_is_lazy_and_equals_the_written_array(store):
 
 # --------------------------------------------------------------------------- determinism --
 
-def test_same_codes_for_workers_and_chunk_sizes_and_block_sizes(tmp_path, items, store,
-                                                                 monkeypatch):
-    two = build(tmp_path, items, name="w2", workers=2, splits=DECLARED)
-    other_chunks = build(tmp_path, items, name="c40", chunk_rows=40, splits=DECLARED)
-    chunk_files = {k: v for k, v in snapshot(store).items() if k.startswith("splits/")
-                   and not k.endswith("zarr.json")}  # zarr.json holds the creation time
-    assert chunk_files and chunk_files == {k: v for k, v in snapshot(two).items()
-                                           if k in chunk_files}  # 1 vs 2 workers: same bytes
-    for name in METHODS:
+def test_same_codes_with_2_workers_at_ingest(tmp_path, items, store):
+    some = ("default", "random", "kfold_group")
+    two = build(tmp_path, items, name="w2", workers=2, splits={k: DECLARED[k] for k in some})
+    for name in some:
         np.testing.assert_array_equal(codes(two, name), codes(store, name))
-        np.testing.assert_array_equal(codes(other_chunks, name), codes(store, name))
-    # many Dask blocks (tree reductions of several levels) give the same codes as one block
+        files = {k: v for k, v in snapshot(store).items() if k.startswith(f"splits/{name}/")
+                 and not k.endswith("zarr.json")}  # zarr.json holds the creation time
+        assert files and files == {k: v for k, v in snapshot(two).items() if k in files}
+
+
+def test_same_codes_with_other_chunk_rows_and_many_dask_blocks(tmp_path, items, store,
+                                                               monkeypatch):
     import chunkstore.splits_dask as sd
 
-    monkeypatch.setattr(sd, "BLOCK_ROWS", 48)
+    other_chunks = build(tmp_path, items, name="c40", chunk_rows=40)
+    monkeypatch.setattr(sd, "BLOCK_ROWS", 48)  # 68 blocks: reductions of several tree levels
     ds = chunkstore.open(other_chunks)
     for name, spec in METHODS.items():
         lazy = split_codes(ds, spec)
         assert len(lazy.chunks[0]) > 30
-        np.testing.assert_array_equal(lazy.compute(), codes(store, name))
+        np.testing.assert_array_equal(lazy.compute(), codes(store, name), err_msg=name)
+    write_split(other_chunks, SplitSpec(**{**METHODS["stratified_group"].__dict__}))
+    np.testing.assert_array_equal(codes(other_chunks), codes(store))
 
 
 def test_same_seed_same_codes_different_seed_different_codes(store):
@@ -233,10 +237,12 @@ def test_views_are_the_arrays_at_the_indices(store, items):
         idx = np.flatnonzero(c == code)
         np.testing.assert_array_equal(v.indices, idx)
         assert len(v) == idx.size and v.indices is v.indices  # cached
-        np.testing.assert_array_equal(v.features.compute(), concat(items, "strategic_features")[idx])
+        x = concat(items, "strategic_features")
+        np.testing.assert_array_equal(v.features.compute(), x[idx])
         for h in HEADS:
-            np.testing.assert_array_equal(v.labels[h].compute(), concat(items, f"labels_{h}")[idx])
-            np.testing.assert_array_equal(v.masks[h].compute(), concat(items, f"masks_{h}")[idx])
+            for kind in ("labels", "masks"):
+                got = getattr(v, kind)[h].compute()
+                np.testing.assert_array_equal(got, concat(items, f"{kind}_{h}")[idx])
         np.testing.assert_array_equal(v.meta["group"].compute(), concat(items, "group")[idx])
         total += len(v)
     assert total == len(ds)
@@ -348,8 +354,8 @@ def test_config_splits_rerun_writes_new_ones_and_refuses_changed_ones(tmp_path, 
     changed = {"default": {**base["default"], "seed": 7}}
     config(cfg, store=Path(s), paths=str(tmp_path / "s" / "*.npz"), ingest={"chunk_rows": 32},
            splits=changed)
-    with pytest.raises(SplitError, match="was written with .*chunkstore split .* --name default --method group "
-                       "--fractions train=0.9,test=0.1 --seed 7 --overwrite"):
+    with pytest.raises(SplitError, match="was written with .*chunkstore split .* --name default "
+                       "--method group --fractions train=0.9,test=0.1 --seed 7 --overwrite"):
         ingest(cfg, progress=False)
     assert snapshot(s) == after
     ingest(cfg, progress=False, overwrite=True)
