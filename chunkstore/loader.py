@@ -426,17 +426,21 @@ class Loader(BatchStream):
         for slot, c in enumerate(job.chunks.tolist()):
             for name, src in self.sources.items():
                 read_chunk(src, c, bufs[name][slot * r:(slot + 1) * r])
-        return [self._gather(bufs, job, piece) for piece in pieces]
-
-    def _gather(self, bufs: dict[str, NDArray[Any]], job: WindowJob,
-                local: NDArray[np.int64]) -> Batch:
-        r = self.dataset.chunk_rows
-        features = np.take(bufs["features"], local, axis=0)
+        # One gather per array for the whole window (its rows in stream order); the batches
+        # are views of these arrays, which live as long as any of their batches.
+        local = np.concatenate(pieces) if pieces else np.zeros(0, np.int64)
+        whole = {name: np.take(buf, local, axis=0) for name, buf in bufs.items()}
         if self._norm is not None:
-            features = normalize_(features, self._norm)
-        return {
-            "features": features,
-            "labels": {h: np.take(bufs[f"labels/{h}"], local, axis=0) for h in self.heads},
-            "masks": {h: np.take(bufs[f"masks/{h}"], local, axis=0) for h in self.heads},
-            "index": job.chunks[local // r] * r + local % r,
-        }
+            whole["features"] = normalize_(whole["features"], self._norm)
+        index = job.chunks[local // r] * r + local % r
+        out, a = [], 0
+        for piece in pieces:
+            b = a + len(piece)
+            out.append({
+                "features": whole["features"][a:b],
+                "labels": {h: whole[f"labels/{h}"][a:b] for h in self.heads},
+                "masks": {h: whole[f"masks/{h}"][a:b] for h in self.heads},
+                "index": index[a:b],
+            })
+            a = b
+        return out

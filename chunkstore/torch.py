@@ -37,18 +37,46 @@ from . import reader
 from .loader import split_membership
 
 
-def to_torch(batch: dict[str, Any]) -> dict[str, Any]:
-    """A loader batch (nested dict of numpy arrays) as tensors sharing its memory.
+def to_torch(batch: dict[str, Any], *, pack: bool = False) -> dict[str, Any]:
+    """A loader batch (nested dict of numpy arrays) as tensors.
 
-    Labels become ``torch.int64``; everything else keeps its dtype.
+    Labels become ``torch.int64``; everything else keeps its dtype. Without ``pack`` the
+    tensors share the batch's memory. With ``pack`` every tensor is a view into one new
+    buffer: a DataLoader worker then sends the batch to the main process as one shared-memory
+    segment instead of one per array (~1 ms each), the difference between tens and thousands
+    of batches per second.
     """
-    out: dict[str, Any] = {}
-    for k, v in batch.items():
-        if isinstance(v, dict):
-            out[k] = {h: _tensor(a, k == "labels") for h, a in v.items()}
+    if not pack:
+        return {k: {h: _tensor(a, k == "labels") for h, a in v.items()} if isinstance(v, dict)
+                else _tensor(v, False) for k, v in batch.items()}
+    leaves = [(k, h, np.asarray(a), k == "labels") for k, v in batch.items()
+              for h, a in (v.items() if isinstance(v, dict) else [(None, v)])]
+    dtypes = [torch.int64 if label else torch.from_numpy(a[:0]).dtype
+              for _, _, a, label in leaves]
+    offsets, total = [], 0
+    for (_, _, a, _), dt in zip(leaves, dtypes, strict=True):
+        offsets.append(total)
+        total += -(-a.size * dt.itemsize // 64) * 64  # 64-byte aligned segments
+    buf = _shared_bytes(total)
+    out: dict[str, Any] = {k: {} for k, v in batch.items() if isinstance(v, dict)}
+    for (k, h, a, _), dt, off in zip(leaves, dtypes, offsets, strict=True):
+        t = buf[off:off + a.size * dt.itemsize].view(dt).view(a.shape)
+        t.copy_(torch.from_numpy(np.ascontiguousarray(a)))
+        if h is None:
+            out[k] = t
         else:
-            out[k] = _tensor(v, False)
+            out[k][h] = t
     return out
+
+
+def _shared_bytes(n: int) -> torch.Tensor:
+    """``n`` bytes allocated in shared memory at once (as torch's own default_collate does in
+    workers), so sending them to the main process copies nothing."""
+    try:
+        storage = torch.empty(0, dtype=torch.uint8)._typed_storage()._new_shared(n)
+        return torch.empty(0, dtype=torch.uint8).new(storage)
+    except (AttributeError, RuntimeError):  # private API gone: a plain buffer still works
+        return torch.empty(n, dtype=torch.uint8)
 
 
 def _tensor(a: Any, label: bool) -> torch.Tensor:
@@ -136,8 +164,9 @@ class IterableDataset(_Reopening, tud.IterableDataset):  # type: ignore[misc]
         return stream
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
+        in_worker = tud.get_worker_info() is not None
         for batch in self.loader():
-            yield to_torch(batch)
+            yield to_torch(batch, pack=in_worker)
 
 
 class MapDataset(_Reopening, tud.Dataset):  # type: ignore[misc]
