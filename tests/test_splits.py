@@ -92,6 +92,20 @@ def test_pair_counts_merge_is_order_and_partition_independent(keys, data):
     assert whole[2].sum() == k.size
 
 
+@given(keys=st.lists(st.integers(-3, 3), max_size=300), max_runs=st.sampled_from([0.0, 0.125, 1.0]))
+@settings(max_examples=60, deadline=None)
+def test_kept_runs_rebuild_the_block_codes(keys, max_runs):
+    k = np.array(keys, dtype=np.int64)
+    table, key_runs = splits.table_and_runs(k, max_runs=max_runs)
+    values, _ = splits.key_totals(table)
+    codes = (np.arange(values.size) % 3).astype(np.int8)
+    if key_runs is None:  # too many runs to keep: the caller reads the keys again
+        assert splits.runs(k)[0].size > max(1.0, max_runs * k.size)
+    else:
+        np.testing.assert_array_equal(splits.expand_runs(values, codes, key_runs),
+                                      splits.lookup(values, codes, k))
+
+
 @given(sizes=st.lists(st.integers(1, 400), min_size=1, max_size=200), fr=fraction_lists(),
        seed=SEEDS)
 @settings(max_examples=80, deadline=None)
