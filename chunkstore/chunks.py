@@ -13,6 +13,7 @@ stores) falls back to zarr's own ``array[a:b]``, so results never depend on the 
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import threading
@@ -32,6 +33,34 @@ from zarr.storage import LocalStore
 
 from .errors import ReadError
 
+DECODERS = ("numcodecs", "blosc2")
+_blosc2: Any = None
+
+
+@functools.cache
+def default_decoder() -> str:
+    """``$CHUNKSTORE_DECODER`` if set, else "blosc2" when installed, else "numcodecs".
+
+    python-blosc2 decodes the same Blosc frames as numcodecs, with AVX2 bitshuffle (~25% less
+    CPU for float32 features here); it is imported on first use, not with chunkstore.
+    """
+    global _blosc2
+    name = os.environ.get("CHUNKSTORE_DECODER", "")
+    if name and name not in DECODERS:
+        raise ReadError(f"CHUNKSTORE_DECODER must be one of {DECODERS}, found {name!r}")
+    if name != "numcodecs":
+        try:
+            import blosc2
+        except ImportError:
+            if name == "blosc2":
+                raise ReadError("CHUNKSTORE_DECODER=blosc2 but blosc2 is not installed: pip "
+                                "install 'chunkstore[fast]'") from None
+            return "numcodecs"
+        blosc2.set_releasegil(True)  # let the loader's threads decode in parallel
+        _blosc2 = blosc2
+        return "blosc2"
+    return "numcodecs"
+
 
 @dataclass(frozen=True, eq=False)
 class ChunkSource:
@@ -46,6 +75,8 @@ class ChunkSource:
     fill : the fill value unwritten chunks read as.
     root : directory of the array's chunk files when the fast path applies, else None.
     checksum : whether the chunk bytes end with a crc32c checksum.
+    paths : the chunk files, one per row-chunk (fast path only).
+    decoder : "numcodecs" or "blosc2" (see :func:`default_decoder`).
     """
 
     name: str
@@ -56,6 +87,8 @@ class ChunkSource:
     fill: Any
     root: str | None
     checksum: bool
+    paths: tuple[str, ...] = ()
+    decoder: str = "numcodecs"
 
     @property
     def n_chunks(self) -> int:
@@ -95,9 +128,15 @@ def _fast_root(array: zarr.Array) -> tuple[str | None, bool]:
 def chunk_source(name: str, array: zarr.Array) -> ChunkSource:
     """Describe how to read ``array``'s row-chunks (see the module docstring)."""
     root, checksum = _fast_root(array)
+    rows = int(array.chunks[0])
+    tail = (0,) * (array.ndim - 1)
+    paths = () if root is None else tuple(
+        os.path.join(root, array.metadata.encode_chunk_key((c, *tail)))
+        for c in range(-(-array.shape[0] // rows)))
     return ChunkSource(name=name, array=array, shape=tuple(array.shape),
-                       dtype=np.dtype(array.dtype), chunk_rows=int(array.chunks[0]),
-                       fill=array.metadata.fill_value, root=root, checksum=checksum)
+                       dtype=np.dtype(array.dtype), chunk_rows=rows,
+                       fill=array.metadata.fill_value, root=root, checksum=checksum,
+                       paths=paths, decoder=default_decoder())
 
 
 _scratch = threading.local()
@@ -149,8 +188,7 @@ def read_chunk(src: ChunkSource, c: int, out: NDArray[Any] | None = None) -> NDA
         lo = c * src.chunk_rows
         out[:n] = src.array[lo:lo + n]
         return out[:n]
-    key = src.array.metadata.encode_chunk_key((c,) + (0,) * (len(src.shape) - 1))
-    path = os.path.join(src.root, key)
+    path = src.paths[c]
     try:
         data = _read_file(path)
     except FileNotFoundError:
@@ -170,7 +208,14 @@ def read_chunk(src: ChunkSource, c: int, out: NDArray[Any] | None = None) -> NDA
     if nbytes != out.nbytes:
         raise ReadError(f"chunk file {path!r} of array {src.name!r} decodes to {nbytes} bytes, "
                         f"expected {out.nbytes} for a {src.chunk_shape} {src.dtype} chunk")
-    blosc.decompress(inner, out)
+    try:
+        if src.decoder == "blosc2":
+            _blosc2.decompress2(inner, dst=out, nthreads=1)
+        else:
+            blosc.decompress(inner, out)
+    except (RuntimeError, ValueError) as e:
+        raise ReadError(f"chunk file {path!r} of array {src.name!r} does not decode as Blosc: "
+                        f"{e}") from e
     return out[:n]
 
 

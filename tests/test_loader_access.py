@@ -13,7 +13,7 @@ from test_loader import SIZES, build_store, read_all
 
 import chunkstore
 from chunkstore import ReadError
-from chunkstore.chunks import ChunkCache, chunk_source, read_chunk
+from chunkstore.chunks import DECODERS, ChunkCache, chunk_source, default_decoder, read_chunk
 
 
 @pytest.fixture(scope="module")
@@ -58,12 +58,13 @@ def test_chunk_cache_is_bounded_lru(store):
         ChunkCache({}, max_chunks=0)
 
 
-def test_fast_path_equals_zarr_for_every_array_and_chunk(store, full):
+@pytest.mark.parametrize("decoder", DECODERS)
+def test_fast_path_equals_zarr_for_every_array_and_chunk(store, full, decoder):
     ds = chunkstore.open(store)
     arrays = {"features": ds.features, **{f"labels/{h}": a for h, a in ds.labels.items()},
               **{f"masks/{h}": a for h, a in ds.masks.items()}}
     for name, arr in arrays.items():
-        fast = chunk_source(name, arr)
+        fast = dataclasses.replace(chunk_source(name, arr), decoder=decoder)
         assert fast.root is not None and fast.checksum  # the layout chunkstore writes
         slow = dataclasses.replace(fast, root=None)  # zarr's own codec pipeline
         for c in range(fast.n_chunks):
@@ -116,3 +117,9 @@ def test_to_dask_and_to_xarray(store, full):
                                   full["masks/move"][[3, 100]])
     np.testing.assert_allclose(x["features"].mean("sample").values,
                                full["features"].mean(axis=0), rtol=1e-5)
+
+
+def test_default_decoder_is_blosc2_when_installed():
+    import blosc2  # noqa: F401 - the test extra installs it
+
+    assert default_decoder() == "blosc2"
