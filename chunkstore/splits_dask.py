@@ -1,11 +1,12 @@
-"""Splits over a store: lazy Dask graphs, writing ``splits/<name>``, and split views.
+"""Lazy split graphs over a store: inputs in blocks of whole chunks, global tables, codes.
 
 The assignment functions of :mod:`chunkstore.splits` run one block of whole store chunks at a
-time (``BLOCK_ROWS`` rows, a multiple of the chunk rows, so a block writes whole chunks and every
-chunk of ``splits/<name>`` has exactly one writer). Methods that need a global table (group
-sizes, per-class hash histograms, per-group class counts, item sizes) reduce small per-block
-tables with a tree of Dask tasks first, then assign. Memory stays at a few blocks plus the table
-(O(groups) or O(classes x 1024)).
+time (``BLOCK_ROWS`` rows rounded to a multiple of the chunk rows, so that a block maps to whole
+chunks -- and to one shard of ``splits/<name>``, which therefore has exactly one writer).
+Methods that need a global table (group sizes, (group, class) counts, per-class hash
+histograms, rows per item) reduce small per-block tables with a tree of Dask tasks first, then
+assign. Memory stays at a few blocks plus the table (O(groups) or O(classes x 1024)). Writing
+is in :mod:`chunkstore.splits_write`, views in :mod:`chunkstore.splits_view`.
 """
 
 from __future__ import annotations

@@ -29,6 +29,7 @@ METHODS = {
     "stratified_group": SplitSpec(method="stratified-group", fractions=FR, by="move"),
     "kfold": SplitSpec(method="kfold", k=4, fractions=kfold_fractions(4)),
     "kfold_group": SplitSpec(method="kfold", k=4, fractions=kfold_fractions(4), group=True),
+    "kfold_strat": SplitSpec(method="kfold", k=5, fractions=kfold_fractions(5), by="move"),
     "kfold_strat_group": SplitSpec(method="kfold", k=3, fractions=kfold_fractions(3), by="move",
                                    group=True),
     "ordered": SplitSpec(method="ordered", fractions=FR),
@@ -104,7 +105,7 @@ def test_every_row_in_one_part_and_sizes_meet_fractions(store, items, name):
         assert (np.abs(rows - target) <= max(SIZES)).all(), rows
         parts_per_group = {g: np.unique(c[groups == g]).size for g in np.unique(groups)}
         assert set(parts_per_group.values()) == {1}  # zero group overlap between parts
-    elif spec.method == "random" or spec.method == "kfold":
+    elif spec.method == "random" or (spec.method == "kfold" and spec.by is None):
         f = target / n
         assert (np.abs(rows - target) <= 4 * np.sqrt(n * f * (1 - f))).all(), rows
     else:  # stratified, ordered: exact up to a row or two per class
@@ -116,7 +117,8 @@ def test_every_row_in_one_part_and_sizes_meet_fractions(store, items, name):
     assert attrs["fractions"] == dict(spec.fractions)
 
 
-@pytest.mark.parametrize("name", ["stratified", "stratified_group", "kfold_strat_group"])
+@pytest.mark.parametrize("name", ["stratified", "stratified_group", "kfold_strat",
+                                  "kfold_strat_group"])
 def test_stratified_class_proportions_within_3_standard_errors(store, items, name):
     c, labels = codes(store, name), concat(items, "labels_move")
     overall = np.bincount(labels, minlength=5) / labels.size
