@@ -89,9 +89,11 @@ def run(args: argparse.Namespace, method: str) -> dict[str, Any]:
     from common import run_measured
 
     r = run_measured([sys.executable, __file__, "--child", method, "--store", args.store,
-                      "--by", args.by], cwd=REPO).check()
+                      "--by", args.by], cwd=REPO, idle_wait=args.idle_wait,
+                     log=lambda m: print(f"  {m}", flush=True)).check()
     out = json.loads(r.stdout.strip().splitlines()[-1])
-    return {**out, "wall": r.wall_seconds, "rss": r.peak_rss_total}
+    return {**out, "wall": r.wall_seconds, "rss": r.peak_rss_total,
+            "waited": r.lock_wait_seconds + r.idle_wait_seconds}
 
 
 def balance(class_counts: list[list[int]]) -> float:
@@ -108,6 +110,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--store", default="data/large.zarr", help="store (relative to the repo)")
     p.add_argument("--by", default="action_type", help="head to stratify by")
     p.add_argument("--repeat", type=int, default=3, help="runs of each method (median)")
+    p.add_argument("--idle-wait", type=float, default=120.0,
+                   help="before each run, wait up to this many seconds for the machine to be "
+                        "quiet (other benchmarks' measured runs are always waited for)")
     p.add_argument("--results", default=str(HERE / "RESULTS.md"))
     p.add_argument("--no-write", action="store_true", help="print only; leave RESULTS.md")
     p.add_argument("--child", help=argparse.SUPPRESS)
@@ -184,6 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.no_write:
         return 0
     m = machine_info()
+    waited = sum(x["waited"] for v in runs.values() for x in v)
     pk = package_versions(["numpy", "zarr", "dask", "numcodecs"])
     body = f"""{TITLE}
 
@@ -219,7 +225,9 @@ test=0.1, seed 0.
   12 classes), groups are assigned greedily, and each block's codes are rebuilt from the group
   runs kept from the first pass (so `meta/group` is not read twice) and written as one shard of
   `splits/<name>`. Page cache warm for both.
-- Peak memory: the process tree polled every 50 ms (`benchmarks/common.py`).
+- Peak memory: the process tree polled every 50 ms (`benchmarks/common.py`). Before each run
+  the script waits for other benchmarks' measured runs and for the CPU to be idle (at most
+  `--idle-wait` {args.idle_wait:.0f} s; waited {waited:,.0f} s in all).
 """
     write_section(args.results, SECTION, body)
     return 0

@@ -391,3 +391,26 @@ def test_distributed_scheduler_gives_the_same_codes(tmp_path, store):
         write_split(s, SplitSpec(**{**METHODS["stratified_group"].__dict__, "name": "d"}),
                     scheduler=cluster.scheduler_address)
     np.testing.assert_array_equal(codes(s, "d"), codes(s))
+
+
+def test_streaming_built_stores_key_random_and_stratified_splits_by_source(tmp_path):
+    """Streaming ingest records (item, row) in meta/source; the codes follow the samples."""
+    from producers import HEADS as PRODUCER_HEADS
+    from producers import process
+
+    items = [(k, n) for k, n in enumerate([5, 17, 3, 30, 9, 12, 1, 25, 8, 40])]
+    by_sample = []
+    for workers in (1, 2):
+        store = tmp_path / f"w{workers}.zarr"
+        ingest({"store": str(store), "schema": {"features": 4, "heads": PRODUCER_HEADS},
+                "source": {"kind": "python", "group": True, "path": [str(Path(__file__).parent)]},
+                "ingest": {"chunk_rows": 8, "workers": workers},
+                "splits": {"default": {"method": "random"},
+                           "strat": {"method": "stratified", "by": "move"}}},
+               items=items, process=process, progress=False)
+        g = zarr.open_group(str(store), mode="r")
+        assert g["splits/default"].attrs["key"] == "meta/source"
+        src = [tuple(r) for r in g["meta/source"][:].tolist()]
+        by_sample.append({name: dict(zip(src, codes(str(store), name).tolist(), strict=True))
+                          for name in ("default", "strat")})
+    assert by_sample[0] == by_sample[1]
