@@ -10,24 +10,22 @@ from __future__ import annotations
 
 import hashlib
 import json
-import multiprocessing
 import os
-import shutil
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping
-from concurrent.futures import Executor, Future, ProcessPoolExecutor, as_completed
+from collections.abc import Callable, Mapping
+from concurrent.futures import Executor, Future, as_completed
 from concurrent.futures.process import BrokenProcessPool
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, replace
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import zarr
 from tqdm import tqdm
 
-from . import journal, layout
+from . import journal, layout, storage
+from .cluster import dask_scheduler, executor
 from .errors import ChunkstoreError, ConfigError, IngestError, NotAStoreError, SourceError, StoreExistsError
 from .plan import Plan, choose_chunk_rows, choose_task_chunks, plan_writes
 from .schema import Config, load_config
@@ -94,32 +92,23 @@ def resolve_workers(requested: int | None) -> int:
     return requested or os.cpu_count() or 1
 
 
-@contextmanager
 def make_executor(workers: int, scheduler: str | None, initargs: tuple[Any, ...],
-                  initializer: Callable[..., None] = init_worker) -> Iterator[Executor]:
-    """A process pool, or a ``distributed.Client`` executor when a scheduler address is given.
+                  initializer: Callable[..., None] = init_worker, *, store: str = "",
+                  storage_options: Mapping[str, Any] | None = None
+                  ) -> AbstractContextManager[Executor]:
+    """A process pool, threads for a ``memory://`` store, or a ``distributed.Client`` executor
+    when a scheduler address is given (see :func:`chunkstore.cluster.executor`).
 
-    ``initializer(*initargs)`` runs once in every worker process before any task.
+    ``initializer(*initargs)`` runs once in every worker before any task, after the store's
+    ``storage_options`` are set there.
     """
-    if scheduler:
-        from distributed import Client
-
-        with Client(scheduler) as client:
-            client.run(initializer, *initargs)
-            yield client.get_executor(pure=False)
-        return
-    ctx = multiprocessing.get_context("spawn")  # fork is unsafe with zarr's event-loop thread
-    pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=initializer,
-                               initargs=initargs)
-    try:
-        yield pool
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+    return executor(workers, scheduler, initializer, initargs, store=store,
+                    storage_options=storage_options)
 
 
 def _check_existing(store: str, sha: str, config: Config, overwrite: bool) -> str:
     """Decide what to do with what is at ``store``: "create", "resume" or "done"."""
-    path = Path(store)
+    path = storage.store_path(store)
     if not path.exists() or not any(p.name != layout.JOURNAL_DIR for p in path.iterdir()):
         return "create"
     try:
@@ -144,13 +133,13 @@ def _check_existing(store: str, sha: str, config: Config, overwrite: bool) -> st
 
 def _clear(store: str) -> None:
     """Delete a store's contents, keeping only the lock we hold."""
-    for p in Path(store).iterdir():
+    for p in storage.store_path(store).iterdir():
         if p.name == layout.JOURNAL_DIR:
             for q in p.iterdir():
                 if q.name != "lock":
-                    shutil.rmtree(q) if q.is_dir() else q.unlink()
+                    q.remove()
         else:
-            shutil.rmtree(p) if p.is_dir() else p.unlink()
+            p.remove()
 
 
 def finalize(store: str, plan: Plan, config: Config) -> None:
@@ -181,6 +170,8 @@ def ingest(
     items: Any = None,
     process: Any = None,
     count: Any = None,
+    scheduler: str | None = None,
+    cluster: str | None = None,
 ) -> IngestSummary:
     """Build (or resume) the store described by ``config``.
 
@@ -192,6 +183,9 @@ def ingest(
     progress : show a progress bar (rows/s, MB/s, ETA) on stderr.
     items, process, count : for a ``python`` source, the item list and the user's functions
         (importable module-level functions), replacing the names in the config.
+    scheduler : a ``dask.distributed`` scheduler address (``tcp://host:8786``) to run the tasks
+        on, instead of ``ingest.scheduler`` from the config; the store is the same either way.
+    cluster : ``"local"`` runs on a new ``distributed.LocalCluster`` of ``workers`` processes.
 
     Returns
     -------
@@ -210,6 +204,12 @@ def ingest(
     """
     t0 = time.perf_counter()
     config = _resolve_config(config, items, process, count)
+    if cluster:
+        with dask_scheduler(scheduler, cluster, workers or config.ingest.workers) as address:
+            return ingest(config, workers=workers, overwrite=overwrite, progress=progress,
+                          scheduler=address)
+    config = _with_scheduler(config, scheduler)
+    storage.configure(config.store, config.storage_options)
     store = config.store
     source = open_source(config.source, config.schema)
     check_config_splits(config, source.has_group)  # a bad split fails before any writing
@@ -235,7 +235,7 @@ def ingest(
     plan = plan_writes(counts, chunk_rows, task_chunks)
     sha = config.content_sha256(chunk_rows, task_chunks)
 
-    Path(store).parent.mkdir(parents=True, exist_ok=True)
+    storage.store_path(store).parent.mkdir()
     state = _check_existing(store, sha, config, overwrite)  # before creating anything
     with journal.StoreLock(store):
         state = _check_existing(store, sha, config, overwrite)  # again, now that we hold it
@@ -286,7 +286,8 @@ def _run(store: str, config: Config, source: Source, plan: Plan, pending: list[A
     t0, new_rows, worker_peak = time.perf_counter(), 0, 0
     try:
         with make_executor(min(workers, len(pending)), config.ingest.scheduler,
-                           (config.ingest.blosc_threads, worker_source(source))) as ex:
+                           (config.ingest.blosc_threads, worker_source(source)), store=store,
+                           storage_options=config.storage_options) as ex:
             futures: dict[Future[Any], Any] = {
                 ex.submit(run_task, TaskSpec(store, config_json, source.has_group, t)): t
                 for t in pending}
@@ -336,6 +337,16 @@ def _resolve_config(config: Any, items: Any, process: Any, count: Any) -> Config
     return replace(config, source=replace(config.source, options=options))
 
 
+def _with_scheduler(config: Config, scheduler: str | None) -> Config:
+    """``scheduler`` (when given) replaces ``ingest.scheduler``; on a cluster a local store
+    path is made absolute, since the workers' working directory may differ from ours."""
+    address = scheduler or config.ingest.scheduler
+    if not address:
+        return config
+    store = os.path.abspath(config.store) if storage.is_local(config.store) else config.store
+    return replace(config, store=store, ingest=replace(config.ingest, scheduler=address))
+
+
 def is_streaming(config: Config) -> bool:
     return (config.source.kind == "python"
             and config.source.options.resolved_placement == "streaming")
@@ -347,7 +358,8 @@ def _counting_pass(config: Config, source: Source, workers: int) -> list[int]:
 
     n = len(source.items)  # type: ignore[attr-defined]
     with make_executor(workers, config.ingest.scheduler,
-                       (config.ingest.blosc_threads, source)) as ex:
+                       (config.ingest.blosc_threads, source), store=config.store,
+                       storage_options=config.storage_options) as ex:
         return list(ex.map(count_item, range(n), chunksize=max(1, n // (8 * workers))))
 
 
@@ -358,7 +370,7 @@ def _ingest_streaming(config: Config, source: Source, workers: int, overwrite: b
     store = config.store
     chunk_rows = streaming_chunk_rows(config)
     sha = config.content_sha256(chunk_rows, 0)
-    Path(store).parent.mkdir(parents=True, exist_ok=True)
+    storage.store_path(store).parent.mkdir()
     _check_existing(store, sha, config, overwrite)
     n_items = len(source.items)  # type: ignore[attr-defined]
     items_sha = hashlib.sha256("\n".join(map(repr, source.items)).encode()).hexdigest()

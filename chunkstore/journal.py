@@ -1,23 +1,28 @@
 """The ingest journal under ``<store>/_chunkstore/``: plain files, not Zarr nodes.
 
-- ``lock``: one ingest per store. Created atomically (a hard link of a fully written temp file,
-  so it is never seen half-written); a lock left by a dead process on this host is detected
-  and removed, one held by a live process is obeyed.
+- ``lock``: one ingest per store. Created atomically and only if absent (a hard link of a fully
+  written temp file locally; a conditional PUT on object storage), so it is never seen
+  half-written; a lock left by a dead process on this host is detected and removed, one held by
+  a live process is obeyed.
 - ``tasks/<id>.npz``: a task's completion record with its partial statistics, written
-  atomically (temp file + rename) only after all of the task's chunks are written.
+  atomically (temp file + rename locally, one PUT on object storage) only after all of the
+  task's chunks are written.
 - ``plan.json`` and ``config.json``: the plan and config the store was created with.
+
+Paths are :class:`~chunkstore.storage.StorePath` objects, so the store may be a local
+directory or an fsspec URL (see :mod:`chunkstore.storage`); functions taking a path also accept
+a plain ``str`` or ``pathlib.Path``.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import socket
-import tempfile
-import time
 import sys
+import time
 from collections.abc import Iterator, Mapping
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -26,39 +31,30 @@ from numpy.typing import NDArray
 
 from .errors import StoreLockedError
 from .layout import JOURNAL_DIR
+from .storage import StorePath, store_path
 
 TASKS = "tasks"
+PathLike = StorePath | str | os.PathLike[str]
 
 
-def journal_dir(store: str) -> Path:
-    return Path(store) / JOURNAL_DIR
+def journal_dir(store: str) -> StorePath:
+    return store_path(store) / JOURNAL_DIR
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so readers see the old file or the whole new one.
-
-    No fsync: like zarr's own chunk writes, this survives a killed process, not a power cut.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def atomic_write_bytes(path: PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` so readers see the old file or the whole new one."""
+    store_path(path).write_atomic(data)
 
 
-def write_json(path: Path, obj: Any) -> None:
+def write_json(path: PathLike, obj: Any) -> None:
     atomic_write_bytes(path, json.dumps(obj, indent=1, sort_keys=True).encode())
 
 
-def read_json(path: Path) -> Any:
-    return json.loads(path.read_text())
+def read_json(path: PathLike) -> Any:
+    return json.loads(store_path(path).read_text())
 
 
-def record_path(store: str, task_id: int) -> Path:
+def record_path(store: str, task_id: int) -> StorePath:
     return journal_dir(store) / TASKS / f"{task_id:06d}.npz"
 
 
@@ -68,17 +64,16 @@ def write_record(store: str, task_id: int, meta: Mapping[str, Any],
     write_npz(record_path(store, task_id), meta, arrays)
 
 
-def write_npz(path: Path, meta: Mapping[str, Any], arrays: Mapping[str, NDArray[Any]]) -> None:
+def write_npz(path: PathLike, meta: Mapping[str, Any], arrays: Mapping[str, NDArray[Any]]
+              ) -> None:
     """JSON metadata plus arrays in one ``.npz``, written atomically (never pickled)."""
-    import io
-
     buf = io.BytesIO()
     np.savez(buf, _meta=np.array(json.dumps(dict(meta), sort_keys=True)), **arrays)
     atomic_write_bytes(path, buf.getvalue())
 
 
-def read_npz(path: Path) -> tuple[dict[str, Any], dict[str, NDArray[Any]]]:
-    with np.load(path, allow_pickle=False) as z:
+def read_npz(path: PathLike) -> tuple[dict[str, Any], dict[str, NDArray[Any]]]:
+    with np.load(io.BytesIO(store_path(path).read_bytes()), allow_pickle=False) as z:
         arrays = {k: z[k] for k in z.files if k != "_meta"}
         meta = json.loads(str(z["_meta"]))
     return meta, arrays
@@ -86,10 +81,8 @@ def read_npz(path: Path) -> tuple[dict[str, Any], dict[str, NDArray[Any]]]:
 
 def completed_tasks(store: str) -> set[int]:
     """Ids of tasks whose completion record exists."""
-    d = journal_dir(store) / TASKS
-    if not d.is_dir():
-        return set()
-    return {int(p.stem) for p in d.glob("*.npz")}
+    return {int(p.stem) for p in (journal_dir(store) / TASKS).iterdir()
+            if p.name.endswith(".npz") and not p.name.startswith(".")}
 
 
 def read_record(store: str, task_id: int) -> tuple[dict[str, Any], dict[str, NDArray[Any]]]:
@@ -126,35 +119,27 @@ class StoreLock:
             return {}
 
     def acquire(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.parent.mkdir()
         me = psutil.Process()
         info = {"pid": me.pid, "host": socket.gethostname(), "process_started": me.create_time(),
                 "locked_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".lock.", suffix=".partial")
-        with os.fdopen(fd, "w") as fh:
-            json.dump(info, fh)
-        try:
-            for _ in range(2):
-                try:
-                    os.link(tmp, self.path)  # atomic create-if-absent, content already complete
-                    self.held = True
-                    return
-                except FileExistsError:
-                    holder = self._holder()
-                    if holder.get("host") == info["host"] and not _process_alive(
-                            int(holder.get("pid", -1)), float(holder.get("process_started", 0))):
-                        print(f"chunkstore: removing stale lock {str(self.path)!r} left by dead "
-                              f"process {holder.get('pid')}", file=sys.stderr)
-                        self.path.unlink(missing_ok=True)
-                        continue
-                    raise StoreLockedError(
-                        f"store {str(self.path.parent.parent)!r} is locked by another ingest "
-                        f"(pid {holder.get('pid')} on host {holder.get('host')!r}, since "
-                        f"{holder.get('locked_at')}); wait for it to finish, or if that process "
-                        f"is gone delete {str(self.path)!r}") from None
-            raise StoreLockedError(f"could not take the lock {str(self.path)!r}")
-        finally:
-            os.unlink(tmp)
+        for _ in range(2):
+            if self.path.create(json.dumps(info).encode()):  # atomic create-if-absent
+                self.held = True
+                return
+            holder = self._holder()
+            if holder.get("host") == info["host"] and not _process_alive(
+                    int(holder.get("pid", -1)), float(holder.get("process_started", 0))):
+                print(f"chunkstore: removing stale lock {str(self.path)!r} left by dead "
+                      f"process {holder.get('pid')}", file=sys.stderr)
+                self.path.unlink(missing_ok=True)
+                continue
+            raise StoreLockedError(
+                f"store {str(self.path.parent.parent)!r} is locked by another ingest "
+                f"(pid {holder.get('pid')} on host {holder.get('host')!r}, since "
+                f"{holder.get('locked_at')}); wait for it to finish, or if that process "
+                f"is gone delete {str(self.path)!r}")
+        raise StoreLockedError(f"could not take the lock {str(self.path)!r}")
 
     def release(self) -> None:
         if self.held:

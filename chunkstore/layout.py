@@ -7,7 +7,6 @@ works with no chunkstore import. See DESIGN.md, "Store layout".
 from __future__ import annotations
 
 import datetime as dt
-import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -18,6 +17,7 @@ from zarr.codecs import BloscCodec, BloscShuffle, Crc32cCodec
 
 from .errors import NotAStoreError
 from .schema import Compression, Schema
+from .storage import store_path
 
 FORMAT_VERSION = 1
 ATTR_KEY = "chunkstore"
@@ -102,7 +102,12 @@ def create_store(
         "created": now_iso(),
         **(extra_attrs or {}),
     }
-    group = zarr.open_group(path, mode="w", attributes={ATTR_KEY: attrs})
+    # Not mode="w": that deletes the whole directory, the journal's lock with it. The caller
+    # has cleared the store; anything left but the journal is removed here.
+    for entry in store_path(path).iterdir():
+        if entry.name != JOURNAL_DIR:
+            entry.remove()
+    group = zarr.open_group(path, mode="a", attributes={ATTR_KEY: attrs})
     for name, (tail, dtype, fill) in sample_arrays(schema, has_group, has_source).items():
         group.create_array(
             name,
@@ -152,9 +157,5 @@ def write_arrays(group: zarr.Group, prefix: str, arrays: Mapping[str, NDArray[An
 
 
 def stored_bytes(path: str, exclude: tuple[str, ...] = (JOURNAL_DIR,)) -> int:
-    """Bytes on disk under a local store, leaving out the journal."""
-    total = 0
-    for root, dirs, files in os.walk(path):
-        dirs[:] = [d for d in dirs if d not in exclude]
-        total += sum(os.path.getsize(os.path.join(root, f)) for f in files)
-    return total
+    """Bytes stored under a store (a local directory or an fsspec URL), leaving out the journal."""
+    return store_path(path).du(exclude)

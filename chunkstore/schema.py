@@ -374,6 +374,9 @@ class Config:
     file: str = "<dict>"
     # Written after ingest; not in content_sha256, so declaring a split never invalidates a store.
     splits: tuple[SplitSpec, ...] = ()
+    # fsspec options for a URL store (s3://...): not in to_dict (they may hold credentials, and
+    # to_dict is saved in the store's journal) nor in content_sha256. See chunkstore.storage.
+    storage_options: dict[str, Any] = field(default_factory=dict, hash=False)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -409,12 +412,14 @@ class Config:
 
         top = Where(file)
         d = _mapping(d, top)
-        _check_keys(d, {"store", "schema", "source", "ingest", "compression", "stats", "splits"},
-                    top)
+        _check_keys(d, {"store", "schema", "source", "ingest", "compression", "stats", "splits",
+                        "storage_options"}, top)
         for key in ("store", "schema", "source"):
             if key not in d:
                 raise top.child(key).error("missing required key")
-        store = _str(d["store"], top.child("store"))
+        store = normalize_store(_str(d["store"], top.child("store")))
+        storage_options = _storage_options(d.get("storage_options"), store,
+                                           top.child("storage_options"))
         schema = Schema.from_dict(d["schema"], top.child("schema"))
         sw = top.child("source")
         sdef = dict(_mapping(d["source"], sw))
@@ -432,7 +437,28 @@ class Config:
             stats=StatsOptions.from_dict(d.get("stats") or {}, top.child("stats")),
             file=file,
             splits=_splits_from_dict(d.get("splits") or {}, top.child("splits"), schema),
+            storage_options=storage_options,
         )
+
+
+def normalize_store(store: str) -> str:
+    """``file://`` URLs become local paths; see :func:`chunkstore.storage.normalize`."""
+    from .storage import normalize
+
+    return normalize(store)
+
+
+def _storage_options(d: Any, store: str, where: Where) -> dict[str, Any]:
+    """``storage_options:`` fsspec keyword arguments for a URL store (endpoint, credentials)."""
+    from .storage import is_local
+
+    if d is None:
+        return {}
+    options = dict(_mapping(d, where))
+    if options and is_local(store):
+        raise where.error(f"storage_options apply to fsspec URLs (s3://bucket/x.zarr, ...), but "
+                          f"store {store!r} is a local path; remove them or use a URL")
+    return options
 
 
 def _splits_from_dict(d: Any, where: Where, schema: Schema) -> tuple[SplitSpec, ...]:

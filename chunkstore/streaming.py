@@ -16,18 +16,23 @@ last chunks' files into them.
 
 Journal (under ``_chunkstore/``): ``tasks/<chunk>.npz`` (chunk records, the same format as task
 records, so statistics are merged by the same code) and ``items/<item>.json``.
+
+The shared counters are :class:`~chunkstore.cluster.SharedCounter` objects: process-shared
+values for the local pool, scheduler-held ones on a Dask cluster. On a cluster the scheduler
+reruns the loop of a worker that dies, but that loop's item in progress and its partial chunk
+are gone; :func:`check_complete` detects it after the loops, and a rerun recovers exactly as
+after a crash. On object storage a chunk moves by server-side copy + delete instead of a hard
+link (see :mod:`chunkstore.storage`).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import time
 from collections import Counter
 from concurrent.futures import FIRST_EXCEPTION, Future, wait
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -36,11 +41,13 @@ from tqdm import tqdm
 from zarr.core.sync import sync
 
 from . import journal, layout
+from .cluster import SharedCounter, executor, make_counters
 from .errors import ChunkstoreError, IngestError
 from .plan import Plan, WriteTask, choose_chunk_rows
 from .schema import Config
 from .sources import check_batch
 from .sources.python import PythonSource
+from .storage import StorePath, store_path
 from .task import _config_and_source, init_worker, partial_stats, peak_rss
 
 CAPACITY = 2**40  # rows an array is created with; trimmed to N at the end (metadata only)
@@ -49,20 +56,14 @@ ITEMS = "items"
 
 # ---------------------------------------------------------------------------- worker side
 
-_SHARED: tuple[Any, ...] = ()  # (next_item, next_chunk, stop, items_done, rows_done)
+_SHARED: tuple[SharedCounter, ...] = ()  # (next_item, next_chunk, stop, items_done, rows_done)
 
 
-def init_stream_worker(blosc_threads: int, source: Any, shared: tuple[Any, ...]) -> None:
+def init_stream_worker(blosc_threads: int, source: Any, shared: tuple[SharedCounter, ...]
+                       ) -> None:
     global _SHARED
     init_worker(blosc_threads, source)
     _SHARED = shared
-
-
-def _claim(counter: Any) -> int:
-    with counter.get_lock():
-        value = int(counter.value)
-        counter.value += 1
-    return value
 
 
 @dataclass(frozen=True)
@@ -133,8 +134,8 @@ def stream_loop(spec: LoopSpec) -> LoopResult:
     r = spec.chunk_rows
     buf = empty_buffers(config, r, spec.has_group)
     fill = 0
-    while not stop.value:
-        k = _claim(next_item)
+    while not stop.get():
+        k = next_item.add(1)
         if k >= spec.n_items:
             break
         if k in spec.skip:
@@ -153,11 +154,10 @@ def stream_loop(spec: LoopSpec) -> LoopResult:
                 buf[name][fill:fill + take] = values[pos:pos + take]
             fill, pos = fill + take, pos + take
             if fill == r:
-                write_chunk(group, spec.store, config, _claim(next_chunk), r, buf)
+                write_chunk(group, spec.store, config, next_chunk.add(1), r, buf)
                 fill = 0
-        with items_done.get_lock():
-            items_done.value += 1
-            rows_done.value += n
+        rows_done.add(n)  # before items_done: see check_complete
+        items_done.add(1)
     return LoopResult({k: v[:fill].copy() for k, v in buf.items()}, peak_rss())
 
 
@@ -173,9 +173,8 @@ def fault_point(store: str, name: str) -> None:
 
 def _item_counts(store: str) -> dict[int, int]:
     d = journal.journal_dir(store) / ITEMS
-    if not d.is_dir():
-        return {}
-    return {int(p.stem): int(json.loads(p.read_text())["rows"]) for p in d.glob("*.json")}
+    return {int(p.stem): int(json.loads(p.read_text())["rows"]) for p in d.iterdir()
+            if p.name.endswith(".json") and not p.name.startswith(".")}
 
 
 def recover(store: str, config: Config, has_group: bool
@@ -199,10 +198,12 @@ def recover(store: str, config: Config, has_group: bool
     parts: list[dict[str, np.ndarray]] = []
     kept = []
     for c, (meta, arrays) in records.items():
-        if all(int(item) in complete for item in arrays["runs"][:, 0]):
+        rows = meta["stop"] - meta["start"]
+        # A partial chunk (leftovers packed before a crash) is re-packed too: kept chunks are
+        # full, so that compaction leaves no fill rows behind.
+        if rows == r and all(int(item) in complete for item in arrays["runs"][:, 0]):
             kept.append(c)
             continue
-        rows = meta["stop"] - meta["start"]
         data = {name: group[name][c * r:c * r + rows] for name in
                 layout.sample_arrays(config.schema, has_group, has_source=True)}
         keep = np.isin(data["meta/source"][:, 0], list(complete))
@@ -221,30 +222,32 @@ def concat_rows(parts: list[dict[str, np.ndarray]], config: Config, has_group: b
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
-def chunk_files(store: str, group: zarr.Group, chunk: int) -> list[Path]:
+def chunk_files(store: str, group: zarr.Group, chunk: int) -> list[StorePath]:
     """The files of chunk ``chunk`` in every sample array (zarr v3 default key encoding)."""
-    return [Path(store, name, "c", str(chunk), *(["0"] * (arr.ndim - 1)))
+    root = store_path(store)
+    return [root / "/".join([name, "c", str(chunk), *(["0"] * (arr.ndim - 1))])
             for name, arr in _sample_array_items(group)]
 
 
 def _sample_array_items(group: zarr.Group) -> list[tuple[str, zarr.Array]]:
+    # sorted: zarr lists members in no fixed order, and callers zip two listings together
     names = ["features"] + [f"{p}/{k}" for p in ("labels", "masks", "meta")
-                            if p in group for k, _ in group[p].arrays()]
+                            if p in group for k in sorted(group[p].array_keys())]
     return [(n, group[n]) for n in names]
 
 
 def move_chunk(store: str, group: zarr.Group, src: int, dst: int) -> None:
     """Fill hole ``dst`` with chunk ``src`` by renaming files, crash-safely.
 
-    Hard links first (the record of ``src`` still owns the data), then the record of ``dst``
-    (marked ``moved_from``, so a crash before the old record is deleted is resolved on resume),
-    then the old record and files go.
+    Hard links (copies on object storage) first (the record of ``src`` still owns the data),
+    then the record of ``dst`` (marked ``moved_from``, so a crash before the old record is
+    deleted is resolved on resume), then the old record and files go.
     """
     for a, b in zip(chunk_files(store, group, src), chunk_files(store, group, dst), strict=True):
-        b.unlink(missing_ok=True)
         if a.exists():
-            b.parent.mkdir(parents=True, exist_ok=True)
-            os.link(a, b)
+            a.copy_to(b)
+        else:  # an all-fill chunk zarr did not write
+            b.unlink(missing_ok=True)
     meta, arrays = journal.read_record(store, src)
     r = meta["stop"] - meta["start"]
     chunk_rows = int(group.attrs[layout.ATTR_KEY]["chunk_rows"])
@@ -281,11 +284,9 @@ def pack_and_trim(store: str, config: Config, full_chunks: int,
     n = full_chunks * r + total
     last = -(-n // r)
     for name, arr in _sample_array_items(group):  # garbage of reclaimed chunks past the end
-        cdir = Path(store, name, "c")
-        if cdir.is_dir():
-            for p in cdir.iterdir():
-                if p.name.isdigit() and int(p.name) >= last:
-                    p.unlink() if p.is_file() else shutil.rmtree(p)
+        for p in (store_path(store) / name / "c").iterdir():
+            if p.name.isdigit() and int(p.name) >= last:
+                p.remove()
         sync(arr._async_array.resize((n, *arr.shape[1:]), delete_outside_chunks=False))
     return n
 
@@ -303,53 +304,76 @@ def run_streaming(config: Config, source: PythonSource, store: str, *, workers: 
 
     Returns (N, items processed now, items skipped, leftover rows packed, worker peak RSS).
     """
-    import multiprocessing
-
-    from .ingest import make_executor
-
     has_group = source.has_group
     kept, reclaimed, complete = recover(store, config, has_group)
     fault_point(store, "start")
-    ctx = multiprocessing.get_context("spawn")
-    shared = (ctx.Value("q", 0), ctx.Value("q", max(kept, default=-1) + 1), ctx.Value("b", 0),
-              ctx.Value("q", 0), ctx.Value("q", 0))
+    shared = make_counters(5, scheduler)  # next_item, next_chunk, stop, items_done, rows_done
+    first_chunk = max(kept, default=-1) + 1
     n_items = len(source.items)
     todo = n_items - len(complete)
     config_json = json.dumps({"config": config.to_dict(), "file": config.file})
     spec = LoopSpec(store, config_json, n_items, frozenset(complete), chunk_rows, has_group)
-    parts, worker_peak = [reclaimed], 0
+    parts, worker_peak, loop_leftovers = [reclaimed], 0, 0
     bar = tqdm(total=todo, unit="items", desc="ingest (streaming)", disable=not progress,
                dynamic_ncols=True)
     t0 = time.perf_counter()
     try:
         loops = max(1, min(workers, todo))
-        with make_executor(loops, scheduler, (config.ingest.blosc_threads, source, shared),
-                           initializer=init_stream_worker) as ex:
+        # No retries: a loop that raised lost its item; rerunning it would hide the error.
+        with executor(loops, scheduler, init_stream_worker,
+                      (config.ingest.blosc_threads, source, shared), store=store,
+                      storage_options=config.storage_options, retries=0) as ex:
+            for counter, start in zip(shared, (0, first_chunk, 0, 0, 0), strict=True):
+                counter.set(start)
             futures: list[Future[Any]] = [ex.submit(stream_loop, spec) for _ in range(loops)]
             pending = set(futures)
             while pending:
                 done, pending = wait(pending, timeout=0.2, return_when=FIRST_EXCEPTION)
-                bar.n = shared[3].value
-                secs = time.perf_counter() - t0
-                bar.set_postfix_str(f"{shared[4].value:,} rows, "
-                                    f"{shared[4].value / secs:,.0f} rows/s", refresh=True)
+                bar.n = shared[3].get()
+                rows, secs = shared[4].get(), time.perf_counter() - t0
+                bar.set_postfix_str(f"{rows:,} rows, {rows / secs:,.0f} rows/s", refresh=True)
                 failed = [f for f in done if f.exception() is not None]
                 if failed:
-                    shared[2].value = 1  # stop the other loops at their next item
+                    shared[2].set(1)  # stop the other loops at their next item
                     wait(pending)
                     raise _failure(failed[0].exception(), store)
             for f in futures:
                 result: LoopResult = f.result()
                 parts.append(result.leftovers)
+                loop_leftovers += len(result.leftovers["meta/source"])
                 worker_peak = max(worker_peak, result.peak_rss)
+            check_complete(store, shared, todo, first_chunk, chunk_rows, loop_leftovers)
     finally:
         bar.close()
+        for counter in shared:
+            counter.close()
     leftovers = concat_rows(parts, config, has_group)
     fault_point(store, "pack")
     group = zarr.open_group(store, mode="r+")
     full = compact(store, group, sorted(journal.completed_tasks(store)))
     n = pack_and_trim(store, config, full, leftovers)
     return n, todo, len(complete), len(leftovers["meta/source"]), worker_peak
+
+
+def check_complete(store: str, shared: tuple[SharedCounter, ...], todo: int, first_chunk: int,
+                   chunk_rows: int, loop_leftovers: int) -> None:
+    """After the loops: every item was buffered and every buffered row is in a committed chunk
+    or a returned leftover. Fails when a loop died and was rerun (Dask reschedules the loop of a
+    dead worker): its item in progress, an uncommitted chunk or its partial chunk is gone.
+
+    A loop counts an item's rows, then the item, after buffering all of it: dying before
+    either leaves ``items_done`` short; dying after both loses only its buffer, which then
+    shows in the row balance.
+    """
+    claimed = range(first_chunk, shared[1].get())
+    committed = sum(1 for c in journal.completed_tasks(store) if c in claimed)
+    items, rows = shared[3].get(), shared[4].get()
+    if items != todo or rows != committed * chunk_rows + loop_leftovers:
+        raise IngestError(
+            f"a streaming worker was lost during the ingest of {store!r} ({items} of {todo} "
+            f"items buffered; {rows:,} rows produced, {committed * chunk_rows + loop_leftovers:,} "
+            "committed or handed back); committed chunks and complete items are kept in the "
+            "journal: rerun the same command to resume")
 
 
 def _failure(e: BaseException | None, store: str) -> BaseException:
