@@ -28,7 +28,7 @@ from . import layout
 from .errors import ReadError
 from .stats import Partial
 from .stats_hist import QUANTILE_PROBS, Binning, HistPartial, mi_bias, mutual_info, quantiles
-from .stats_store import Stats, load_stats, partial_arrays, write_scope
+from .stats_store import Stats, load_stats, node_array, node_group, partial_arrays, write_scope
 
 DEFAULT_BINS = 32
 DEFAULT_SPLITS = "default"
@@ -60,17 +60,17 @@ def select_rows(group: zarr.Group, path: str, split: str | None, splits: str = D
 
     The scope is ``NAME`` for the default split array, else ``<splits>/NAME``.
     """
-    n = int(group["features"].shape[0])
+    n = int(node_array(group, "features").shape[0])
     if split is None:
         return Selection("all", n)
     key = f"splits/{splits}"
     if key not in group:
-        have = sorted(group["splits"].array_keys()) if "splits" in group else []
+        have = sorted(node_group(group, "splits").array_keys()) if "splits" in group else []
         raise ReadError(f"store {path!r} has no split array {key!r} (split arrays present: "
                         f"{have or 'none'}); create it with `chunkstore split` or choose one "
                         "with --splits")
-    codes = group[key]
-    names = list(codes.attrs.get("names", []))
+    codes = node_array(group, key)
+    names = [str(n) for n in codes.attrs.get("names", [])]  # type: ignore[union-attr]
     if split not in names:
         raise ReadError(f"split {split!r} is not one of the parts of {key!r}: {names}")
     code = names.index(split)
@@ -130,7 +130,7 @@ def _blocks(group: zarr.Group, heads: Mapping[str, int], rows: int, sel: Selecti
     import dask.array as da
 
     def delayed_blocks(name: str) -> list[Any]:
-        a = group[name]
+        a = node_array(group, name)
         return list(da.from_zarr(a, chunks=(rows, *a.shape[1:])).to_delayed().ravel())
 
     feats = delayed_blocks("features")
@@ -142,7 +142,8 @@ def _blocks(group: zarr.Group, heads: Mapping[str, int], rows: int, sel: Selecti
 
 
 def _heads(group: zarr.Group) -> dict[str, int]:
-    return {h: int(d["classes"]) for h, d in group.attrs[layout.ATTR_KEY]["heads"].items()}
+    attrs: dict[str, Any] = dict(group.attrs[layout.ATTR_KEY])  # type: ignore[arg-type]
+    return {h: int(d["classes"]) for h, d in attrs["heads"].items()}
 
 
 def moments_graph(group: zarr.Group, sel: Selection, *, correlation: bool, rows: int) -> Any:
@@ -269,7 +270,7 @@ def compute_stats(
     group = zarr.open_group(store, mode="r+")
     sel = select_rows(group, store, split, splits)
     heads = _heads(group)
-    feats = group["features"]
+    feats = node_array(group, "features")
     rows = block_rows(int(attrs["chunk_rows"]), int(feats.shape[1]), feats.dtype.itemsize,
                       block_mib)
     with _runner(scheduler, progress) as compute:

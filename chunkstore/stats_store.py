@@ -194,6 +194,22 @@ def stats_path(scope: str) -> str:
     return f"{STATS}/{scope}"
 
 
+def node_array(group: zarr.Group, path: str) -> zarr.Array:
+    """The array at ``path``; ReadError if it is a group."""
+    node = group[path]
+    if not isinstance(node, zarr.Array):
+        raise ReadError(f"expected a Zarr array at {path!r}, found a group")
+    return node
+
+
+def node_group(group: zarr.Group, path: str) -> zarr.Group:
+    """The group at ``path``; ReadError if it is an array."""
+    node = group[path]
+    if not isinstance(node, zarr.Group):
+        raise ReadError(f"expected a Zarr group at {path!r}, found an array")
+    return node
+
+
 def available_scopes(group: zarr.Group) -> list[str]:
     """Scopes with statistics in the store, e.g. ``["all", "train"]``."""
     if STATS not in group:
@@ -207,7 +223,7 @@ def available_scopes(group: zarr.Group) -> list[str]:
             elif name not in ("class_counts", "mask_counts", "mutual_info", "contingency"):
                 walk(sub, f"{prefix}{name}/")
 
-    walk(group[STATS], "")
+    walk(node_group(group, STATS), "")
     return sorted(found)
 
 
@@ -232,19 +248,21 @@ def load_stats(dataset: Dataset, scope: str = "all") -> Stats:
     """
     group = dataset.group
     path = stats_path(scope)
-    if path not in group or "mean" not in group[path]:
+    if path not in group or "mean" not in node_group(group, path):
         have = available_scopes(group)
-        split = f" --split {scope}" if scope != "all" else ""
+        array, _, name = scope.rpartition("/")
+        split = "" if scope == "all" else f" --split {name}" + (f" --splits {array}" if array
+                                                                 else "")
         raise ReadError(f"store {dataset.path!r} has no statistics for scope {scope!r} (no "
                         f"{path}/ group; scopes present: {have or 'none'}); compute them with "
                         f"`chunkstore stats {dataset.path}{split}`")
-    g = group[path]
+    g = node_group(group, path)
 
     def read(name: str) -> Any:
-        return g[name][...] if name in g else None
+        return node_array(g, name)[...] if name in g else None
 
     def per_head(prefix: str) -> dict[str, Any]:
-        return {h: g[f"{prefix}/{h}"][...] for h in dataset.heads if f"{prefix}/{h}" in g}
+        return {h: read(f"{prefix}/{h}") for h in dataset.heads if f"{prefix}/{h}" in g}
 
     return Stats(
         scope=scope, feature_names=tuple(dataset.feature_names), attrs=dict(g.attrs),
