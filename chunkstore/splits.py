@@ -91,8 +91,9 @@ def unit_uniform(keys: U64, seed: int) -> F64:
 
 
 def edges(fractions: Sequence[float]) -> F64:
-    """Cumulative fractions with the last forced to exactly 1, so every u < 1 gets a part."""
-    e = np.cumsum(np.asarray(fractions, dtype=np.float64))
+    """Cumulative fractions with the last forced to exactly 1, so every u < 1 gets a part
+    (and none above 1 from rounding, so they stay sorted when trailing fractions are 0)."""
+    e = np.minimum(np.cumsum(np.asarray(fractions, dtype=np.float64)), 1.0)
     e[-1] = 1.0
     return e
 

@@ -62,6 +62,14 @@ def test_random_is_per_sample_so_blocks_do_not_matter(n, fr, seed, data):
             assert not (whole == i).any()
 
 
+def test_edges_stay_sorted_when_rounding_overshoots_before_trailing_zeros():
+    fr = [0.7, 0.3 + 1e-12, 0.0]
+    e = splits.edges(fr)
+    assert (np.diff(e) >= 0).all() and e[-1] == 1.0
+    codes = splits.codes_of(np.linspace(0, 1, 1000, endpoint=False), fr)
+    assert not (codes == 2).any() and (codes == 1).sum() == 300
+
+
 def test_random_sizes_are_binomial_and_seeds_differ():
     keys = splits.as_keys(np.arange(200_000))
     fr = [0.7, 0.2, 0.1]
