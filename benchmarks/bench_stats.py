@@ -325,26 +325,36 @@ def report(args: argparse.Namespace, store: Path, r: dict[str, dict[str, Any]],
                    "matrix is kept as one triangle, float64, per task).")
     cmd = "python benchmarks/bench_stats.py" + "".join(
         f" {a}" for a in sys.argv[1:])
-    body = f"""## Statistics (issue 3)
-
-Written by `benchmarks/bench_stats.py` on {dt.datetime.now(dt.UTC).isoformat(timespec='seconds')}; rerun it to update this section.
-
-**Command:** `{cmd}` (from the repository root). **Load average** (1/5/15 min, `uptime`): {' / '.join(f'{x:.2f}' for x in load_before)} before, {' / '.join(f'{x:.2f}' for x in load_after)} after -- the machine is shared, so figures may be disturbed.
-
-**Machine:** {os.cpu_count()} CPUs, Python {platform.python_version()}, {_versions()}.
-
-**Data:** `{store.relative_to(ROOT) if store.is_relative_to(ROOT) else store}`, {n:,} x {f} {g['features'].dtype} features ({raw / MIB:,.0f} MiB raw), chunks of {g['features'].chunks[0]} rows, 7 heads; Dask blocks of ~32 MiB, local threaded scheduler (one thread per core, one BLAS thread per Dask thread).
-
-{main_table}
-
-{target_table}
-
-**Agreement** of `chunkstore stats` (e) with numpy (d) on the same data: mean max |diff| / max(|mean|, std) = {check['mean_rel']:.1e}, std max rel diff = {check['std_rel']:.1e}, correlation max |diff| = {check['corr_abs']:.1e}, NaN pattern of the correlation equal (constant features): {check['corr_nan_agree']}.
-
-{journal}
-
-Each step runs in a fresh process; wall s is the computation only (graph built, then timed), except (e) and (f), which are whole commands; peak RSS is the process's `ru_maxrss` (for ingest: coordinator + largest worker, from its summary). MiB/s are of raw features, so the rows compare like for like. Numpy steps hold the whole feature matrix (float32) in memory, plus `np.corrcoef`'s float64 copies. One run of each.
-"""
+    when = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    loads = [" / ".join(f"{x:.2f}" for x in la) for la in (load_before, load_after)]
+    where = store.relative_to(ROOT) if store.is_relative_to(ROOT) else store
+    paragraphs = [
+        "## Statistics (issue 3)",
+        f"Written by `benchmarks/bench_stats.py` on {when}; rerun it to update this section.",
+        f"**Command:** `{cmd}` (from the repository root). **Load average** (1/5/15 min, "
+        f"`uptime`): {loads[0]} before, {loads[1]} after -- the machine is shared, so "
+        "figures may be disturbed.",
+        f"**Machine:** {os.cpu_count()} CPUs, Python {platform.python_version()}, "
+        f"{_versions()}.",
+        f"**Data:** `{where}`, {n:,} x {f} {g['features'].dtype} features "
+        f"({raw / MIB:,.0f} MiB raw), chunks of {g['features'].chunks[0]} rows, 7 heads; Dask "
+        "blocks of ~32 MiB, local threaded scheduler (one thread per core, one BLAS thread "
+        "per Dask thread).",
+        main_table,
+        target_table,
+        f"**Agreement** of `chunkstore stats` (e) with numpy (d) on the same data: mean max "
+        f"|diff| / max(|mean|, std) = {check['mean_rel']:.1e}, std max rel diff = "
+        f"{check['std_rel']:.1e}, correlation max |diff| = {check['corr_abs']:.1e}, NaN "
+        f"pattern of the correlation equal (constant features): {check['corr_nan_agree']}.",
+        journal,
+        "Each step runs in a fresh process; wall s is the computation only (graph built, "
+        "then timed), except (e) and (f), which are whole commands; peak RSS is the process's "
+        "`ru_maxrss` (for ingest: coordinator + largest worker, from its summary). MiB/s are "
+        "of raw features, so the rows compare like for like. Numpy steps hold the whole "
+        "feature matrix (float32) in memory, plus the float64 copies numpy makes. One run of "
+        "each.",
+    ]
+    body = "\n\n".join(x for x in paragraphs if x)
     print(main_table)
     print()
     print(target_table)
