@@ -267,7 +267,7 @@ def main() -> None:
     results: list[tuple[str, str, Any, int, dict[str, float]]] = []
 
     def measure(task: str, method: str, argv: list[str], nbytes: int) -> Any:
-        wait_for_idle(threshold=30.0, settle=2.0, max_wait=60.0, log=log)
+        wait_for_idle(threshold=30.0, settle=2.0, max_wait=20.0, log=log)
         r = run_measured(argv, cwd=REPO).check()
         phases = json.loads(r.stdout.strip().splitlines()[-1]) if "baseline" in method else {}
         results.append((task, method, r, nbytes, phases))

@@ -38,6 +38,7 @@ from numpy.typing import NDArray
 
 from . import layout
 from .errors import ExportError
+from .task import peak_rss
 
 FORMATS = ("hdf5", "npy")
 COMPRESSIONS = ("gzip", "lzf", "none")
@@ -147,8 +148,6 @@ def export(
                    threads=threads or os.cpu_count() or 1)
     else:
         files = write_npy(out, arrays, attrs, blocks, n_out, split, overwrite)
-    from .task import peak_rss
-
     return ExportSummary(store, out, fmt, split, n_out, tuple(files), n_out * row_bytes,
                          sum(os.path.getsize(f) for f in files), time.perf_counter() - t0,
                          peak_rss())
