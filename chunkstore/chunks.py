@@ -14,11 +14,12 @@ stores) falls back to zarr's own ``array[a:b]``, so results never depend on the 
 from __future__ import annotations
 
 import functools
+import mmap
 import os
 import sys
 import threading
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -140,30 +141,67 @@ def chunk_source(name: str, array: zarr.Array) -> ChunkSource:
 
 
 _scratch = threading.local()
+MMAP_MIN_BYTES = 1 << 16  # map files at least this big; read smaller ones
 
 
-def _read_file(path: str) -> NDArray[np.uint8]:
-    """A file's bytes in this thread's reusable buffer (valid until its next call).
-
-    Reusing the buffer avoids an allocation (and its page faults) per chunk file; plain
-    ``os`` calls avoid the file object, which matters for the many small label/mask chunks.
-    """
-    buf = getattr(_scratch, "buf", None)
+def _small_buffer() -> NDArray[np.uint8]:
+    buf: NDArray[np.uint8] | None = getattr(_scratch, "buf", None)
     if buf is None:
-        buf = _scratch.buf = np.empty(1 << 20, np.uint8)
+        buf = _scratch.buf = np.empty(MMAP_MIN_BYTES, np.uint8)
+    return buf
+
+
+def _with_file(path: str, use: Callable[[NDArray[np.uint8]], Any]) -> Any:
+    """``use(bytes of the file)``: mapped for big files, read into a reused buffer otherwise.
+
+    Mapping a big chunk file lets the decoder read the page cache directly (no 1.4 MB copy per
+    feature chunk, ~20% of its decode cost here). Small label/mask chunks are read with plain
+    ``os`` calls into this thread's buffer, which avoids a file object and an allocation per
+    file. The bytes are valid only during ``use``. Chunk files are replaced by rename, never
+    rewritten in place, so a mapped file cannot change underneath.
+    """
     fd = os.open(path, os.O_RDONLY)
     try:
-        got = os.readv(fd, [cast(Any, buf)])
-        if got == len(buf):  # maybe more: grow to the file's size and read the rest
-            size = os.fstat(fd).st_size
-            if size > got:
-                bigger = np.empty(size, np.uint8)
-                bigger[:got] = buf
-                buf = _scratch.buf = bigger
-                got += os.readv(fd, [cast(Any, buf[got:])])
+        size = os.fstat(fd).st_size
+        if size >= MMAP_MIN_BYTES:
+            mm = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
+        else:
+            mm = None
+            buf = _small_buffer()
+            got = os.readv(fd, [cast(Any, buf)])
     finally:
         os.close(fd)
-    return buf[:got]
+    if mm is None:
+        return use(buf[:got])
+    result = use(np.frombuffer(mm, np.uint8))
+    mm.close()  # not reached on error: the traceback may still hold a view; GC closes it
+    return result
+
+
+def _decode(src: ChunkSource, c: int, out: NDArray[Any], data: NDArray[np.uint8]) -> None:
+    path = src.paths[c]
+    lo, n = c * src.chunk_rows, src.rows_in(c)
+    inner = data
+    if src.checksum:
+        inner = data[:-4]
+        stored = int.from_bytes(data[-4:].tobytes(), "little")
+        if len(data) < 4 or google_crc32c.value(inner) != stored:
+            raise ReadError(f"chunk file {path!r} of array {src.name!r} is corrupt: stored and "
+                            f"computed checksum do not match; re-ingest the rows [{lo}, "
+                            f"{lo + n}) or restore the file")
+    # Blosc header: bytes 4..8 hold the uncompressed size (little-endian uint32).
+    nbytes = int.from_bytes(data[4:8].tobytes(), "little") if len(inner) >= 16 else -1
+    if nbytes != out.nbytes:
+        raise ReadError(f"chunk file {path!r} of array {src.name!r} decodes to {nbytes} bytes, "
+                        f"expected {out.nbytes} for a {src.chunk_shape} {src.dtype} chunk")
+    try:
+        if src.decoder == "blosc2":
+            _blosc2.decompress2(inner, dst=out, nthreads=1)
+        else:
+            blosc.decompress(inner, out)
+    except (RuntimeError, ValueError) as e:
+        raise ReadError(f"chunk file {path!r} of array {src.name!r} does not decode as Blosc: "
+                        f"{e}") from e
 
 
 def read_chunk(src: ChunkSource, c: int, out: NDArray[Any] | None = None) -> NDArray[Any]:
@@ -188,34 +226,10 @@ def read_chunk(src: ChunkSource, c: int, out: NDArray[Any] | None = None) -> NDA
         lo = c * src.chunk_rows
         out[:n] = src.array[lo:lo + n]
         return out[:n]
-    path = src.paths[c]
     try:
-        data = _read_file(path)
+        _with_file(src.paths[c], lambda data: _decode(src, c, out, data))
     except FileNotFoundError:
         out[:n] = src.fill
-        return out[:n]
-    inner = data
-    if src.checksum:
-        inner = data[:-4]
-        stored = int.from_bytes(data[-4:].tobytes(), "little")
-        if google_crc32c.value(inner) != stored:
-            raise ReadError(f"chunk file {path!r} of array {src.name!r} is corrupt: stored and "
-                            "computed checksum do not match; re-ingest the rows "
-                            f"[{c * src.chunk_rows}, {c * src.chunk_rows + n}) or restore the "
-                            "file")
-    # Blosc header: bytes 4..8 hold the uncompressed size (little-endian uint32).
-    nbytes = int.from_bytes(data[4:8].tobytes(), "little") if len(inner) >= 16 else -1
-    if nbytes != out.nbytes:
-        raise ReadError(f"chunk file {path!r} of array {src.name!r} decodes to {nbytes} bytes, "
-                        f"expected {out.nbytes} for a {src.chunk_shape} {src.dtype} chunk")
-    try:
-        if src.decoder == "blosc2":
-            _blosc2.decompress2(inner, dst=out, nthreads=1)
-        else:
-            blosc.decompress(inner, out)
-    except (RuntimeError, ValueError) as e:
-        raise ReadError(f"chunk file {path!r} of array {src.name!r} does not decode as Blosc: "
-                        f"{e}") from e
     return out[:n]
 
 

@@ -271,3 +271,22 @@ def test_plan_and_cut_are_pure_and_consistent():
     assert cut(start=10, skip=2, count=30, batch_size=8) == [(2, 6), (6, 14), (14, 22),
                                                               (22, 30)]
     assert cut(start=0, skip=0, count=0, batch_size=8) == []
+
+
+def test_recycled_buffers_never_change_a_batch_still_referenced(ds, full):
+    # The loader reuses a window's output buffers once nothing refers to them; batches (and
+    # views of them) that the caller keeps must keep their rows.
+    loader = ds.loader(batch_size=8, window_chunks=2, prefetch=1, threads=1, seed=3)
+    kept_batches, kept_views = [], []
+    for e in range(3):
+        loader.set_epoch(e)
+        for i, b in enumerate(loader):
+            if i % 7 == 0:
+                kept_batches.append(b)
+            elif i % 7 == 3:
+                kept_views.append((b["index"].copy(), b["features"][:, 1:3]))
+    for b in kept_batches:
+        assert_batch_matches(b, full)
+    for idx, view in kept_views:
+        np.testing.assert_array_equal(view, full["features"][idx][:, 1:3])
+    assert len(loader._slabs._entries) <= loader.threads + loader.prefetch + 2
