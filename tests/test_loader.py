@@ -277,6 +277,8 @@ def test_recycled_buffers_never_change_a_batch_still_referenced(ds, full):
     # The loader reuses a window's output buffers once nothing refers to them; batches (and
     # views of them) that the caller keeps must keep their rows.
     loader = ds.loader(batch_size=8, window_chunks=2, prefetch=1, threads=1, seed=3)
+    made, make = [], loader._slabs._make
+    loader._slabs._make = lambda: made.append(1) or make()
     kept_batches, kept_views = [], []
     for e in range(3):
         loader.set_epoch(e)
@@ -290,3 +292,5 @@ def test_recycled_buffers_never_change_a_batch_still_referenced(ds, full):
     for idx, view in kept_views:
         np.testing.assert_array_equal(view, full["features"][idx][:, 1:3])
     assert len(loader._slabs._entries) <= loader.threads + loader.prefetch + 2
+    windows = 3 * len(loader.plan())
+    assert len(made) < windows  # some buffers were recycled
