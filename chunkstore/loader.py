@@ -296,6 +296,13 @@ def resolve_heads(dataset: Dataset, heads: Sequence[str] | None) -> list[str]:
     return list(heads)
 
 
+def sample_sources(dataset: Dataset, heads: Sequence[str]) -> dict[str, ChunkSource]:
+    """How to read ``features`` and the labels and masks of ``heads``, keyed by array path."""
+    arrays = {"features": dataset.features, **{f"labels/{h}": dataset.labels[h] for h in heads},
+              **{f"masks/{h}": dataset.masks[h] for h in heads}}
+    return {name: chunk_source(name, a) for name, a in arrays.items()}
+
+
 def split_membership(dataset: Dataset, split: str | None, splits: str = "default"
                      ) -> NDArray[np.bool_] | None:
     """Boolean (N,) membership of ``split`` read from ``splits/<splits>``; None for all rows.
@@ -412,11 +419,7 @@ class Loader(BatchStream):
         self.dataset = dataset
         self.split = split
         self.heads = resolve_heads(dataset, heads)
-        self.sources: dict[str, ChunkSource] = {"features": chunk_source("features",
-                                                                         dataset.features)}
-        for h in self.heads:
-            self.sources[f"labels/{h}"] = chunk_source(f"labels/{h}", dataset.labels[h])
-            self.sources[f"masks/{h}"] = chunk_source(f"masks/{h}", dataset.masks[h])
+        self.sources = sample_sources(dataset, self.heads)
         self._norm = train_normalization(dataset) if normalize else None
         r, n = dataset.chunk_rows, dataset.n_samples
         self._member = split_membership(dataset, split, splits)

@@ -170,12 +170,10 @@ class Dataset:
 
     @cached_property
     def _chunk_cache(self) -> ChunkCache:
-        from .chunks import ChunkCache, chunk_source
+        from .chunks import ChunkCache
+        from .loader import sample_sources
 
-        arrays = {"features": self.features}
-        arrays.update({f"labels/{h}": a for h, a in self.labels.items()})
-        arrays.update({f"masks/{h}": a for h, a in self.masks.items()})
-        return ChunkCache({k: chunk_source(k, a) for k, a in arrays.items()}, max_chunks=4)
+        return ChunkCache(sample_sources(self, list(self.heads)), max_chunks=4)
 
     def __getitem__(self, key: Any) -> dict[str, Any]:
         """Rows as a dict like a loader batch: ``ds[i]``, ``ds[[3, 9, 4]]``, ``ds[10:20]``.
@@ -242,13 +240,16 @@ class Dataset:
         return dict(self._dask)
 
 
-def open(path: str, mode: Literal["r", "r+"] = "r") -> Dataset:  # noqa: A001 - mirrors zarr.open
+def open(path: str, mode: Literal["r", "r+"] = "r", *,  # noqa: A001 - mirrors zarr.open
+         storage_options: dict[str, Any] | None = None) -> Dataset:
     """Open a chunkstore store.
 
     Parameters
     ----------
-    path : the store's path.
+    path : the store's path, or an fsspec URL such as ``s3://bucket/x.zarr``.
     mode : "r" (default) or "r+".
+    storage_options : fsspec options for a URL (``endpoint_url``, ``key``, ...); they become
+        this process's defaults for the URL's protocol (see :func:`chunkstore.storage.configure`).
 
     Raises
     ------
@@ -263,4 +264,8 @@ def open(path: str, mode: Literal["r", "r+"] = "r") -> Dataset:  # noqa: A001 - 
     """
     if mode not in ("r", "r+"):
         raise ChunkstoreError(f"mode must be 'r' or 'r+', found {mode!r}")
+    from .storage import configure, normalize
+
+    path = normalize(path)
+    configure(path, storage_options)
     return Dataset(path, mode=mode)

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from numpy.typing import NDArray
 
-from .chunks import ChunkCache, ChunkSource, as_ids, chunk_source
+from .chunks import ChunkCache, as_ids
 from .errors import ReadError
 from .loader import (
     Batch,
@@ -29,6 +29,7 @@ from .loader import (
     WindowJob,
     normalize_,
     resolve_heads,
+    sample_sources,
     split_membership,
     train_normalization,
 )
@@ -121,11 +122,7 @@ class Windows:
             raise ReadError(f"'meta/{by}' must be one value per row, found shape {keys.shape}")
         self.index = build_index(keys, lookback + horizon,
                                  split_membership(dataset, split, splits))
-        self.sources: dict[str, ChunkSource] = {"features": chunk_source("features",
-                                                                         dataset.features)}
-        for h in self.heads:
-            self.sources[f"labels/{h}"] = chunk_source(f"labels/{h}", dataset.labels[h])
-            self.sources[f"masks/{h}"] = chunk_source(f"masks/{h}", dataset.masks[h])
+        self.sources = sample_sources(dataset, self.heads)
         span = -(-(self.length - 1) // dataset.chunk_rows) + 1
         self._cache = ChunkCache(self.sources, max(cache_chunks, span))
 
