@@ -7,9 +7,11 @@ A series is a maximal run of consecutive rows with the same ``meta/<by>`` value 
 ``max(0, n - W - H + 1)`` windows; the global window index maps to (series, first row) by a
 cumulative sum and ``searchsorted``, with nothing materialized per window.
 
-Rows are read through a small cache of decoded chunks. The shuffled loader reuses the row
-loader's chunk-aware scheme: a window belongs to the chunk of its first row, chunk order is
-permuted per epoch, and the windows of ``window_chunks`` chunks are permuted together.
+Map-style reads (``w[i]``) go through a small LRU cache of decoded chunks. The shuffled loader
+reuses the row loader's chunk-aware scheme: a window belongs to the chunk of its first row,
+chunk order is permuted per epoch, and the windows of ``window_chunks`` chunks are permuted
+together; a job decodes its chunks plus the one(s) its windows run into, then gathers all
+their rows at once.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from numpy.typing import NDArray
 
-from .chunks import ChunkCache, as_ids
+from .chunks import ChunkCache, as_ids, read_chunk
 from .errors import ReadError
 from .loader import (
     Batch,
@@ -208,8 +210,37 @@ class WindowLoader(BatchStream):
                                for c in job.chunks.tolist()])
 
     def _produce(self, job: WindowJob, pieces: list[NDArray[np.int64]]) -> list[Batch]:
-        # A window may run into the next chunk(s): keep them all for this job only.
-        w = self.windows
-        span = -(-(w.length - 1) // w.dataset.chunk_rows) + 1
-        cache = ChunkCache(w.sources, len(job.chunks) * span)
-        return [read_windows(cache, w.index, ids, w.heads, self._norm) for ids in pieces]
+        # Decode the job's chunks and the chunk(s) its windows run into, side by side, then
+        # gather every window's rows at once; the batches are views of that gather.
+        w, r = self.windows, self.windows.dataset.chunk_rows
+        n_chunks = len(self._counts)
+        span = -(-(w.length - 1) // r) + 1  # chunks one window can touch
+        need = np.unique((job.chunks[:, None] + np.arange(span)).ravel())
+        need = need[need < n_chunks]
+        bufs = {name: np.empty((len(need) * r, *src.shape[1:]), src.dtype)
+                for name, src in w.sources.items()}
+        for slot, c in enumerate(need.tolist()):
+            for name, src in w.sources.items():
+                read_chunk(src, c, bufs[name][slot * r:(slot + 1) * r])
+        slot_of = np.full(n_chunks, -1, dtype=np.int64)
+        slot_of[need] = np.arange(len(need))
+        ids = np.concatenate(pieces) if pieces else np.zeros(0, np.int64)
+        run, start = w.index.locate(ids)
+        rows = start[:, None] + np.arange(w.length, dtype=np.int64)
+        local = (slot_of[rows // r] * r + rows % r).ravel()
+        whole = {name: np.take(buf, local, axis=0).reshape(rows.shape + buf.shape[1:])
+                 for name, buf in bufs.items()}
+        if self._norm is not None:
+            whole["features"] = normalize_(whole["features"], self._norm)
+        group = w.index.run_key[run]
+        out, a = [], 0
+        for piece in pieces:
+            b = a + len(piece)
+            out.append({
+                "features": whole["features"][a:b],
+                "labels": {h: whole[f"labels/{h}"][a:b] for h in w.heads},
+                "masks": {h: whole[f"masks/{h}"][a:b] for h in w.heads},
+                "index": ids[a:b], "start": start[a:b], "group": group[a:b],
+            })
+            a = b
+        return out
