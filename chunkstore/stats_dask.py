@@ -97,9 +97,9 @@ def _pass1(x: NDArray[Any], labels: dict[str, NDArray[Any]], masks: dict[str, ND
 
 
 def _pass2(x: NDArray[Any], labels: dict[str, NDArray[Any]], codes: NDArray[Any] | None,
-           code: int, binning: Binning, heads: dict[str, int]) -> HistPartial:
+           code: int, binning: Binning, heads: dict[str, int], dtype: type) -> HistPartial:
     x, labels = _rows(codes, code, x, labels)
-    return HistPartial.of_block(x, labels, binning, heads)
+    return HistPartial.of_block(x, labels, binning, heads, dtype)
 
 
 def _merge_list(merge: Callable[[T, T], T], parts: list[T]) -> T:
@@ -161,7 +161,8 @@ def histogram_graph(group: zarr.Group, sel: Selection, binning: Binning, *, rows
     from dask import delayed
 
     heads = _heads(group)
-    leaves = [delayed(_pass2, pure=True)(x, lab, cod, sel.code, binning, heads)
+    dtype = np.int32 if sel.rows < 2**31 else np.int64  # counts cannot overflow
+    leaves = [delayed(_pass2, pure=True)(x, lab, cod, sel.code, binning, heads, dtype)
               for x, lab, _, cod in _blocks(group, heads, rows, sel, with_masks=False)]
     return tree_reduce(leaves, HistPartial.merge)
 

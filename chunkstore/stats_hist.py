@@ -66,26 +66,37 @@ class Binning:
         """Fine bin of every value of a (rows, F) block; non-finite values get any bin.
 
         Bin k holds [edge k, edge k+1); the last bin also holds hi, and a constant feature
-        (lo == hi) lands in the last bin: ``numpy.histogram``'s rule, and its one-step fix of
-        the floor() of the scaled value against the edges as stored.
+        (lo == hi) lands in the last bin: ``numpy.histogram``'s rule, including its one-step
+        fix of floor((x - lo) * scale) against the edges as stored. The fix can only change
+        values within rounding of an edge, so only those are compared with the edges.
         """
-        v = x.astype(np.float64)
+        y = x.astype(np.float64)
         if finite is not None:
-            v[~finite] = 0.0
+            y[~finite] = self.lo[np.nonzero(~finite)[1]]
         width = self.hi - self.lo
         scale = np.divide(self.fine, width, out=np.zeros_like(width), where=width > 0)
-        v -= self.lo
-        v *= scale
-        np.floor(v, out=v)
-        np.clip(v, 0, self.fine - 1, out=v)
-        v[:, width <= 0] = self.fine - 1
-        idx = v.astype(np.int64)
-        pos = idx + np.arange(x.shape[1]) * (self.fine + 1)
-        flat = fine_edges.ravel()
-        down = x < flat[pos]  # float32 values compare exactly with float64 edges
-        idx -= down
-        pos -= down
-        idx += (x >= flat[pos + 1]) & (idx < self.fine - 1)
+        y -= self.lo
+        y *= scale
+        k = np.floor(y)
+        np.clip(k, 0, self.fine - 1, out=k)
+        const = width <= 0
+        k[:, const] = self.fine - 1
+        idx = k.astype(np.int64)
+        # rounding of y and of the stored edges, in units of y (generous)
+        tol = 8 * np.finfo(np.float64).eps * (
+            (np.abs(self.lo) + np.abs(self.hi) + width) * scale + self.fine)
+        frac = y - k
+        near = (frac < tol) | (frac > 1 - tol)
+        # x == lo is bin 0 unless edge 1 rounded down onto lo; x == hi is always the last bin
+        inside = (y > 0) | (fine_edges[:, 1] <= self.lo)
+        near &= inside & (y < self.fine) & ~const
+        rows, cols = np.nonzero(near)
+        if rows.size:
+            v = x[rows, cols]
+            kk = idx[rows, cols]
+            kk -= v < fine_edges[cols, kk]
+            kk += (v >= fine_edges[cols, kk + 1]) & (kk < self.fine - 1)
+            idx[rows, cols] = kk
         return idx
 
 
@@ -104,13 +115,13 @@ class HistPartial:
 
     @classmethod
     def of_block(cls, x: NDArray[Any], labels: Mapping[str, NDArray[Any]], binning: Binning,
-                 heads: Mapping[str, int]) -> HistPartial:
+                 heads: Mapping[str, int], dtype: type = np.int64) -> HistPartial:
         """Histograms and tables of a (rows, F) block, ``HIST_ROWS`` rows at a time.
 
-        A block's counts are int32 (half the memory of the many partials a Dask tree holds);
-        :meth:`merge` widens to int64.
+        ``dtype`` of the counts: int32 halves the memory of the partials a Dask tree holds,
+        and is enough while the merged total has fewer than 2**31 rows.
         """
-        out = cls.empty(x.shape[1], binning, heads, np.int32)
+        out = cls.empty(x.shape[1], binning, heads, dtype)
         fine_edges = binning.fine_edges()
         for i in range(0, x.shape[0], HIST_ROWS):
             sl = slice(i, i + HIST_ROWS)
@@ -143,17 +154,17 @@ class HistPartial:
                         f, binning.bins)
 
     def merge(self, other: HistPartial) -> HistPartial:
-        return HistPartial(np.add(self.fine, other.fine, dtype=np.int64),
-                           {h: np.add(t, other.tables[h], dtype=np.int64)
-                            for h, t in self.tables.items()})
+        return HistPartial(self.fine + other.fine,
+                           {h: t + other.tables[h] for h, t in self.tables.items()})
 
     def hist(self, binning: Binning) -> I64:
         """(F, bins) counts of the coarse bins."""
-        return self.fine.reshape(self.fine.shape[0], binning.bins, binning.factor).sum(axis=2)
+        f = self.fine.shape[0]
+        return self.fine.reshape(f, binning.bins, binning.factor).sum(axis=2, dtype=np.int64)
 
     def contingency(self, head: str) -> I64:
         """(F, bins, K) feature-bin x class counts of one head."""
-        return np.ascontiguousarray(self.tables[head].transpose(1, 2, 0))
+        return np.ascontiguousarray(self.tables[head].transpose(1, 2, 0), dtype=np.int64)
 
 
 def quantiles(fine_hist: I64, fine_edges: F64, probs: tuple[float, ...] = QUANTILE_PROBS
