@@ -17,25 +17,29 @@ def _cmd_ingest(args: argparse.Namespace) -> None:
     from .ingest import ingest
 
     summary = ingest(args.config, workers=args.workers, overwrite=args.overwrite,
-                     progress=not args.quiet)
+                     progress=not args.quiet, scheduler=args.scheduler, cluster=args.cluster)
     print(summary.format())
 
 
 def _cmd_stats(args: argparse.Namespace) -> None:
+    from .cluster import dask_scheduler
     from .stats_dask import compute_stats
 
-    stats = compute_stats(args.store, split=args.split, splits=args.splits, bins=args.bins,
-                          correlation=not args.no_correlation, scheduler=args.scheduler,
-                          progress=not args.quiet)
+    with dask_scheduler(args.scheduler, args.cluster, args.workers) as address:
+        stats = compute_stats(args.store, split=args.split, splits=args.splits, bins=args.bins,
+                              correlation=not args.no_correlation, scheduler=address,
+                              progress=not args.quiet)
     print(stats.format())
 
 
 def _cmd_split(args: argparse.Namespace) -> None:
+    from .cluster import dask_scheduler
     from .splits_write import run_split
 
-    summary = run_split(args.store, method=args.method, fractions=args.fractions, seed=args.seed,
-                        by=args.by, name=args.name, k=args.k, group=args.group,
-                        overwrite=args.overwrite, scheduler=args.scheduler)
+    with dask_scheduler(args.scheduler, args.cluster, args.workers) as address:
+        summary = run_split(args.store, method=args.method, fractions=args.fractions,
+                            seed=args.seed, by=args.by, name=args.name, k=args.k,
+                            group=args.group, overwrite=args.overwrite, scheduler=address)
     print(summary.format())
 
 
@@ -46,6 +50,21 @@ def _cmd_export(args: argparse.Namespace) -> None:
                      splits=args.splits, compression=args.compression, level=args.level,
                      overwrite=args.overwrite)
     print(summary.format())
+
+
+def _add_cluster_options(p: argparse.ArgumentParser, workers: bool = True) -> None:
+    """``--scheduler ADDR`` / ``--cluster local`` (and ``--workers``), shared by ingest, stats
+    and split."""
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--scheduler", default=None,
+                   help="run on the dask.distributed cluster at this address, e.g. "
+                        "tcp://host:8786 (the dashboard link is printed)")
+    g.add_argument("--cluster", choices=["local"], default=None,
+                   help="start a dask.distributed LocalCluster of --workers processes (one "
+                        "thread each) for this command")
+    if workers:
+        p.add_argument("--workers", type=int, default=None,
+                       help="LocalCluster size with --cluster local (default: CPU count)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -61,6 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true",
                    help="replace a store that was built from a different config")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_cluster_options(p, workers=False)
     p.set_defaults(func=_cmd_ingest)
 
     p = sub.add_parser("stats", help="compute exact statistics of a store (or one split) with "
@@ -77,8 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: 32)")
     p.add_argument("--no-correlation", action="store_true",
                    help="skip the (F, F) correlation matrix")
-    p.add_argument("--scheduler", default=None,
-                   help="tcp://host:8786 to compute on a dask.distributed cluster")
+    _add_cluster_options(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_stats)
 
@@ -116,8 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--group", action="store_true",
                    help="kfold only: keep each meta/group in one fold")
     p.add_argument("--overwrite", action="store_true", help="replace an existing splits/NAME")
-    p.add_argument("--scheduler", default=None,
-                   help="tcp://host:8786 to compute on a dask.distributed cluster")
+    _add_cluster_options(p)
     p.set_defaults(func=_cmd_split)
     return parser
 

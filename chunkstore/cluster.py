@@ -111,6 +111,15 @@ def _worker_plugin(setup: Callable[[], None]) -> Any:
     return Setup()
 
 
+def check_reachable(store: str, scheduler: str) -> None:
+    """ConfigError for a ``memory://`` store with a scheduler: Dask workers cannot see it."""
+    if storage.in_process_only(store):
+        raise ConfigError(
+            f"store {store!r} lives in this process's memory, which the workers of the Dask "
+            f"cluster at {scheduler!r} cannot see; use a store they can reach (s3://..., a "
+            "shared file system) or run without a scheduler")
+
+
 @contextmanager
 def executor(workers: int, scheduler: str | None, initializer: Callable[..., None],
              initargs: tuple[Any, ...], *, store: str = "",
@@ -131,11 +140,7 @@ def executor(workers: int, scheduler: str | None, initializer: Callable[..., Non
     setup = functools.partial(with_storage, store, dict(storage_options or {}), initializer,
                               *initargs)
     if scheduler:
-        if storage.in_process_only(store):
-            raise ConfigError(
-                f"store {store!r} lives in this process's memory, which the workers of the Dask "
-                f"cluster at {scheduler!r} cannot see; use a store they can reach (s3://..., a "
-                "shared file system) or run without a scheduler")
+        check_reachable(store, scheduler)
         with _dask_executor(scheduler, setup, retries) as ex:
             yield ex
         return

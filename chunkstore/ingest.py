@@ -25,7 +25,7 @@ import zarr
 from tqdm import tqdm
 
 from . import journal, layout, storage
-from .cluster import dask_scheduler, executor
+from .cluster import check_reachable, dask_scheduler, executor
 from .errors import ChunkstoreError, ConfigError, IngestError, NotAStoreError, SourceError, StoreExistsError
 from .plan import Plan, choose_chunk_rows, choose_task_chunks, plan_writes
 from .schema import Config, load_config
@@ -343,6 +343,7 @@ def _with_scheduler(config: Config, scheduler: str | None) -> Config:
     address = scheduler or config.ingest.scheduler
     if not address:
         return config
+    check_reachable(config.store, address)
     store = os.path.abspath(config.store) if storage.is_local(config.store) else config.store
     return replace(config, store=store, ingest=replace(config.ingest, scheduler=address))
 

@@ -66,8 +66,10 @@ def in_process_only(url: str) -> bool:
 def configure(url: str, storage_options: Mapping[str, Any] | None) -> None:
     """Make ``storage_options`` the defaults of ``url``'s protocol in this process.
 
-    Nothing happens for local paths or empty options. Options given explicitly to a
-    filesystem (``zarr.open(url, storage_options=...)``) still win over these defaults.
+    Nothing happens for local paths. Options given explicitly to a filesystem
+    (``zarr.open(url, storage_options=...)``) still win over these defaults. Listing caches are
+    off unless the options turn them on (``use_listings_cache: true``): other processes write
+    the store, and s3fs answers "file not found" from a listing cached before they did.
 
     Examples
     --------
@@ -75,12 +77,13 @@ def configure(url: str, storage_options: Mapping[str, Any] | None) -> None:
     >>> zarr.open_group("s3://bucket/x.zarr")  # uses the endpoint  # doctest: +SKIP
     """
     protocol, _ = split_protocol(normalize(url))
-    if protocol is None or not storage_options:
+    if protocol is None:
         return
     import fsspec.config
 
-    fsspec.config.conf[protocol] = {**fsspec.config.conf.get(protocol, {}),
-                                    **dict(storage_options)}
+    fsspec.config.conf[protocol] = {"use_listings_cache": False,
+                                    **fsspec.config.conf.get(protocol, {}),
+                                    **dict(storage_options or {})}
 
 
 def filesystem(url: str) -> tuple[Any, str]:
@@ -184,7 +187,7 @@ class StorePath:
     def read_bytes(self) -> bytes:
         if self.fs is None:
             return Path(self.url).read_bytes()
-        return bytes(self.fs.cat_file(self.path))
+        return bytes(self._fresh().cat_file(self.path))
 
     def read_text(self) -> str:
         return self.read_bytes().decode()

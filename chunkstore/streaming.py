@@ -31,7 +31,9 @@ import json
 import os
 import time
 from collections import Counter
+from collections.abc import Iterator
 from concurrent.futures import FIRST_EXCEPTION, Future, wait
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -322,9 +324,8 @@ def run_streaming(config: Config, source: PythonSource, store: str, *, workers: 
         # No retries: a loop that raised lost its item; rerunning it would hide the error.
         with executor(loops, scheduler, init_stream_worker,
                       (config.ingest.blosc_threads, source, shared), store=store,
-                      storage_options=config.storage_options, retries=0) as ex:
-            for counter, start in zip(shared, (0, first_chunk, 0, 0, 0), strict=True):
-                counter.set(start)
+                      storage_options=config.storage_options, retries=0) as ex, \
+                counters_at(shared, (0, first_chunk, 0, 0, 0)):
             futures: list[Future[Any]] = [ex.submit(stream_loop, spec) for _ in range(loops)]
             pending = set(futures)
             while pending:
@@ -345,14 +346,24 @@ def run_streaming(config: Config, source: PythonSource, store: str, *, workers: 
             check_complete(store, shared, todo, first_chunk, chunk_rows, loop_leftovers)
     finally:
         bar.close()
-        for counter in shared:
-            counter.close()
     leftovers = concat_rows(parts, config, has_group)
     fault_point(store, "pack")
     group = zarr.open_group(store, mode="r+")
     full = compact(store, group, sorted(journal.completed_tasks(store)))
     n = pack_and_trim(store, config, full, leftovers)
     return n, todo, len(complete), len(leftovers["meta/source"]), worker_peak
+
+
+@contextmanager
+def counters_at(shared: tuple[SharedCounter, ...], starts: tuple[int, ...]) -> Iterator[None]:
+    """Set the counters for a run; close them at its end (while the executor is still up)."""
+    for counter, start in zip(shared, starts, strict=True):
+        counter.set(start)
+    try:
+        yield
+    finally:
+        for counter in shared:
+            counter.close()
 
 
 def check_complete(store: str, shared: tuple[SharedCounter, ...], todo: int, first_chunk: int,
