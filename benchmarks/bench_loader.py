@@ -249,7 +249,6 @@ def main(argv: list[str] | None = None) -> int:
         now_iso,
         package_versions,
         run_measured,
-        wait_for_idle,
         write_section,
     )
 
@@ -271,12 +270,12 @@ def main(argv: list[str] | None = None) -> int:
     load_before = os.getloadavg()
     results = {}
     for label, extra in methods:
-        waited, _ = wait_for_idle(max_wait=args.max_wait, log=say)
         say(f"running {label}")
-        run = run_measured(base + extra, cwd=REPO).check()
+        # takes the benchmarks' shared measuring lock, then waits for an idle machine
+        run = run_measured(base + extra, cwd=REPO, idle_wait=args.max_wait, log=say).check()
         out = json.loads(run.stdout.strip().splitlines()[-1])
         other = run.other_cpu_seconds / (run.wall_seconds * (os.cpu_count() or 1))
-        results[label] = {"run": run, "out": out, "other": other, "waited": waited}
+        results[label] = {"run": run, "out": out, "other": other}
         say(f"{label}: {out['batches_per_s']:,.1f} batches/s, peak RSS "
             f"{mib(run.peak_rss_total):,.0f} MiB, other load {other:.0%}")
 

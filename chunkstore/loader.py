@@ -250,19 +250,22 @@ class BatchStream:
         pending: deque[Future[list[Batch]]] = deque()
         todo = iter(jobs)
 
-        def submit() -> None:
+        def submit() -> bool:
             job = next(todo, None)
             if job is not None:
                 pending.append(pool.submit(self._job, job, max(0, start - job.start), key))
+            return job is not None
 
         try:
-            for _ in range(self.prefetch + 1):
-                submit()
             parts: list[Batch] = []
             have = 0
-            while pending:
+            while True:
+                # the window to consume next plus `prefetch` more are decoding meanwhile
+                while len(pending) <= self.prefetch and submit():
+                    pass
+                if not pending:
+                    break
                 pieces = pending.popleft().result()
-                submit()
                 for piece in pieces:
                     parts.append(piece)
                     have += len(piece["index"])
