@@ -52,6 +52,21 @@ def _cmd_export(args: argparse.Namespace) -> None:
     print(summary.format())
 
 
+def _cmd_info(args: argparse.Namespace) -> None:
+    import json
+
+    from .info import store_info
+
+    info = store_info(args.store, names=args.names, top=args.top)
+    print(json.dumps(info.to_dict(), indent=1) if args.json else info.format())
+
+
+def _cmd_report(args: argparse.Namespace) -> None:
+    from .report import write_report
+
+    print(write_report(args.store, args.out, features=args.features, scope=args.scope).format())
+
+
 def _add_cluster_options(p: argparse.ArgumentParser, workers: bool = True) -> None:
     """``--scheduler ADDR`` / ``--cluster local`` (and ``--workers``), shared by ingest, stats
     and split."""
@@ -137,6 +152,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace an existing splits/NAME")
     _add_cluster_options(p)
     p.set_defaults(func=_cmd_split)
+
+    p = sub.add_parser("info", help="summarize a store: status (missing rows), shape, heads, "
+                                    "chunking, codec, bytes, splits, statistics")
+    p.add_argument("store", help="path of a store, complete or not")
+    p.add_argument("--json", action="store_true",
+                   help="print JSON (keys documented in the README) instead of text")
+    p.add_argument("--names", type=int, default=5, help="feature names to show (default: 5)")
+    p.add_argument("--top", type=int, default=5,
+                   help="features per head by mutual information (default: 5)")
+    p.set_defaults(func=_cmd_info)
+
+    p = sub.add_parser("report", help="write PNG plots and an index.html about a store "
+                                      "(needs the 'report' extra: matplotlib)")
+    p.add_argument("store", help="path of a store")
+    p.add_argument("--out", required=True, help="output directory (created if absent)")
+    p.add_argument("--features", type=int, default=12,
+                   help="features shown in the distribution and mutual-information plots "
+                        "(default: 12)")
+    p.add_argument("--scope", default="all",
+                   help="statistics scope to plot, e.g. all or train (default: all)")
+    p.set_defaults(func=_cmd_report)
     return parser
 
 

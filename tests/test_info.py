@@ -1,0 +1,120 @@
+"""chunkstore info: the store summary, its --json schema, incomplete and not-a-store paths."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from chunkstore import NotAStoreError, ingest
+from chunkstore.cli import main
+from chunkstore.info import JSON_KEYS, store_info
+from chunkstore.journal import record_path
+from chunkstore.layout import update_attrs
+from chunkstore.splits_write import run_split
+from chunkstore.stats_dask import compute_stats
+from helpers import HEADS, make_items, write_config, write_items
+
+N_FEATURES = 6
+SIZES = [40, 50, 30, 40]  # 160 rows, 10 chunks of 16
+
+
+def build_store(tmp: Path, *, analysed: bool = True) -> str:
+    """A small complete store; with ``analysed``, also splits/default and stats all + train
+    (histograms, correlation, mutual information), written with the public functions."""
+    items = make_items(SIZES, n_features=N_FEATURES)
+    store = tmp / "s.zarr"
+    cfg = write_config(tmp / "c.yaml", store=store, n_features=N_FEATURES,
+                       paths=write_items(tmp / "b", items),
+                       ingest={"chunk_rows": 16, "task_chunks": 1})
+    ingest(cfg, progress=False)
+    if analysed:
+        run_split(str(store), seed=1)
+        compute_stats(str(store), bins=8, progress=False)
+        compute_stats(str(store), split="train", bins=8, progress=False)
+    return str(store)
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return build_store(tmp_path_factory.mktemp("info"))
+
+
+def test_info_of_a_complete_analysed_store(store):
+    info = store_info(store, names=3, top=2)
+    assert info.status == "complete" and info.missing.rows == 0 and info.missing.ranges == ()
+    assert info.n_samples == 160 and info.chunk_rows == 16 and info.format_version == 1
+    assert info.n_features == N_FEATURES and info.feature_names == ("f0", "f1", "f2")
+    assert info.feature_dtype == "float32" and dict(info.heads) == HEADS
+    assert [c["name"] for c in info.codec] == ["bytes", "blosc", "crc32c"]
+    assert info.bytes_raw > 0 and info.bytes_stored > 0
+    assert {"features", "labels", "masks", "meta", "splits", "stats"} == set(info.bytes_by_node)
+    assert info.bytes_by_node["features"][0] == 160 * N_FEATURES * 4
+    (split,) = info.splits
+    assert split.name == "default" and split.method == "random"
+    assert list(split.rows) == ["train", "val", "test"] and sum(split.rows.values()) == 160
+    scopes = {s.scope: s for s in info.stats}
+    assert set(scopes) == {"all", "train"}
+    assert scopes["train"].rows == split.rows["train"]
+    assert {"corr", "hist", "mutual_info"} <= set(scopes["all"].holds)
+    mi = scopes["all"].top_mutual_info
+    assert set(mi) == set(HEADS) and all(len(v) == 2 for v in mi.values())
+    text = info.format()
+    for needle in ("status           complete", "160", "f0, f1, f2, ...", "move (5 classes)",
+                   "16 rows per chunk", "blosc(lz4", "ratio", "train", "top MI move"):
+        assert needle in text, needle
+
+
+def test_info_json_schema(store, capsys):
+    assert main(["info", store, "--json", "--top", "3"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert tuple(d) == JSON_KEYS
+    assert d["info_version"] == 1 and d["status"] == "complete" and d["n_samples"] == 160
+    assert d["missing"] == {"rows": 0, "ranges": [], "tasks": [], "tasks_total": 0,
+                            "locked": False}
+    assert d["features"]["count"] == N_FEATURES and d["features"]["dtype"] == "float32"
+    assert d["heads"] == {h: {"classes": k} for h, k in HEADS.items()}
+    assert d["bytes"]["raw"] == sum(v["raw"] for v in d["bytes"]["by_node"].values())
+    assert d["bytes"]["ratio"] == pytest.approx(d["bytes"]["raw"] / d["bytes"]["stored"])
+    assert d["splits"]["default"]["rows"].keys() == {"train", "val", "test"}
+    assert set(d["stats"]) == {"all", "train"}
+    top = d["stats"]["all"]["top_mutual_info"]["move"]
+    assert len(top) == 3 and all(isinstance(n, str) and v >= 0 for n, v in top)
+    assert d["chunk_rows"] == 16 and d["shard_rows"] is None
+
+
+def test_info_text_cli(store, capsys):
+    assert main(["info", store]) == 0
+    assert "status           complete" in capsys.readouterr().out
+
+
+def test_info_of_an_incomplete_store(tmp_path, capsys):
+    store = build_store(tmp_path, analysed=False)
+    update_attrs(store, status="incomplete")  # as a killed ingest leaves it
+    record_path(store, 3).unlink()
+    record_path(store, 4).unlink()
+    record_path(store, 8).unlink()
+    info = store_info(store)
+    assert info.status == "incomplete"
+    assert info.missing.ranges == ((48, 80), (128, 144)) and info.missing.rows == 48
+    assert info.missing.tasks == (3, 4, 8) and info.missing.tasks_total == 10
+    assert main(["info", store]) == 0
+    out = capsys.readouterr().out
+    assert "INCOMPLETE: 48 of 160 rows not written ([48, 80), [128, 144)); 3 of 10 tasks" in out
+    assert main(["info", store, "--json"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["status"] == "incomplete" and d["missing"]["ranges"] == [[48, 80], [128, 144]]
+
+
+def test_info_not_a_store(tmp_path, capsys):
+    with pytest.raises(NotAStoreError):
+        store_info(str(tmp_path / "nothing"))
+    assert main(["info", str(tmp_path / "nothing")]) == 1
+    err = capsys.readouterr().err
+    assert "chunkstore: error: no chunkstore store at" in err
+    import zarr
+
+    zarr.open_group(str(tmp_path / "plain.zarr"), mode="w")
+    assert main(["info", str(tmp_path / "plain.zarr"), "--json"]) == 1
+    assert "not a chunkstore store" in capsys.readouterr().err
