@@ -115,8 +115,9 @@ class IterableDataset(_Reopening, tud.IterableDataset):  # type: ignore[misc]
         instead (see :meth:`chunkstore.reader.Dataset.windows`).
     rank, world_size : this process's shard in distributed training.
 
-    Call :meth:`set_epoch` before iterating the DataLoader each epoch (workers get a fresh
-    copy of this object per epoch unless ``persistent_workers=True``).
+    Call :meth:`set_epoch` before iterating the DataLoader each epoch: workers get a fresh
+    copy of this object per epoch, except with ``persistent_workers=True``, where they keep
+    the epoch they started with.
 
     Examples
     --------
