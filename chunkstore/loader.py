@@ -34,6 +34,7 @@ from numpy.typing import NDArray
 
 from .chunks import ChunkSource, chunk_source, read_chunk
 from .errors import ReadError
+from .stats_store import normalization
 
 if TYPE_CHECKING:
     from .reader import Dataset
@@ -336,7 +337,8 @@ def split_membership(dataset: Dataset, split: str | None, splits: str = "default
 
 
 def train_normalization(dataset: Dataset) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
-    """(mean, 1 / std) as float32 from ``stats/train``; a zero or non-finite std counts as 1."""
+    """(mean, 1 / std) as float32 from ``stats/train``, guarded like ``stats.normalization``:
+    a zero, tiny or undefined std counts as 1 and an undefined mean as 0."""
     try:
         mean = np.asarray(dataset.array("stats/train/mean")[:], dtype=np.float64)
         std = np.asarray(dataset.array("stats/train/std")[:], dtype=np.float64)
@@ -349,8 +351,8 @@ def train_normalization(dataset: Dataset) -> tuple[NDArray[np.float32], NDArray[
     if mean.shape != (n,) or std.shape != (n,):
         raise ReadError(f"stats/train/mean and std of {dataset.path!r} have shapes "
                         f"{mean.shape} and {std.shape}, expected ({n},)")
-    std = np.where(np.isfinite(std) & (std > 0), std, 1.0)
-    return mean.astype(np.float32), (1.0 / std).astype(np.float32)
+    norm = normalization(mean, std)
+    return norm.mean, (1.0 / norm.std).astype(np.float32)
 
 
 def normalize_(features: NDArray[Any], norm: tuple[NDArray[np.float32], NDArray[np.float32]]

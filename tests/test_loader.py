@@ -294,3 +294,25 @@ def test_recycled_buffers_never_change_a_batch_still_referenced(ds, full):
     assert len(loader._slabs._entries) <= loader.threads + loader.prefetch + 2
     windows = 3 * len(loader.plan())
     assert len(made) < windows  # some buffers were recycled
+
+
+def test_split_and_normalize_with_the_split_and_stats_commands(store, tmp_path, capsys):
+    # End to end with the real commands: `chunkstore split` writes splits/default, `chunkstore
+    # stats --split train` writes stats/train; the loader reads both.
+    from chunkstore.cli import main
+
+    path = str(tmp_path / "copy.zarr")
+    shutil.copytree(store, path)
+    assert main(["split", path, "--method", "group", "--seed", "1", "--overwrite"]) == 0
+    assert main(["stats", path, "--split", "train", "--quiet", "--no-correlation"]) == 0
+    capsys.readouterr()
+    ds = chunkstore.open(path)
+    train = ds.split("train").indices
+    batches = list(ds.loader(batch_size=50, split="train", normalize=True, seed=2))
+    got = np.concatenate([b["index"] for b in batches])
+    np.testing.assert_array_equal(np.sort(got), train)
+    norm = ds.stats("train").normalization()
+    x = read_all(path)["features"]
+    for b in batches[:3]:
+        np.testing.assert_allclose(b["features"], norm.apply(x[b["index"]]), rtol=1e-5,
+                                   atol=1e-5)
