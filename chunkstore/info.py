@@ -182,7 +182,7 @@ def _splits(group: zarr.Group) -> tuple[SplitInfo, ...]:
         return ()
     out = []
     for name, arr in sorted(node_group(group, "splits").arrays(), key=lambda m: m[0]):
-        a = dict(arr.attrs)
+        a: dict[str, Any] = dict(arr.attrs)
         names = [str(n) for n in a.get("names", [])]
         out.append(SplitInfo(name, a.get("method"), a.get("seed"), a.get("by"),
                              _split_rows(arr, names)))
@@ -198,7 +198,7 @@ def _scopes(ds: Dataset, top: int) -> tuple[ScopeInfo, ...]:
         if "mutual_info" in g:
             st = load_stats(ds, scope)
             mi = {h: tuple(st.top_mutual_info(h, top)) for h in st.mutual_info}
-        a = dict(g.attrs)
+        a: dict[str, Any] = dict(g.attrs)
         out.append(ScopeInfo(scope, int(a.get("rows", 0)), a.get("method"),
                              a.get("computed_at"), holds, mi))
     return tuple(out)
@@ -231,7 +231,8 @@ def store_info(path: str, *, names: int = 5, top: int = 5) -> StoreInfo:
         warnings.simplefilter("ignore", IncompleteStoreWarning)  # reported as status instead
         ds = Dataset(path)
     attrs = ds.attrs
-    codec = tuple(ds.features.metadata.to_dict().get("codecs", ()))
+    codecs: Any = ds.features.metadata.to_dict().get("codecs", ())
+    codec = tuple(codecs)
     shards = ds.features.shards
     return StoreInfo(
         path=path,
@@ -306,7 +307,7 @@ def format_info(info: StoreInfo) -> str:
         f"status           {status}",
         f"samples          {info.n_samples:,}",
         f"features         {info.n_features:,} x {info.feature_dtype}: {names}{more}",
-        f"heads            " + (", ".join(f"{h} ({k} classes)" for h, k in info.heads.items())
+        "heads            " + (", ".join(f"{h} ({k} classes)" for h, k in info.heads.items())
                                 or "none"),
         f"chunking         {info.chunk_rows:,} rows per chunk"
         + (f", {info.shard_rows:,} rows per shard" if info.shard_rows else ", no sharding"),
