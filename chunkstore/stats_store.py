@@ -134,6 +134,11 @@ class Stats:
         """Parameters for ``(x - mean) / std`` with zero, tiny or NaN std guarded (set to 1)."""
         return normalization(self.mean, self.std, min_std=min_std)
 
+    def mask_coverage(self) -> dict[str, F64]:
+        """Per head, the share of rows whose mask allows each class, (K,)."""
+        return {h: c / self.rows if self.rows else np.full(c.shape, np.nan)
+                for h, c in self.mask_counts.items()}
+
     def constant_features(self) -> list[str]:
         """Features whose finite values are all equal (min == max)."""
         return [self.feature_names[i] for i in np.flatnonzero(self.max == self.min)]

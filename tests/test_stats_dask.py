@@ -9,14 +9,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import zarr
+from helpers import HEADS, concat, make_items, write_config, write_items
+from test_stats import adversarial, reference, reference_corr
 
 import chunkstore
 from chunkstore import ingest
 from chunkstore.cli import main
 from chunkstore.errors import ReadError
 from chunkstore.stats_dask import compute_stats
-from helpers import HEADS, concat, make_items, write_config, write_items
-from test_stats import adversarial, reference, reference_corr
 
 SIZES = [100, 37, 250, 1, 0, 150, 62]  # 600 rows
 CHUNK = 32
@@ -154,6 +154,9 @@ def test_split_scope_covers_only_the_split_rows(store):
     loaded = ds.stats("train")
     np.testing.assert_array_equal(loaded.mean, got["mean"])
     assert loaded.feature_names == tuple(ds.feature_names)
+    for h in HEADS:
+        masks = concat(items, f"masks_{h}")[train]
+        np.testing.assert_allclose(loaded.mask_coverage()[h], (masks != 0).mean(axis=0))
     norm = loaded.normalization()
     assert norm.mean.dtype == np.float32 and np.all(norm.std > 0)
     assert norm.guarded[[2, 3, 4, 6]].all() and not norm.guarded[0]
