@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
@@ -243,11 +243,8 @@ def _read_schema(path: str) -> pa.Schema:
         raise SourceError(f"parquet file {path!r} is unreadable: {e}") from e
 
 
-def _feature_matrix(table: pa.Table, cols: tuple[str, ...]) -> NDArray[Any]:
-    """(n, F) features; nulls -> NaN. float32 when every column is float32, else float64."""
-    types = {table.schema.field(c).type for c in cols}
-    dtype = np.float32 if types <= {pa.float32()} else np.float64
-    out = np.empty((len(cols), table.num_rows), dtype=dtype)  # filled row by row, returned .T
+def _fill_features(table: pa.Table, cols: tuple[str, ...], out: NDArray[Any]) -> None:
+    """Write the feature columns of ``table`` into the rows of ``out`` (F, n); nulls -> NaN."""
     for j, c in enumerate(cols):
         col = table.column(c)
         if not pa.types.is_floating(col.type):
@@ -255,7 +252,22 @@ def _feature_matrix(table: pa.Table, cols: tuple[str, ...]) -> NDArray[Any]:
         if col.null_count:
             col = pc.fill_null(col, pa.scalar(float("nan"), col.type))
         out[j] = col.to_numpy()
-    return out.T
+
+
+def _slices(pf: pq.ParquetFile, rg: int, start: int, stop: int, columns: list[str]
+            ) -> Iterator[tuple[int, pa.Table]]:
+    """``(offset from start, rows)`` covering rows ``[start, stop)`` of row group ``rg``, batch
+    by batch; decoding stops after the batch holding ``stop - 1``."""
+    if stop <= start:
+        return
+    pos = 0
+    for b in pf.iter_batches(batch_size=READ_BATCH, row_groups=[rg], columns=columns):
+        lo, hi = max(start, pos), min(stop, pos + b.num_rows)
+        if hi > lo:
+            yield lo - start, pa.Table.from_batches([b.slice(lo - pos, hi - lo)])
+        pos += b.num_rows
+        if pos >= stop:
+            break
 
 
 class ParquetSource(Source):
@@ -327,50 +339,55 @@ class ParquetSource(Source):
         return [n for _, _, n in self._items]
 
     def read(self, item: int, start: int, stop: int) -> Batch:
-        f, rg, n = self._items[item]
+        """Rows ``[start, stop)`` of a row group, decoded ``READ_BATCH`` rows at a time into
+        the output arrays, so memory is the output plus one batch, not the whole row group."""
+        f, rg, _ = self._items[item]
         c = self.columns
-        table = self._read_rows(self._file(self.files[f]), rg, n, start, stop, c.all())
+        pf = self._file(self.files[f])
         where = self.describe(item)
+        types = {pf.schema_arrow.field(col).type for col in c.features}
+        dtype = np.float32 if types <= {pa.float32()} else np.float64
+        features = np.empty((len(c.features), stop - start), dtype=dtype)  # returned .T
+        parts = []
+        for pos, table in _slices(pf, rg, start, stop, c.all()):
+            _fill_features(table, c.features, features[:, pos:pos + table.num_rows])
+            parts.append(self._other_columns(table, where, start + pos))
+        heads = {h.name: h.classes for h in self.schema.heads}
+
+        def cat(key: str, tail: tuple[int, ...]) -> NDArray[Any]:
+            return (np.concatenate([p[key] for p in parts]) if parts
+                    else np.empty((0, *tail), dtype=np.int64))
+
+        return Batch(features.T, {h: cat(f"labels/{h}", ()) for h in heads},
+                     {h: cat(f"masks/{h}", (k,)) for h, k in heads.items()},
+                     cat("group", ()) if c.group else None)
+
+    def _other_columns(self, table: pa.Table, where: str, first_row: int
+                       ) -> dict[str, NDArray[Any]]:
+        """Labels, masks and group of one batch; a null names its row within the item."""
+        c = self.columns
 
         def ints(col: str, what: str) -> NDArray[Any]:
             a = table.column(col)
             if a.null_count:
                 row = int(pc.index(pc.is_null(a), True).as_py())
-                raise SourceError(f"{where}, row {start + row} of the item: {what} (column "
+                raise SourceError(f"{where}, row {first_row + row} of the item: {what} (column "
                                   f"{col!r}) is null; it must be set for every row (drop or "
                                   "fill those rows)")
             return a.to_numpy()
 
-        labels = {h: ints(col, f"the label of head {h!r}") for h, col in c.labels.items()}
-        masks = {}
+        out = {f"labels/{h}": ints(col, f"the label of head {h!r}") for h, col in c.labels.items()}
         for h in self.schema.heads:
             kind, cols = c.masks[h.name]
             if kind == "scalars":
                 what = f"the mask of head {h.name!r}"
-                masks[h.name] = np.stack([ints(col, what) for col in cols], axis=1)
+                out[f"masks/{h.name}"] = np.stack([ints(col, what) for col in cols], axis=1)
             else:
-                masks[h.name] = self._list_mask(table, cols[0], h.name, h.classes, where, start)
-        group = ints(c.group, "the group id") if c.group else None
-        return Batch(_feature_matrix(table, c.features), labels, masks, group)
-
-    @staticmethod
-    def _read_rows(pf: pq.ParquetFile, rg: int, n: int, start: int, stop: int,
-                   columns: list[str]) -> pa.Table:
-        """Rows ``[start, stop)`` of row group ``rg``: the whole group in one read, or, for a
-        slice, batch by batch, stopping after ``stop`` and keeping only the rows asked for."""
-        if start == 0 and stop == n:
-            return pf.read_row_group(rg, columns=columns)
-        kept, pos = [], 0
-        for b in pf.iter_batches(batch_size=READ_BATCH, row_groups=[rg], columns=columns):
-            lo, hi = max(start, pos), min(stop, pos + b.num_rows)
-            if hi > lo:
-                kept.append(b.slice(lo - pos, hi - lo))
-            pos += b.num_rows
-            if pos >= stop:
-                break
-        if kept:
-            return pa.Table.from_batches(kept)
-        return pa.schema([pf.schema_arrow.field(c) for c in columns]).empty_table()
+                out[f"masks/{h.name}"] = self._list_mask(table, cols[0], h.name, h.classes,
+                                                         where, first_row)
+        if c.group:
+            out["group"] = ints(c.group, "the group id")
+        return out
 
     @staticmethod
     def _list_mask(table: pa.Table, col: str, head: str, classes: int, where: str,
