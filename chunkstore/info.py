@@ -287,6 +287,17 @@ def _ranges(ranges: tuple[tuple[int, int], ...], show: int = 5) -> str:
     return text + (f", ... (+{len(ranges) - show} more)" if len(ranges) > show else "")
 
 
+def _wrap(items: list[str], width: int = 83, indent: int = 17) -> str:
+    """Comma-separated items, wrapped between items (never inside one)."""
+    lines = [""]
+    for item in items:
+        if lines[-1] and len(lines[-1]) + len(item) + 2 > width:
+            lines[-1] += ","
+            lines.append("")
+        lines[-1] += (", " if lines[-1] else "") + item
+    return f"\n{' ' * indent}".join(lines) or "none"
+
+
 def format_info(info: StoreInfo) -> str:
     """The printed summary of :class:`StoreInfo`."""
     m = info.missing
@@ -307,8 +318,7 @@ def format_info(info: StoreInfo) -> str:
         f"status           {status}",
         f"samples          {info.n_samples:,}",
         f"features         {info.n_features:,} x {info.feature_dtype}: {names}{more}",
-        "heads            " + (", ".join(f"{h} ({k} classes)" for h, k in info.heads.items())
-                                or "none"),
+        "heads            " + _wrap([f"{h} ({k} classes)" for h, k in info.heads.items()]),
         f"chunking         {info.chunk_rows:,} rows per chunk"
         + (f", {info.shard_rows:,} rows per shard" if info.shard_rows else ", no sharding"),
         f"codec            {format_codec(info.codec)}",
@@ -330,9 +340,10 @@ def format_info(info: StoreInfo) -> str:
             holds = ", ".join(sc.holds) or "moments and counts only"
             lines.append(f"  {sc.scope:14} {sc.rows:,} rows, {sc.method}, {sc.computed_at}: "
                          f"{holds}")
+            w = max((len(h) for h in sc.top_mutual_info), default=0)
             for h, best in sc.top_mutual_info.items():
                 text = ", ".join(f"{n} {v:.4f}" for n, v in best)
-                lines.append(f"    top MI {h:10} {text}")
+                lines.append(f"    top MI {h:{w}}  {text}")
     else:
         lines.append("statistics       none (chunkstore stats STORE)")
     return "\n".join(lines)
