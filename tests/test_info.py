@@ -36,9 +36,20 @@ def build_store(tmp: Path, *, analysed: bool = True) -> str:
     return str(store)
 
 
-@pytest.fixture(scope="module")
+_ANALYSED: dict[str, str] = {}
+
+
+def analysed_store(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """One analysed store per test session, shared read-only by the info, report and notebook
+    tests."""
+    if "path" not in _ANALYSED:
+        _ANALYSED["path"] = build_store(tmp_path_factory.mktemp("analysed"))
+    return _ANALYSED["path"]
+
+
+@pytest.fixture
 def store(tmp_path_factory: pytest.TempPathFactory) -> str:
-    return build_store(tmp_path_factory.mktemp("info"))
+    return analysed_store(tmp_path_factory)
 
 
 def test_info_of_a_complete_analysed_store(store):

@@ -8,14 +8,14 @@ import pytest
 
 from chunkstore.cli import main
 from chunkstore.report import PLOTS, write_report
-from test_info import build_store
+from test_info import analysed_store, build_store
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def store(tmp_path_factory: pytest.TempPathFactory) -> str:
-    return build_store(tmp_path_factory.mktemp("report"))
+    return analysed_store(tmp_path_factory)
 
 
 def test_report_writes_every_plot_and_the_html_shows_them(store, tmp_path, capsys):
