@@ -168,7 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("store", help="path of a store")
     p.add_argument("--out", required=True, help="output directory (created if absent)")
     p.add_argument("--features", type=int, default=12,
-                   help="features shown in the distribution and mutual-information plots "
+                   help="features shown in the distribution, correlation (F > 64) and MI plots "
                         "(default: 12)")
     p.add_argument("--scope", default="all",
                    help="statistics scope to plot, e.g. all or train (default: all)")

@@ -274,12 +274,14 @@ def format_codec(codecs: tuple[Mapping[str, Any], ...]) -> str:
 
 
 def _size(n: int) -> str:
-    value = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            return f"{value:,.1f} {unit}" if unit != "B" else f"{n:,} B"
-        value /= 1024
-    return f"{n:,} B"
+    if n < 1024:
+        return f"{n:,} B"
+    value, unit = n / 1024, "KiB"
+    for bigger in ("MiB", "GiB"):
+        if value < 1024:
+            break
+        value, unit = value / 1024, bigger
+    return f"{value:,.1f} {unit}"
 
 
 def _ranges(ranges: tuple[tuple[int, int], ...], show: int = 5) -> str:

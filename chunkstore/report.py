@@ -101,24 +101,36 @@ def _distributions(plt: Any, st: Stats, picked: list[int], k: int) -> Figure | s
     return fig
 
 
+FULL_CORR_MAX = 64  # above this many features a full heatmap is unreadable: show the selected
+
+
 def _correlation(plt: Any, st: Stats, picked: list[int], k: int) -> Figure | str:
     if st.corr is None:
         return f"no correlation in stats/{st.scope}: run `chunkstore stats STORE` " \
                "without --no-correlation"
+    n = len(st.feature_names)
+    idx = list(range(n)) if n <= FULL_CORR_MAX else picked
     fig, ax = plt.subplots(figsize=(7, 6))
-    im = ax.imshow(st.corr, cmap="RdBu_r", vmin=-1, vmax=1, interpolation="nearest")
+    im = ax.imshow(st.corr[np.ix_(idx, idx)], cmap="RdBu_r", vmin=-1, vmax=1,
+                   interpolation="nearest")
     fig.colorbar(im, ax=ax, shrink=0.8, label="Pearson r")
-    ax.set_xlabel("feature")
-    ax.set_ylabel("feature")
-    ax.set_title(f"correlation of {len(st.feature_names)} features (stats/{st.scope})")
+    if len(idx) <= 32:
+        labels = [st.feature_names[i] for i in idx]
+        ax.set_xticks(range(len(idx)), labels, rotation=90, fontsize=7)
+        ax.set_yticks(range(len(idx)), labels, fontsize=7)
+    which = f"all {n} features" if len(idx) == n else f"{len(idx)} selected of {n} features"
+    ax.set_title(f"correlation, {which} (stats/{st.scope})", fontsize=10)
     return fig
 
 
 def _per_head(plt: Any, st: Stats, counts: dict[str, Any], ylabel: str, title: str,
               scale: float) -> Figure:
+    from matplotlib.ticker import MaxNLocator
+
     fig, axes = _grid(plt, len(counts), cols=3, size=4.0)
     for ax, (h, c) in zip(axes, counts.items(), strict=True):
         ax.bar(np.arange(len(c)), np.asarray(c) / scale)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_title(h, fontsize=10)
         ax.set_xlabel("class", fontsize=8)
         ax.set_ylabel(ylabel, fontsize=8)
@@ -185,8 +197,9 @@ def write_report(store: str, out: str, *, features: int = 12, scope: str = "all"
     ----------
     store : path of a store.
     out : output directory, created if absent; existing plot files are replaced.
-    features : how many features the distribution and mutual-information plots show (the top
-        ones by mutual information with the first head when computed, else the first ones).
+    features : how many features the distribution, correlation (above 64 features) and
+        mutual-information plots show: the top ones by mutual information with the first head
+        when computed, else the first ones.
     scope : the statistics scope to plot ("all", "train", ...).
 
     Returns
