@@ -242,6 +242,8 @@ def main() -> None:
     p.add_argument("--store", default=str(REPO / "data" / "large.zarr"),
                    help="store to export (built from configs/large.yaml if missing)")
     p.add_argument("--no-write", action="store_true", help="do not update RESULTS.md")
+    p.add_argument("--only", choices=["export", "ingest"], default=None,
+                   help="run only the export or only the ingest part (default: both)")
     p.add_argument("--baseline-ingest", nargs=3, metavar=("KIND", "DATA", "OUT"))
     p.add_argument("--baseline-export", nargs=3, metavar=("FORMAT", "STORE", "OUT"))
     a = p.parse_args()
@@ -260,8 +262,9 @@ def main() -> None:
     if not Path(a.store, "zarr.json").exists():
         log(f"building {a.store} from {LARGE} ...")
         subprocess.run([*cli, "ingest", str(LARGE), "--quiet"], cwd=REPO, check=True)
-    log(f"generating {a.rows:,} rows as parquet, hdf5 and npy ...")
-    data = generate(work, a.rows)
+    import zarr
+
+    n_large = zarr.open_group(a.store, mode="r").attrs["chunkstore"]["n_samples"]
     rng = np.random.default_rng(0)
     row_bytes = 893 * 4 + 7 * 2 + 206 + 8
     results: list[tuple[str, str, Any, int, dict[str, float]]] = []
@@ -272,37 +275,42 @@ def main() -> None:
         phases = json.loads(r.stdout.strip().splitlines()[-1]) if "baseline" in method else {}
         results.append((task, method, r, nbytes, phases))
         log(f"{task:<22} {method:<40} {r.wall_seconds:7.1f} s {r.peak_rss_total / MIB:7.0f} MiB")
+        if "chunkstore" in method:  # keep what is measured so far, in case the run is cut short
+            report(a, results, n_large, final=False)
         return r
 
-    for kind in ("parquet", "hdf5", "npy"):
-        out = work / f"baseline-{kind}"
-        shutil.rmtree(out, ignore_errors=True)
-        measure(f"ingest {kind}", "baseline: read all + np.save",
-                [py, me, "--baseline-ingest", kind, str(data[kind]), str(out)], a.rows * row_bytes)
-        shutil.rmtree(out, ignore_errors=True)
-        cfg = ingest_config(work, kind, data[kind])
-        shutil.rmtree(work / f"{kind}.zarr", ignore_errors=True)
-        measure(f"ingest {kind}", "chunkstore ingest --workers 2",
-                [*cli, "ingest", str(cfg), "--overwrite", "--quiet"], a.rows * row_bytes)
-        check_store(work / f"{kind}.zarr", data["npy"], rng)
+    if a.only in (None, "export"):
+        h5, npy_out = work / "export.h5", work / "export-npy"
+        for fmt, target in (("hdf5", h5), ("npy", npy_out)):
+            base = work / f"baseline-export.{'h5' if fmt == 'hdf5' else 'd'}"
+            measure(f"export {fmt}", "baseline: load all, write from memory",
+                    [py, me, "--baseline-export", fmt, a.store, str(base)], n_large * row_bytes)
+            shutil.rmtree(base, ignore_errors=True) if base.is_dir() else base.unlink(
+                missing_ok=True)
+            measure(f"export {fmt}", f"chunkstore export{' --format npy' if fmt == 'npy' else ''}",
+                    [*cli, "export", a.store, str(target), "--format", fmt, "--overwrite"],
+                    n_large * row_bytes)
+        check_export(a.store, h5, npy_out, rng)
 
-    import zarr
+    if a.only in (None, "ingest"):
+        log(f"generating {a.rows:,} rows as parquet, hdf5 and npy ...")
+        data = generate(work, a.rows)
+        for kind in ("parquet", "hdf5", "npy"):
+            out = work / f"baseline-{kind}"
+            shutil.rmtree(out, ignore_errors=True)
+            measure(f"ingest {kind}", "baseline: read all + np.save",
+                    [py, me, "--baseline-ingest", kind, str(data[kind]), str(out)],
+                    a.rows * row_bytes)
+            shutil.rmtree(out, ignore_errors=True)
+            cfg = ingest_config(work, kind, data[kind])
+            shutil.rmtree(work / f"{kind}.zarr", ignore_errors=True)
+            measure(f"ingest {kind}", "chunkstore ingest --workers 2",
+                    [*cli, "ingest", str(cfg), "--overwrite", "--quiet"], a.rows * row_bytes)
+            check_store(work / f"{kind}.zarr", data["npy"], rng)
+    report(a, results, n_large, final=True)
 
-    n_large = zarr.open_group(a.store, mode="r").attrs["chunkstore"]["n_samples"]
-    h5, npy_out = work / "export.h5", work / "export-npy"
-    for fmt, target in (("hdf5", h5), ("npy", npy_out)):
-        base = work / f"baseline-export.{'h5' if fmt == 'hdf5' else 'd'}"
-        measure(f"export {fmt}", "baseline: load all, write from memory",
-                [py, me, "--baseline-export", fmt, a.store, str(base)], n_large * row_bytes)
-        shutil.rmtree(base, ignore_errors=True) if base.is_dir() else base.unlink(missing_ok=True)
-        measure(f"export {fmt}", f"chunkstore export{' --format npy' if fmt == 'npy' else ''}",
-                [*cli, "export", a.store, str(target), "--format", fmt, "--overwrite"],
-                n_large * row_bytes)
-    check_export(a.store, h5, npy_out, rng)
-    report(a, results, n_large)
 
-
-def report(a: Any, results: list[Any], n_large: int) -> None:
+def report(a: Any, results: list[Any], n_large: int, *, final: bool) -> None:
     rows, base = [], {}
     for task, method, r, nbytes, phases in results:
         is_base = "baseline" in method
@@ -316,7 +324,6 @@ def report(a: Any, results: list[Any], n_large: int) -> None:
                      "" if is_base else f"{r.peak_rss_total / b.peak_rss_total:.2f}"])
     table = markdown_table(["task", "method", "data MiB", "wall s", "MiB/s", "peak RSS MiB",
                             "write phase s", "wall / baseline", "RSS / baseline"], rows)
-    print(table)
     exports = [(t, r, n, base[t][1]) for t, m, r, n, _ in results
                if t.startswith("export") and "chunkstore" in m]
     checks = []
@@ -336,7 +343,9 @@ def report(a: Any, results: list[Any], n_large: int) -> None:
 Written by `benchmarks/bench_interop.py` on {now_iso()}; `uptime` load average at the end:
 {load[0]:.2f}, {load[1]:.2f}, {load[2]:.2f} (the machine is shared, so figures may be disturbed).
 
-**Command:** `.venv/bin/python benchmarks/bench_interop.py --rows {a.rows}`
+**Command:** `.venv/bin/python benchmarks/bench_interop.py {' '.join(sys.argv[1:])}`
+{'' if final else chr(10) + '**Partial run:** the section is rewritten after every measurement; '
+ 'this one was cut short, so some rows are missing.' + chr(10)}
 
 **Machine:** {m['nproc']} CPUs ({m['cpu_model']}), {m['ram_bytes'] / 2**30:.1f} GiB RAM,
 {m['os']}, Python {m['python']}. **Packages:** {', '.join(f'{k} {v}' for k, v in pk.items())}.
@@ -362,6 +371,8 @@ with zarr, then write it with plain h5py using the same chunks and gzip-1 + shuf
 arrays from memory. Outputs are spot-checked against the source after the runs. One run each,
 warm page cache.
 """
+    if final:
+        print(table)
     if not a.no_write:
         write_section(HERE / "RESULTS.md", SECTION, body)
 
