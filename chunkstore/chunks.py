@@ -154,6 +154,14 @@ def _small_buffer() -> NDArray[np.uint8]:
     return buf
 
 
+def _readinto(fd: int, buf: NDArray[np.uint8]) -> int:
+    if hasattr(os, "readv"):  # POSIX: no intermediate bytes object
+        return os.readv(fd, [cast(Any, buf)])
+    data = os.read(fd, len(buf))
+    buf[:len(data)] = np.frombuffer(data, np.uint8)
+    return len(data)
+
+
 def _with_file(path: str, use: Callable[[NDArray[np.uint8]], Any]) -> Any:
     """``use(bytes of the file)``: mapped for big files, read into a reused buffer otherwise.
 
@@ -171,7 +179,7 @@ def _with_file(path: str, use: Callable[[NDArray[np.uint8]], Any]) -> Any:
         else:
             mm = None
             buf = _small_buffer()
-            got = os.readv(fd, [cast(Any, buf)])
+            got = _readinto(fd, buf)
     finally:
         os.close(fd)
     if mm is None:
