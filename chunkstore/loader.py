@@ -287,6 +287,20 @@ class BatchStream:
             pool.shutdown(wait=True, cancel_futures=True)
 
 
+def batch_views(whole: dict[str, NDArray[Any]], heads: Sequence[str],
+                pieces: list[NDArray[np.int64]], extra: dict[str, NDArray[Any]]) -> list[Batch]:
+    """One batch dict per piece, as views of a window's gathered arrays (pieces in order)."""
+    out, a = [], 0
+    for piece in pieces:
+        b = a + len(piece)
+        out.append({"features": whole["features"][a:b],
+                    "labels": {h: whole[f"labels/{h}"][a:b] for h in heads},
+                    "masks": {h: whole[f"masks/{h}"][a:b] for h in heads},
+                    **{k: v[a:b] for k, v in extra.items()}})
+        a = b
+    return out
+
+
 def resolve_heads(dataset: Dataset, heads: Sequence[str] | None) -> list[str]:
     """The heads to read: all of them when ``heads`` is None."""
     if heads is None:
@@ -462,14 +476,4 @@ class Loader(BatchStream):
         if self._norm is not None:
             whole["features"] = normalize_(whole["features"], self._norm)
         index = job.chunks[local // r] * r + local % r
-        out, a = [], 0
-        for piece in pieces:
-            b = a + len(piece)
-            out.append({
-                "features": whole["features"][a:b],
-                "labels": {h: whole[f"labels/{h}"][a:b] for h in self.heads},
-                "masks": {h: whole[f"masks/{h}"][a:b] for h in self.heads},
-                "index": index[a:b],
-            })
-            a = b
-        return out
+        return batch_views(whole, self.heads, pieces, {"index": index})

@@ -29,6 +29,7 @@ from .loader import (
     Batch,
     BatchStream,
     WindowJob,
+    batch_views,
     normalize_,
     resolve_heads,
     sample_sources,
@@ -232,15 +233,5 @@ class WindowLoader(BatchStream):
                  for name, buf in bufs.items()}
         if self._norm is not None:
             whole["features"] = normalize_(whole["features"], self._norm)
-        group = w.index.run_key[run]
-        out, a = [], 0
-        for piece in pieces:
-            b = a + len(piece)
-            out.append({
-                "features": whole["features"][a:b],
-                "labels": {h: whole[f"labels/{h}"][a:b] for h in w.heads},
-                "masks": {h: whole[f"masks/{h}"][a:b] for h in w.heads},
-                "index": ids[a:b], "start": start[a:b], "group": group[a:b],
-            })
-            a = b
-        return out
+        return batch_views(whole, w.heads, pieces,
+                           {"index": ids, "start": start, "group": w.index.run_key[run]})
