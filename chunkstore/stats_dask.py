@@ -70,6 +70,10 @@ def select_rows(group: zarr.Group, path: str, split: str | None, splits: str = D
                         f"{have or 'none'}); create it with `chunkstore split` or choose one "
                         "with --splits")
     codes = node_array(group, key)
+    if not codes.attrs.get("complete"):
+        raise ReadError(f"split array {key!r} of store {path!r} is incomplete (its attrs lack "
+                        "complete: true, written last); rerun the `chunkstore split` that "
+                        "creates it")
     names = [str(n) for n in codes.attrs.get("names", [])]  # type: ignore[union-attr]
     if split not in names:
         raise ReadError(f"split {split!r} is not one of the parts of {key!r}: {names}")

@@ -48,7 +48,7 @@ def _write_split(store: Path, name: str, codes: np.ndarray) -> None:
     a = g.create_array(f"splits/{name}", shape=codes.shape, dtype="int8", chunks=(CHUNK,),
                        fill_value=-1)
     a[...] = codes
-    a.attrs.update({"names": NAMES, "method": "random", "seed": 0, "by": None})
+    a.attrs.update({"names": NAMES, "method": "random", "seed": 0, "by": None, "complete": True})
 
 
 @pytest.fixture(scope="module")
@@ -201,6 +201,10 @@ def test_bad_arguments_fail_and_leave_the_store_unchanged(store, kwargs, match):
 
 def test_empty_split_and_incomplete_store_are_refused(store):
     path, _, codes = store
+    _write_split(path, "half_written", codes)
+    zarr.open_group(str(path), mode="r+")["splits/half_written"].attrs["complete"] = False
+    with pytest.raises(ReadError, match="incomplete .*complete: true"):
+        compute_stats(str(path), split="train", splits="half_written", progress=False)
     _write_split(path, "empty", np.full(len(codes), 1, np.int8))
     with pytest.raises(ReadError, match="holds no rows"):
         compute_stats(str(path), split="train", splits="empty", progress=False)
