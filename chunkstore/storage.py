@@ -25,7 +25,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -100,7 +100,7 @@ def filesystem(url: str) -> tuple[Any, str]:
         raise ConfigError(f"store {url!r}: unknown protocol {protocol!r} ({e})") from e
 
 
-def store_path(url: str | os.PathLike[str]) -> StorePath:
+def store_path(url: StorePath | str | os.PathLike[str]) -> StorePath:
     """A :class:`StorePath` for a local path (str or Path) or a URL."""
     if isinstance(url, StorePath):
         return url
@@ -221,37 +221,31 @@ class StorePath:
         if self.fs is not None:
             self.fs.pipe_file(self.path, data)  # one PUT
             return
-        parent = os.path.dirname(self.url) or "."
-        os.makedirs(parent, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=parent, prefix=f".{self.name}.", suffix=".partial")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-            os.replace(tmp, self.url)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        self._via_temp_file(data, os.replace)
 
     def create(self, data: bytes) -> bool:
         """Write ``data`` only if nothing is there yet, atomically; False if something was."""
-        if self.fs is not None:
-            try:
-                self.fs.pipe_file(self.path, data, mode="create")
-            except FileExistsError:
-                return False
-            return True
+        try:
+            if self.fs is not None:
+                self.fs.pipe_file(self.path, data, mode="create")  # a conditional PUT
+            else:  # a link fails if the name exists; the content is complete before it appears
+                self._via_temp_file(data, os.link)
+        except FileExistsError:
+            return False
+        return True
+
+    def _via_temp_file(self, data: bytes, publish: Callable[[str, str], None]) -> None:
+        """Write ``data`` to a temp file beside this local path, then ``publish(temp, path)``
+        (rename or link); the temp file is gone afterwards, whatever happened."""
         parent = os.path.dirname(self.url) or "."
         os.makedirs(parent, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=parent, prefix=f".{self.name}.", suffix=".partial")
         try:
             with os.fdopen(fd, "wb") as fh:
                 fh.write(data)
-            os.link(tmp, self.url)  # atomic create-if-absent, the content already complete
-            return True
-        except FileExistsError:
-            return False
+            publish(tmp, self.url)
         finally:
-            os.unlink(tmp)
+            Path(tmp).unlink(missing_ok=True)
 
     def touch(self) -> None:
         self.write_atomic(b"")

@@ -125,6 +125,11 @@ def test_s3_ingest_equals_the_local_store_and_plain_zarr_reads_it(tmp_path, s3):
                                concat(items, "strategic_features").astype(np.float64).mean(0))
     ds = chunkstore.open(url, storage_options=s3)
     np.testing.assert_array_equal(ds.masks["target"][5:40], concat(items, "masks_target")[5:40])
+    # the CLI on a URL takes its options from fsspec's environment variables
+    env = {**os.environ, "FSSPEC_S3": json.dumps(s3)}
+    subprocess.run([sys.executable, "-m", "chunkstore.cli", "stats", url, "--bins", "4",
+                    "--quiet"], env=env, check=True, capture_output=True)
+    assert zarr.open(url, mode="r", storage_options=s3)["stats/all"].attrs["method"] == "dask"
     # the credentials never land in the store
     fs = fsspec.filesystem("s3", **s3)
     journal = b"".join(fs.cat_file(p) for p in fs.find(f"{BUCKET}/round-trip.zarr/_chunkstore")
