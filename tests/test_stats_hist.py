@@ -6,6 +6,7 @@ import math
 from functools import reduce
 
 import numpy as np
+from test_stats import HEADS, SIZES, adversarial, blocks, labels_for
 
 from chunkstore.stats import block_stats
 from chunkstore.stats_hist import (
@@ -16,7 +17,6 @@ from chunkstore.stats_hist import (
     mutual_info,
     quantiles,
 )
-from test_stats import HEADS, SIZES, adversarial, blocks, labels_for
 
 
 def _binned(x, labels, bins=16):
