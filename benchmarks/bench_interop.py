@@ -367,7 +367,7 @@ process start to exit, imports included; peak RSS = largest sum of RSS over the 
 polled every 50 ms). Baselines: ingest = read every array into memory (pyarrow `read_table` ->
 numpy, h5py `[:]`, `np.load`) then `np.save`; export = read every array of the store into memory
 with zarr, then write it with plain h5py using the same chunks and gzip-1 + shuffle filters, or
-`np.save`. "baseline write-only s" is the baseline's write phase alone, i.e. writing the same
+`np.save`. "write phase s" is the baseline's write phase alone, i.e. writing the same
 arrays from memory. Outputs are spot-checked against the source after the runs. One run each,
 warm page cache.
 """
