@@ -251,6 +251,8 @@ def ingest(
             raise StoreExistsError(
                 f"the source's items changed since store {store!r} was started (row counts or "
                 "item list differ from _chunkstore/plan.json); rerun with --overwrite")
+        else:
+            layout.remove_partials(store)  # temp files of writers killed mid-chunk
         done = journal.completed_tasks(store)
         pending = [t for t in plan.tasks if t.task_id not in done]
         worker_peak = _run(store, config, source, plan, pending, n_workers, progress, rb)

@@ -7,6 +7,7 @@ works with no chunkstore import. See DESIGN.md, "Store layout".
 from __future__ import annotations
 
 import datetime as dt
+import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -17,7 +18,7 @@ from zarr.codecs import BloscCodec, BloscShuffle, Crc32cCodec
 
 from .errors import NotAStoreError
 from .schema import Compression, Schema
-from .storage import store_path
+from .storage import is_local, store_path
 
 FORMAT_VERSION = 1
 ATTR_KEY = "chunkstore"
@@ -154,6 +155,24 @@ def write_arrays(group: zarr.Group, prefix: str, arrays: Mapping[str, NDArray[An
         a = np.asarray(value)
         sub.create_array(name, shape=a.shape, dtype=a.dtype, chunks=a.shape or (1,),
                          overwrite=True, fill_value=0)[...] = a
+
+
+def remove_partials(path: str) -> int:
+    """Delete the ``*.partial`` temp files a killed zarr writer leaves in a local store.
+
+    zarr's LocalStore writes a chunk to a temp file and renames it, so a kill never tears a
+    chunk but may leave the temp file; it holds nothing a reader sees. Returns how many went.
+    """
+    if not is_local(path):
+        return 0
+    removed = 0
+    for root, dirs, files in os.walk(path):
+        dirs[:] = [d for d in dirs if d != JOURNAL_DIR]
+        for f in files:
+            if f.endswith(".partial"):
+                os.unlink(os.path.join(root, f))
+                removed += 1
+    return removed
 
 
 def stored_bytes(path: str, exclude: tuple[str, ...] = (JOURNAL_DIR,)) -> int:

@@ -308,6 +308,7 @@ def run_streaming(config: Config, source: PythonSource, store: str, *, workers: 
     """
     has_group = source.has_group
     kept, reclaimed, complete = recover(store, config, has_group)
+    layout.remove_partials(store)  # temp files of writers killed mid-chunk
     fault_point(store, "start")
     shared = make_counters(5, scheduler)  # next_item, next_chunk, stop, items_done, rows_done
     first_chunk = max(kept, default=-1) + 1

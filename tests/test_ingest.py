@@ -179,3 +179,22 @@ def test_sigkill_mid_ingest_then_resume_is_exact(tmp_path):
         np.testing.assert_array_equal(g["meta/group"][row:row + n], b.group)
         row += n
     assert row == 120000
+
+
+def test_resume_removes_temp_files_of_killed_writers(tmp_path):
+    items = make_items([8, 8, 8])
+    cfg = write_config(tmp_path / "c.yaml", store=tmp_path / "s.zarr",
+                       paths=write_items(tmp_path / "b", items),
+                       ingest={"chunk_rows": 4, "task_chunks": 1})
+    ingest(cfg, progress=False)
+    before = chunk_files(tmp_path / "s.zarr")
+    from chunkstore.journal import record_path
+    from chunkstore.layout import update_attrs
+
+    update_attrs(str(tmp_path / "s.zarr"), status="incomplete")  # as if killed in task 2
+    record_path(str(tmp_path / "s.zarr"), 2).unlink()
+    stray = tmp_path / "s.zarr" / "labels" / "move" / "c" / "2.b44c0bd695a644da.partial"
+    stray.write_bytes(b"half a chunk")
+    summary = ingest(cfg, progress=False)
+    assert summary.tasks_run == 1 and not stray.exists()
+    assert chunk_files(tmp_path / "s.zarr") == before
