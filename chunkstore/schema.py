@@ -408,7 +408,7 @@ class Config:
 
     @classmethod
     def from_dict(cls, d: Any, file: str = "<dict>") -> Config:
-        from .sources.registry import options_class
+        from .sources.registry import options_class, resolved_schema
 
         top = Where(file)
         d = _mapping(d, top)
@@ -427,6 +427,7 @@ class Config:
             raise sw.child("kind").error("missing required key (e.g. synthetic or npz)")
         kind = _str(sdef.pop("kind"), sw.child("kind"))
         options = options_class(kind, sw.child("kind")).from_dict(sdef, sw, schema)
+        schema = resolved_schema(options, schema, sw)  # e.g. names from Parquet columns
         return cls(
             store=store,
             schema=schema,
