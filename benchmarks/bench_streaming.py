@@ -288,10 +288,12 @@ def build_report(r: dict[str, Any]) -> tuple[str, str]:
           f"{q['rss_vs_baseline']:.1f}x", "-", "-"]], align="lrrl")
     stdout_text = f"{table}\n\n{ratio_table}"
     load_table = markdown_table(
-        ["run", "load avg before (1/5/15 min)", "CPU s (tree)", "other load, CPU s",
-         "waited for other benchmarks s"],
+        ["run", "load avg before (1/5/15 min)", "CPU s (tree)",
+         "other processes' CPU s (share of the machine)", "waited for other benchmarks s"],
         [[k, " ".join(f"{x:.2f}" for x in runs[k]["load"]), f"{runs[k]['cpu']:.1f}",
-          f"{runs[k]['other_cpu']:.1f}", f"{runs[k]['lock_wait']:.0f}"]
+          f"{runs[k]['other_cpu']:.1f} "
+          f"({runs[k]['other_cpu'] / (runs[k]['wall'] * r['machine']['nproc']):.0%})",
+          f"{runs[k]['lock_wait']:.0f}"]
          for k in ("streaming", "ordered", "produce", "merge", "small")])
     m, s = r["machine"], runs["streaming"]
     lines = [
