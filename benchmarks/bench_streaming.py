@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -47,8 +46,9 @@ TARGET_ROWS = 547_000
 TARGET_SPEEDUP = 1.5  # ordered-with-counting-pass wall / streaming wall, at least
 TARGET_RSS_GROWTH = 1.25  # worker peak RSS at N / at N/4, at most ("independent of N")
 
-SCHEMA = {"features": 893, "heads": {"action_type": 12, "ability": 48, "target_unit": 64,
-                                     "target_x": 32, "target_y": 32, "queue": 2, "delay": 16}}
+HEADS = {"action_type": 12, "ability": 48, "target_unit": 64, "target_x": 32, "target_y": 32,
+         "queue": 2, "delay": 16}  # those of examples/replay_producer.py
+SCHEMA = {"features": 893, "heads": HEADS}
 
 
 def replay_names(n: int) -> list[str]:
@@ -82,7 +82,7 @@ def _produce_one(job: tuple[int, str, str]) -> int:
     k, name, out_dir = job
     d = _producer().process_replay(name)
     arrays = {"strategic_features": d["features"], "group": d["group"]}
-    for h in SCHEMA["heads"]:
+    for h in HEADS:
         arrays[f"labels_{h}"] = d["labels"][h]
         arrays[f"masks_{h}"] = d["masks"][h]
     np.savez(os.path.join(out_dir, f"replay_{k:06d}.npz"), **arrays)
@@ -123,31 +123,9 @@ def write_config(path: Path, store: Path, ordered: bool, workers: int) -> str:
     return text
 
 
-SUMMARY_FIELDS = {
-    "rows": r"rows\s+([\d,]+)",
-    "wall_seconds": r"wall time\s+([\d,.]+) s",
-    "coordinator_mib": r"coordinator ([\d,.]+) MiB",
-    "worker_mib": r"largest worker ([\d,.]+) MiB",
-    "leftover_rows": r"leftover rows\s+([\d,]+)",
-}
-
-
-def parse_summary(text: str) -> dict[str, float]:
-    """Numbers of ``chunkstore ingest``'s summary (``leftover_rows`` only in streaming)."""
-    out = {}
-    for key, pattern in SUMMARY_FIELDS.items():
-        m = re.search(pattern, text)
-        if m:
-            out[key] = float(m.group(1).replace(",", ""))
-        elif key != "leftover_rows":
-            raise SystemExit(f"could not find {key!r} in chunkstore's summary:\n{text}")
-    return out
-
-
-def worker_hwm(run: Any) -> int:
-    """Largest VmHWM among the run's multiprocessing workers (bytes; 0 if none seen)."""
-    return max((p.hwm for p in run.processes if "spawn_main" in p.cmd or "fork" in p.cmd),
-               default=0)
+def read_summary(store: Path) -> dict[str, Any]:
+    """The summary ``chunkstore ingest`` saved in the store (the one it printed)."""
+    return dict(json.loads((store / "_chunkstore" / "summary.json").read_text()))
 
 
 # --------------------------------------------------------------------------------------------
@@ -162,7 +140,7 @@ def check_exactly_once(store: Path, counts: list[int]) -> str:
     """Every (item, row < counts[item]) pair is in ``meta/source`` once, and nothing else."""
     import zarr
 
-    g = zarr.open_group(str(store), mode="r")
+    g: Any = zarr.open_group(str(store), mode="r")  # Any: zarr's member types are unions
     attrs = g.attrs["chunkstore"]
     n = sum(counts)
     if attrs.get("status") != "complete" or attrs.get("n_samples") != n:
@@ -183,7 +161,7 @@ def check_exactly_once(store: Path, counts: list[int]) -> str:
             f"{len(counts)} replays exactly once, nothing else; N = {n:,}")
 
 
-def _same(what: str, expected: np.ndarray, found: np.ndarray) -> None:
+def _same(what: str, expected: Any, found: Any) -> None:
     expected, found = np.asarray(expected), np.asarray(found)
     if expected.shape != found.shape or not np.array_equal(expected, found):
         raise Mismatch(f"{what}: store and reference differ (shapes {found.shape}, "
@@ -196,7 +174,8 @@ def check_rows(streaming: Path, ordered: Path, npy_dir: Path, counts: list[int],
     import zarr
 
     producer = _producer()
-    s, o = (zarr.open_group(str(p), mode="r") for p in (streaming, ordered))
+    s: Any = zarr.open_group(str(streaming), mode="r")  # Any: zarr's member types are unions
+    o: Any = zarr.open_group(str(ordered), mode="r")
     src = s["meta/source"][:]
     offsets = np.concatenate([[0], np.cumsum(counts)])
     feats = np.load(npy_dir / "strategic_features.npy", mmap_mode="r")
@@ -213,7 +192,7 @@ def check_rows(streaming: Path, ordered: Path, npy_dir: Path, counts: list[int],
         _same(f"replay {k} features (baseline)", ref["features"], feats[a:b])
         _same(f"replay {k} features (ordered)", ref["features"], o["features"][a:b])
         _same(f"replay {k} features (streaming)", ref["features"], s["features"].oindex[where])
-        for h in SCHEMA["heads"]:
+        for h in HEADS:
             for kind in ("labels", "masks"):
                 want = ref[kind][h]
                 _same(f"replay {k} {kind}/{h} (baseline)", want,
@@ -479,10 +458,9 @@ def main(argv: list[str] | None = None) -> int:
     uptime_end = uptime()
 
     for key in ("streaming", "ordered", "small"):
-        summ = parse_summary(stdout[key])
-        runs[key].update(rows=int(summ["rows"]), coordinator=summ["coordinator_mib"] * 2**20,
-                         worker=summ["worker_mib"] * 2**20,
-                         leftover=int(summ["leftover_rows"]) if "leftover_rows" in summ else None)
+        summ = read_summary(paths[key])
+        runs[key].update(rows=summ["rows"], coordinator=summ["coordinator_peak_rss"],
+                         worker=summ["worker_peak_rss"], leftover=summ.get("leftover_rows"))
     produced = json.loads(stdout["produce"].strip().splitlines()[-1])
     merged = json.loads(stdout["merge"].strip().splitlines()[-1])
     runs["produce"]["rows"] = produced["rows"]
