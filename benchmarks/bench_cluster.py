@@ -153,9 +153,9 @@ def measuring(no_lock: bool, idle_wait: float) -> Iterator[None]:
 def task_spec_bytes(config_path: Path, store: Path) -> int:
     """Pickled size of the first task spec, as ingest sends it to a worker."""
     sys.path.insert(0, str(REPO))
-    from chunkstore.plan import Plan
-    from chunkstore.schema import load_config
-    from chunkstore.task import TaskSpec
+    from chunkstore.config import load_config
+    from chunkstore.core.plan import Plan
+    from chunkstore.ingest.task import TaskSpec
 
     config = load_config(config_path)
     plan = Plan.from_dict(json.loads((store / "_chunkstore" / "plan.json").read_text()))

@@ -118,7 +118,7 @@ def generate(batch_dir: Path, rows: int, batch_rows: int, schema_dict: dict[str,
     file may be shorter), so memory stays at one episode plus one file of rows. The manifest
     is written last: a directory without it is an interrupted generation.
     """
-    from chunkstore.schema import Schema
+    from chunkstore.core.schema import Schema
     from chunkstore.sources.synthetic import SyntheticOptions, SyntheticSource
 
     t0 = time.perf_counter()
@@ -323,10 +323,10 @@ def profile_tasks(store: Path, config_path: Path, n_tasks: int = 3) -> dict[str,
     import zarr
 
     from chunkstore import journal
-    from chunkstore.ingest import finalize  # noqa: F401  (import cost paid before timing)
-    from chunkstore.plan import Plan
-    from chunkstore.schema import load_config
-    from chunkstore.task import (
+    from chunkstore.config import load_config
+    from chunkstore.core.plan import Plan
+    from chunkstore.ingest.coordinator import finalize  # noqa: F401  (import cost paid before timing,
+    from chunkstore.ingest.task import (
         TaskSpec,
         _config_and_source,
         assemble,

@@ -119,7 +119,7 @@ def generate(work: Path, rows: int) -> dict[str, Path]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from chunkstore.schema import load_config
+    from chunkstore.config import load_config
     from chunkstore.sources.synthetic import SyntheticOptions, SyntheticSource
 
     schema = load_config(LARGE).schema

@@ -137,7 +137,7 @@ def run_torch(store: str, epochs: int, workers: int) -> dict[str, Any]:
     import torch
     from torch.utils.data import DataLoader
 
-    from chunkstore.torch import IterableDataset
+    from chunkstore.interop.torch import IterableDataset
 
     torch.set_num_threads(1)
     ds = IterableDataset(store, batch_size=BATCH, shuffle=True, seed=0)

@@ -63,8 +63,8 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
         return {"seconds": time.perf_counter() - t0}
     import dask.array  # noqa: F401 - imported before timing, as by the CLI
 
-    from chunkstore.schema import SplitSpec
-    from chunkstore.splits_write import write_split
+    from chunkstore.core.splitspec import SplitSpec
+    from chunkstore.splits.write import write_split
 
     if args.method == "idle":  # imports, a first Dask compute, a first read of each array
         import zarr

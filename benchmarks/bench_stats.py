@@ -56,7 +56,8 @@ def _graph_step(store: str, what: str) -> dict[str, Any]:
     import zarr
     from threadpoolctl import threadpool_limits
 
-    from chunkstore.stats_dask import (
+    from chunkstore.core.histograms import Binning
+    from chunkstore.stats.compute import (
         BLOCK_MIB,
         block_rows,
         histogram_graph,
@@ -64,7 +65,6 @@ def _graph_step(store: str, what: str) -> dict[str, Any]:
         read_graph,
         select_rows,
     )
-    from chunkstore.stats_hist import Binning
 
     g = zarr.open_group(store, mode="r")
     feats = g["features"]
@@ -104,7 +104,7 @@ def _numpy_step(store: str, what: str) -> dict[str, Any]:
             corr = np.corrcoef(x, rowvar=False)
         np.save(WORK / "np_corr.npy", corr)
     elif what == "inmem_corr":
-        from chunkstore.stats import block_stats
+        from chunkstore.core.moments import block_stats
 
         _, com = block_stats(x, correlation=True)
         corr = com.correlation()
@@ -120,10 +120,10 @@ def _task_step(store: str) -> dict[str, Any]:
     import zarr
 
     from chunkstore import layout
-    from chunkstore.plan import Plan
-    from chunkstore.schema import Config, StatsOptions
+    from chunkstore.config import Config, StatsOptions
+    from chunkstore.core.plan import Plan
+    from chunkstore.ingest.task import assemble, partial_stats
     from chunkstore.sources import open_source
-    from chunkstore.task import assemble, partial_stats
 
     jdir = Path(store) / "_chunkstore"
     config = Config.from_dict(json.loads((jdir / "config.json").read_text()))

@@ -6,31 +6,39 @@ merge step, bounded memory, resumable after a crash. The store is plain Zarr v3.
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
-from .errors import (
+from chunkstore._version import __version__
+from chunkstore.config import Config, load_config
+from chunkstore.dataset import Dataset, open
+from chunkstore.errors import (
     ChunkstoreError,
     ConfigError,
+    ExportError,
+    IncompleteStoreWarning,
     IngestError,
     NotAStoreError,
     PlanError,
     ReadError,
     SourceError,
+    SplitError,
+    SplitLookupError,
     StoreExistsError,
     StoreLockedError,
 )
-from .ingest import IngestSummary, ingest
-from .loader import Loader
-from .reader import Dataset, IncompleteStoreWarning, open
-from .schema import Config, load_config
-from .windows import Windows
+from chunkstore.ingest.summary import IngestSummary
+from chunkstore.read.loader import Loader
+from chunkstore.read.windows import Windows
+from chunkstore.stats.compute import compute_stats
+
+# Last: binds the name ``ingest`` to the function, over the ``chunkstore.ingest`` subpackage.
+from chunkstore.pipeline import ingest  # noqa: E402  isort: skip
 
 __all__ = [
     "ChunkstoreError",
     "Config",
-    "Dataset",
-    "IncompleteStoreWarning",
     "ConfigError",
+    "Dataset",
+    "ExportError",
+    "IncompleteStoreWarning",
     "IngestError",
     "IngestSummary",
     "Loader",
@@ -38,10 +46,13 @@ __all__ = [
     "PlanError",
     "ReadError",
     "SourceError",
+    "SplitError",
+    "SplitLookupError",
     "StoreExistsError",
     "StoreLockedError",
     "Windows",
     "__version__",
+    "compute_stats",
     "ingest",
     "load_config",
     "open",

@@ -9,12 +9,13 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from . import __version__
-from .errors import ChunkstoreError
+from chunkstore._version import __version__
+from chunkstore.errors import ChunkstoreError
+from chunkstore.runtime.messages import to_stderr
 
 
 def _cmd_ingest(args: argparse.Namespace) -> None:
-    from .ingest import ingest
+    from chunkstore.pipeline import ingest
 
     summary = ingest(args.config, workers=args.workers, overwrite=args.overwrite,
                      progress=not args.quiet, scheduler=args.scheduler, cluster=args.cluster)
@@ -22,8 +23,8 @@ def _cmd_ingest(args: argparse.Namespace) -> None:
 
 
 def _cmd_stats(args: argparse.Namespace) -> None:
-    from .cluster import dask_scheduler
-    from .stats_dask import compute_stats
+    from chunkstore.runtime.dask import dask_scheduler
+    from chunkstore.stats.compute import compute_stats
 
     with dask_scheduler(args.scheduler, args.cluster, args.workers) as address:
         stats = compute_stats(args.store, split=args.split, splits=args.splits, bins=args.bins,
@@ -33,8 +34,8 @@ def _cmd_stats(args: argparse.Namespace) -> None:
 
 
 def _cmd_split(args: argparse.Namespace) -> None:
-    from .cluster import dask_scheduler
-    from .splits_write import run_split
+    from chunkstore.runtime.dask import dask_scheduler
+    from chunkstore.splits.write import run_split
 
     with dask_scheduler(args.scheduler, args.cluster, args.workers) as address:
         summary = run_split(args.store, method=args.method, fractions=args.fractions,
@@ -44,7 +45,7 @@ def _cmd_split(args: argparse.Namespace) -> None:
 
 
 def _cmd_export(args: argparse.Namespace) -> None:
-    from .export import export
+    from chunkstore.interop.export import export
 
     summary = export(args.store, args.out, format=args.format, split=args.split,
                      splits=args.splits, compression=args.compression, level=args.level,
@@ -55,14 +56,14 @@ def _cmd_export(args: argparse.Namespace) -> None:
 def _cmd_info(args: argparse.Namespace) -> None:
     import json
 
-    from .info import store_info
+    from chunkstore.report.info import store_info
 
     info = store_info(args.store, names=args.names, top=args.top)
     print(json.dumps(info.to_dict(), indent=1) if args.json else info.format())
 
 
 def _cmd_report(args: argparse.Namespace) -> None:
-    from .report import write_report
+    from chunkstore.report.plots import write_report
 
     print(write_report(args.store, args.out, features=args.features, scope=args.scope).format())
 
@@ -178,6 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    to_stderr(quiet=getattr(args, "quiet", False))
     try:
         args.func(args)
     except (ChunkstoreError, KeyboardInterrupt) as e:

@@ -55,16 +55,30 @@ class ReadError(ChunkstoreError, ValueError):
     statistics array, or a chunk whose checksum does not match."""
 
 
+class SplitLookupError(SplitError, ReadError, ExportError):
+    """A split array or part asked for does not exist, or its writer did not finish.
+
+    One class for one rule (:mod:`chunkstore.store.membership`); it is also a ReadError and an
+    ExportError, so code that catches the error family of the command it called catches it.
+    """
+
+
+class IncompleteStoreWarning(UserWarning):
+    """The store's ingest has not finished: some rows still read as fill values."""
+
+
 __all__ = [
     "ChunkstoreError",
     "ConfigError",
     "ExportError",
+    "IncompleteStoreWarning",
     "IngestError",
     "NotAStoreError",
     "PlanError",
     "ReadError",
     "SourceError",
     "SplitError",
+    "SplitLookupError",
     "StoreExistsError",
     "StoreLockedError",
 ]

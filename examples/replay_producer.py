@@ -19,7 +19,7 @@ import time
 
 import numpy as np
 
-from chunkstore.schema import Schema
+from chunkstore.core.schema import Schema
 from chunkstore.sources.synthetic import SyntheticOptions, SyntheticSource
 
 HEADS = {"action_type": 12, "ability": 48, "target_unit": 64, "target_x": 32, "target_y": 32,

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import assert_store_equals, make_items, write_config, write_items
 
 from chunkstore import SourceError, ingest
-from chunkstore.journal import completed_tasks
-from helpers import assert_store_equals, make_items, write_config, write_items
+from chunkstore.store.journal import completed_tasks
 
 SIZES = [8, 8, 8, 8, 8, 8]  # 6 items; with chunk_rows 8 and one chunk per task: task k = item k
 
@@ -54,8 +54,8 @@ CASES = {
                                                           a.astype(np.float64))),
                                r"row 5 of the item: feature value 1e\+39 overflows float32"),
     "mask dtype overflow": (replace("masks_move", lambda a: np.where(np.arange(8)[:, None] == 2,
-                                                                     300, a.astype(np.int64))), "row 2 of the item: mask value of head "
-                            "'move' does not fit int8"),
+                                                                     300, a.astype(np.int64))),
+                            "row 2 of the item: mask value of head 'move' does not fit int8"),
     "fractional label": (replace("labels_move", lambda a: a.astype(np.float64) + 0.5),
                          "is not an integer"),
     "missing label array": (lambda d: d.pop("labels_target"), "no array 'labels_target'"),

@@ -29,8 +29,9 @@ from test_streaming import config as streaming_config
 
 from chunkstore import ConfigError, IngestError, ingest
 from chunkstore.cli import main
-from chunkstore.cluster import dask_scheduler, tune_worker
-from chunkstore.journal import completed_tasks
+from chunkstore.ingest.executors import tune_worker
+from chunkstore.runtime.dask import dask_scheduler
+from chunkstore.store.journal import completed_tasks
 
 SYNTHETIC = {"kind": "synthetic", "n_samples": 30_000, "seed": 3, "item_rows": [1, 700]}
 SYNTHETIC_TASKS = 118  # ceil(30000 / 256), one chunk per task

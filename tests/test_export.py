@@ -15,10 +15,10 @@ import pytest
 import zarr
 from helpers import HEADS, make_items, write_config, write_items
 
+from chunkstore import ingest
 from chunkstore.cli import main
 from chunkstore.errors import ExportError, NotAStoreError
-from chunkstore.export import export
-from chunkstore.ingest import ingest
+from chunkstore.interop.export import export
 
 CHUNK = 16
 NAMES = ["train", "val", "test"]
@@ -42,7 +42,8 @@ def store(tmp_path_factory) -> Path:
                                ("other", (np.arange(n) % 2), ["a", "b"])]:
         a = g.create_array(f"splits/{name}", shape=(n,), chunks=(CHUNK,), dtype="int8")
         a[:] = codes.astype(np.int8)
-        a.attrs.update({"names": names, "method": "random", "seed": 0, "by": None})
+        a.attrs.update({"names": names, "method": "random", "seed": 0, "by": None,
+                        "complete": True})
     return path
 
 
@@ -163,7 +164,7 @@ def test_empty_split_exports_empty_arrays(store, tmp_path):
     g = zarr.open_group(str(store), mode="r+")
     n = g["features"].shape[0]
     a = g.create_array("splits/empty", shape=(n,), chunks=(CHUNK,), dtype="int8", fill_value=0)
-    a.attrs["names"] = ["all", "none"]
+    a.attrs.update({"names": ["all", "none"], "complete": True})
     export(store, tmp_path / "e.h5", split="none", splits="empty")
     export(store, tmp_path / "e", split="none", splits="empty", format="npy")
     with h5py.File(tmp_path / "e.h5") as f:

@@ -6,15 +6,15 @@ import json
 from pathlib import Path
 
 import pytest
+from helpers import HEADS, make_items, write_config, write_items
 
 from chunkstore import NotAStoreError, ingest
 from chunkstore.cli import main
-from chunkstore.info import JSON_KEYS, store_info
-from chunkstore.journal import record_path
-from chunkstore.layout import update_attrs
-from chunkstore.splits_write import run_split
-from chunkstore.stats_dask import compute_stats
-from helpers import HEADS, make_items, write_config, write_items
+from chunkstore.report.info import JSON_KEYS, store_info
+from chunkstore.splits.write import run_split
+from chunkstore.stats.compute import compute_stats
+from chunkstore.store.journal import record_path
+from chunkstore.store.layout import update_attrs
 
 N_FEATURES = 6
 SIZES = [40, 50, 30, 40]  # 160 rows, 10 chunks of 16

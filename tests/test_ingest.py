@@ -8,17 +8,23 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 import zarr
+from helpers import (
+    HEADS,
+    assert_store_equals,
+    chunk_files,
+    concat,
+    make_items,
+    write_config,
+    write_items,
+)
 
 from chunkstore import StoreExistsError, StoreLockedError, ingest, load_config
-from chunkstore.journal import StoreLock, completed_tasks
 from chunkstore.sources import open_source
-from helpers import HEADS, assert_store_equals, chunk_files, concat, make_items, write_config, \
-    write_items
+from chunkstore.store.journal import StoreLock, completed_tasks
 
 GRID = {
     "single-row items": [1] * 7,
@@ -188,8 +194,8 @@ def test_resume_removes_temp_files_of_killed_writers(tmp_path):
                        ingest={"chunk_rows": 4, "task_chunks": 1})
     ingest(cfg, progress=False)
     before = chunk_files(tmp_path / "s.zarr")
-    from chunkstore.journal import record_path
-    from chunkstore.layout import update_attrs
+    from chunkstore.store.journal import record_path
+    from chunkstore.store.layout import update_attrs
 
     update_attrs(str(tmp_path / "s.zarr"), status="incomplete")  # as if killed in task 2
     record_path(str(tmp_path / "s.zarr"), 2).unlink()

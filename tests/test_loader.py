@@ -12,7 +12,7 @@ from helpers import make_items, write_config, write_items
 
 import chunkstore
 from chunkstore import ReadError, ingest
-from chunkstore.loader import cut, plan_epoch
+from chunkstore.read.stream import cut, plan_epoch
 
 SIZES = [37, 5, 60, 23, 41, 9, 77, 30, 1, 50]  # 333 rows, 42 chunks of 8 (the last short)
 SPLIT_NAMES = ["train", "val", "test"]
@@ -33,7 +33,7 @@ def write_split(store: str, codes: np.ndarray, name: str = "default",
     a = g.create_array(f"splits/{name}", shape=codes.shape, dtype="int8", chunks=(64,),
                        overwrite=True)
     a[:] = codes
-    a.attrs["names"] = names
+    a.attrs.update({"names": names, "complete": True})
 
 
 def read_all(store: str) -> dict[str, np.ndarray]:

@@ -13,7 +13,13 @@ from test_loader import SIZES, build_store, read_all
 
 import chunkstore
 from chunkstore import ReadError
-from chunkstore.chunks import DECODERS, ChunkCache, chunk_source, default_decoder, read_chunk
+from chunkstore.store.chunkfiles import (
+    DECODERS,
+    ChunkCache,
+    chunk_source,
+    default_decoder,
+    read_chunk,
+)
 
 
 @pytest.fixture(scope="module")

@@ -27,9 +27,9 @@ from test_streaming import config as streaming_config
 
 import chunkstore
 from chunkstore import ConfigError, SourceError, StoreLockedError, ingest
-from chunkstore.journal import StoreLock, completed_tasks
-from chunkstore.schema import Config
-from chunkstore.storage import configure, store_path
+from chunkstore.config import Config
+from chunkstore.store.journal import StoreLock, completed_tasks
+from chunkstore.store.urls import configure, store_path
 
 BUCKET = "chunkstore-test"
 SMALL = {"kind": "synthetic", "n_samples": 8000, "seed": 3, "item_rows": [1, 500]}

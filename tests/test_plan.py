@@ -6,8 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from chunkstore.errors import PlanError
-from chunkstore.plan import (
+from chunkstore.core.plan import (
     Piece,
     Plan,
     WriteTask,
@@ -16,6 +15,7 @@ from chunkstore.plan import (
     choose_task_chunks,
     plan_writes,
 )
+from chunkstore.errors import PlanError
 
 
 @settings(max_examples=300, deadline=None)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from helpers import concat, make_items, write_config, write_items
 
 import chunkstore
 from chunkstore import IncompleteStoreWarning, NotAStoreError, ingest
-from chunkstore.journal import record_path
-from helpers import concat, make_items, write_config, write_items
+from chunkstore.store.journal import record_path
 
 
 def test_open_reads_arrays_names_heads_and_dask(tmp_path):
@@ -34,12 +34,13 @@ def test_open_incomplete_store_warns_with_missing_rows(tmp_path):
                        paths=write_items(tmp_path / "b", items),
                        ingest={"chunk_rows": 4, "task_chunks": 1})
     ingest(cfg, progress=False)
-    from chunkstore.layout import update_attrs
+    from chunkstore.store.layout import update_attrs
 
     update_attrs(str(tmp_path / "s.zarr"), status="incomplete")
     record_path(str(tmp_path / "s.zarr"), 2).unlink()
     record_path(str(tmp_path / "s.zarr"), 3).unlink()
-    with pytest.warns(IncompleteStoreWarning, match=r"8 of 24 rows are not written yet \(\[8, 16\)\)"):
+    with pytest.warns(IncompleteStoreWarning,
+                      match=r"8 of 24 rows are not written yet \(\[8, 16\)\)"):
         chunkstore.open(str(tmp_path / "s.zarr"))
 
 

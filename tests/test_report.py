@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from test_info import analysed_store, build_store
 
 from chunkstore.cli import main
-from chunkstore.report import PLOTS, write_report
-from test_info import analysed_store, build_store
+from chunkstore.report.plots import PLOTS, write_report
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
+from chunkstore.config import load_config
 from chunkstore.errors import ConfigError
-from chunkstore.schema import load_config
 
 GOOD = """
 store: out.zarr

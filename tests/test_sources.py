@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from helpers import HEADS, N_FEATURES, make_items, write_items
 
+from chunkstore.core.schema import Schema, Where
 from chunkstore.errors import SourceError
-from chunkstore.schema import Schema, Where
 from chunkstore.sources import Source, check_batch, registry, source_class
 from chunkstore.sources.npz import npz_member_shape
-
-from helpers import HEADS, N_FEATURES, make_items, write_items
 
 SCHEMA = Schema.from_dict({"features": N_FEATURES, "heads": HEADS})
 

@@ -18,9 +18,10 @@ import zarr
 from helpers import HEADS, N_FEATURES, assert_store_equals, concat, make_items, write_items
 from test_sources import SourceContract
 
+from chunkstore import ingest
+from chunkstore.config import Config
+from chunkstore.core.schema import Schema, Where
 from chunkstore.errors import ConfigError, SourceError
-from chunkstore.ingest import ingest
-from chunkstore.schema import Config, Schema, Where
 from chunkstore.sources import source_class
 from chunkstore.sources.registry import resolved_schema
 

@@ -7,8 +7,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from chunkstore import splits
-from chunkstore.schema import SplitSpec
+from chunkstore.core import assign as splits
+from chunkstore.core import splitspec
+from chunkstore.core.splitspec import SplitSpec
 
 SEEDS = st.integers(0, 2**64 - 1)
 
@@ -224,12 +225,12 @@ def test_lookup_finds_codes_and_refuses_unknown_keys():
 # ------------------------------------------------------------------------ specs, parsing --
 
 def test_parse_fractions():
-    assert splits.parse_fractions("train=0.8, val=0.1,test=0.1") == (
+    assert splitspec.parse_fractions("train=0.8, val=0.1,test=0.1") == (
         ("train", 0.8), ("val", 0.1), ("test", 0.1))
     with pytest.raises(ValueError, match="NAME=FRACTION"):
-        splits.parse_fractions("train:0.8")
+        splitspec.parse_fractions("train:0.8")
     with pytest.raises(ValueError, match="not a number"):
-        splits.parse_fractions("train=most")
+        splitspec.parse_fractions("train=most")
 
 
 @pytest.mark.parametrize("kwargs, key, message", [
@@ -255,7 +256,7 @@ def test_spec_problems(kwargs, key, message):
 
 def test_good_specs_have_no_problem():
     assert SplitSpec().problem() is None
-    assert SplitSpec(method="kfold", k=4, fractions=splits.kfold_fractions(4), by="x",
+    assert SplitSpec(method="kfold", k=4, fractions=splitspec.kfold_fractions(4), by="x",
                      group=True).problem() is None
     assert SplitSpec(method="ordered", by="meta/time",
                      fractions=(("train", 0.9), ("test", 0.1))).problem() is None

@@ -14,11 +14,10 @@ from helpers import HEADS, concat, make_items, write_config, write_items
 import chunkstore
 from chunkstore import ConfigError, ingest
 from chunkstore.cli import main
+from chunkstore.core.splitspec import SplitSpec, kfold_fractions
 from chunkstore.errors import ReadError, SplitError
-from chunkstore.schema import SplitSpec
-from chunkstore.splits import kfold_fractions
-from chunkstore.splits_dask import split_codes
-from chunkstore.splits_write import write_split
+from chunkstore.splits.graphs import split_codes
+from chunkstore.splits.write import write_split
 
 SIZES = [int(x) for x in np.random.default_rng(5).integers(5, 60, size=90)]
 FR = (("train", 0.7), ("val", 0.2), ("test", 0.1))
@@ -162,7 +161,7 @@ def test_same_codes_with_2_workers_at_ingest(tmp_path, items, store):
 
 def test_same_codes_with_other_chunk_rows_and_many_dask_blocks(tmp_path, items, store,
                                                                monkeypatch):
-    import chunkstore.splits_dask as sd
+    import chunkstore.splits.graphs as sd
 
     other_chunks = build(tmp_path, items, name="c40", chunk_rows=40)
     monkeypatch.setattr(sd, "BLOCK_ROWS", 48)  # 68 blocks: reductions of several tree levels
@@ -251,7 +250,7 @@ def test_views_are_the_arrays_at_the_indices(store, items):
     fold = ds.split("kfold_group/fold2")
     assert fold.array == "kfold_group" and fold.scope == "kfold_group/fold2"
     np.testing.assert_array_equal(fold.indices, np.flatnonzero(codes(store, "kfold_group") == 2))
-    from chunkstore.splits import split_view
+    from chunkstore.splits.views import split_view
 
     assert split_view(ds, "fold2", splits="kfold_group").indices.tolist() == fold.indices.tolist()
     assert "'train' of splits/default" in repr(ds.split("train"))
@@ -265,7 +264,8 @@ def test_view_stats_delegate_to_the_split_scope(store):
 
 def test_view_errors_name_what_exists(store):
     ds = chunkstore.open(store)
-    with pytest.raises(SplitError, match=r"unknown split 'dev'.*parts \['train', 'val', 'test'\]"):
+    with pytest.raises(SplitError, match=r"split 'dev' is not in 'splits/default', whose "
+                                         r"names are \['train', 'val', 'test'\]"):
         ds.split("dev")
     with pytest.raises(SplitError, match="no split array 'splits/nope'"):
         ds.split("nope/train")
@@ -331,7 +331,7 @@ def test_grouped_split_needs_meta_group(tmp_path, items):
 
 def test_incomplete_store_is_refused(tmp_path, small):
     s = copy(small, tmp_path / "s.zarr")
-    from chunkstore.layout import update_attrs
+    from chunkstore.store.layout import update_attrs
 
     update_attrs(s, status="incomplete")
     with pytest.raises(SplitError, match="incomplete"):
@@ -365,7 +365,7 @@ def test_config_splits_rerun_writes_new_ones_and_refuses_changed_ones(tmp_path, 
 
 
 def test_config_splits_do_not_change_the_store_hash(tmp_path):
-    from chunkstore.schema import Config
+    from chunkstore.config import Config
 
     d = {"store": "x.zarr", "schema": {"features": 2, "heads": {"a": 3}},
          "source": {"kind": "synthetic", "n_samples": 10}}

@@ -14,8 +14,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from chunkstore.stats import CoMoments, Moments, Partial, block_stats, merge_partials
-from chunkstore.stats_store import partial_arrays
+from chunkstore.core.moments import CoMoments, Moments, Partial, block_stats, merge_partials
+from chunkstore.store.stats_io import partial_arrays
 
 OFFSET_COLS = (0, 1)  # columns at 1e4 and 1e6 with sigma 1
 HEADS = {"move": 5, "rare": 4}

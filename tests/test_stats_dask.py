@@ -16,7 +16,7 @@ import chunkstore
 from chunkstore import ingest
 from chunkstore.cli import main
 from chunkstore.errors import ReadError
-from chunkstore.stats_dask import compute_stats
+from chunkstore.stats.compute import compute_stats
 
 SIZES = [100, 37, 250, 1, 0, 150, 62]  # 600 rows
 CHUNK = 32
@@ -187,7 +187,7 @@ def _stats_groups(path: Path) -> list[str]:
 
 
 @pytest.mark.parametrize("kwargs, match", [
-    ({"split": "holdout"}, "not one of the parts"),
+    ({"split": "holdout"}, "is not in .splits/default., whose names are"),
     ({"split": "train", "splits": "nope"}, "no split array 'splits/nope'"),
     ({"bins": 1}, "bins must be an integer >= 2"),
 ])
@@ -222,7 +222,7 @@ def test_cli_prints_a_summary_and_errors_exit_1(store, capsys):
     assert "features with NaN   3 (1 all NaN): f05, f06, f10" in out
     assert "top mutual information" in out and "class balance" in out
     assert main(["stats", str(path), "--split", "nope", "--quiet"]) == 1
-    assert "not one of the parts" in capsys.readouterr().err
+    assert "is not in 'splits/default', whose names are" in capsys.readouterr().err
     assert main(["stats", str(path), "--no-correlation", "--quiet"]) == 0
     assert chunkstore.open(str(path)).stats().corr is None
 

@@ -8,8 +8,7 @@ from functools import reduce
 import numpy as np
 from test_stats import HEADS, SIZES, adversarial, blocks, labels_for
 
-from chunkstore.stats import block_stats
-from chunkstore.stats_hist import (
+from chunkstore.core.histograms import (
     QUANTILE_PROBS,
     Binning,
     HistPartial,
@@ -17,6 +16,7 @@ from chunkstore.stats_hist import (
     mutual_info,
     quantiles,
 )
+from chunkstore.core.moments import block_stats
 
 
 def _binned(x, labels, bins=16):

@@ -13,14 +13,14 @@ import numpy as np
 import pytest
 import yaml
 import zarr
+from helpers import chunk_files, write_items
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from producers import HEADS, make, process
 
 from chunkstore import SourceError, ingest
-from chunkstore.journal import completed_tasks
-from chunkstore.streaming import runs_of
-from helpers import chunk_files, write_items
-from producers import HEADS, make, process
+from chunkstore.ingest.streaming import runs_of
+from chunkstore.store.journal import completed_tasks
 
 TESTS = str(Path(__file__).parent)
 

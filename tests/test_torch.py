@@ -10,7 +10,7 @@ import torch
 from test_loader import SIZES, build_store, read_all, write_split
 from torch.utils.data import DataLoader
 
-from chunkstore.torch import IterableDataset, MapDataset
+from chunkstore.interop.torch import IterableDataset, MapDataset
 
 N = sum(SIZES)
 

@@ -10,7 +10,7 @@ from test_loader import SIZES, assert_batch_matches, build_store, read_all, writ
 
 import chunkstore
 from chunkstore import ReadError
-from chunkstore.windows import build_index
+from chunkstore.read.windows import build_index
 
 
 @pytest.fixture(scope="module")

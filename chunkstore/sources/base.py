@@ -16,8 +16,8 @@ from typing import Any, ClassVar
 import numpy as np
 from numpy.typing import NDArray
 
-from ..errors import SourceError
-from ..schema import Schema, Where
+from chunkstore.core.schema import Schema, Where
+from chunkstore.errors import SourceError
 
 
 @dataclass(frozen=True)
@@ -134,7 +134,8 @@ def check_batch(
         big = np.abs(f) > np.finfo(ftype).max
         if big.any():
             r = _first_bad_row(big & np.isfinite(f))
-            raise fail(f"feature value {f[r][big[r]][0].item()!r} overflows {ftype} (dtype overflow)", r)
+            raise fail(f"feature value {f[r][big[r]][0].item()!r} overflows {ftype} "
+                       "(dtype overflow)", r)
     features = f.astype(ftype, copy=False)
     if nan_policy == "error" and features.dtype.kind == "f":
         nan = np.isnan(features)

@@ -19,8 +19,8 @@ from typing import IO, Any
 
 import numpy as np
 
-from ..errors import SourceError
-from ..schema import Schema, Where
+from chunkstore.core.schema import Schema, Where
+from chunkstore.errors import SourceError
 
 
 def parse_paths(d: Mapping[str, Any], where: Where, example: str) -> tuple[str, ...]:

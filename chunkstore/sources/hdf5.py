@@ -19,10 +19,10 @@ from typing import Any
 import h5py
 import numpy as np
 
-from ..errors import SourceError
-from ..schema import Schema, Where, _check_keys, _str, default_feature_names
-from .base import Batch, Source, SourceOptions
-from .files import PerHead, expand_paths, parse_paths
+from chunkstore.core.schema import Schema, Where, as_str, check_keys, default_feature_names
+from chunkstore.errors import SourceError
+from chunkstore.sources.base import Batch, Source, SourceOptions
+from chunkstore.sources.files import PerHead, expand_paths, parse_paths
 
 SUFFIXES = (".h5", ".hdf5", ".he5")
 
@@ -42,17 +42,17 @@ class Hdf5Options(SourceOptions):
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any], where: Where, schema: Schema) -> Hdf5Options:
-        _check_keys(d, {"paths", "features", "labels", "masks", "group"}, where)
+        check_keys(d, {"paths", "features", "labels", "masks", "group"}, where)
         per_head = {}
         for key, default in (("labels", "labels/{head}"), ("masks", "masks/{head}")):
             per_head[key] = PerHead.parse(d.get(key, default), where.child(key), schema)
             for head, path in per_head[key].mapping:
-                _str(path, where.child(key).child(head))
+                as_str(path, where.child(key).child(head))
         group = d.get("group", "meta/group")
         return cls(parse_paths(d, where, "data/*.h5"),
-                   _str(d.get("features", "features"), where.child("features")),
+                   as_str(d.get("features", "features"), where.child("features")),
                    per_head["labels"], per_head["masks"],
-                   None if group is None else _str(group, where.child("group")))
+                   None if group is None else as_str(group, where.child("group")))
 
     def resolve_schema(self, schema: Schema, where: Where) -> Schema:
         """Take feature names from the first file's ``feature_names`` attribute, if any.

@@ -39,10 +39,10 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from ..errors import SourceError
-from ..schema import Schema, Where, _check_keys, _int, _str, default_feature_names
-from .base import Batch, Source, SourceOptions
-from .files import PerHead, npz_member_memmap
+from chunkstore.core.schema import Schema, Where, as_int, as_str, check_keys, default_feature_names
+from chunkstore.errors import SourceError
+from chunkstore.sources.base import Batch, Source, SourceOptions
+from chunkstore.sources.files import PerHead, npz_member_memmap
 
 
 @dataclass(frozen=True)
@@ -103,14 +103,14 @@ class NpyOptions(SourceOptions):
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any], where: Where, schema: Schema) -> NpyOptions:
-        _check_keys(d, {"features", "labels", "masks", "group", "metadata", "item_rows"}, where)
-        item_rows = _int(d.get("item_rows", 65536), where.child("item_rows"))
+        check_keys(d, {"features", "labels", "masks", "group", "metadata", "item_rows"}, where)
+        item_rows = as_int(d.get("item_rows", 65536), where.child("item_rows"))
         if "metadata" in d:
             extra = sorted({"features", "labels", "masks", "group"} & set(d))
             if extra:
                 raise where.child(extra[0]).error("give either metadata (the flat-file layout) "
                                                   "or features/labels/masks (.npy files)")
-            return cls(metadata=_str(d["metadata"], where.child("metadata")),
+            return cls(metadata=as_str(d["metadata"], where.child("metadata")),
                        item_rows=item_rows)
         for key in ("features", "labels", "masks"):
             if key not in d:
@@ -125,11 +125,11 @@ class NpyOptions(SourceOptions):
                               f".npz with one array per head, found {value!r}")
             per_head[key] = PerHead.parse(value, w, schema, allow_template_without_head=True)
             for head, path in per_head[key].mapping:
-                _str(path, w.child(head))
+                as_str(path, w.child(head))
         group = d.get("group")
-        return cls(_str(d["features"], where.child("features")), per_head["labels"],
-                   per_head["masks"], None if group is None else _str(group, where.child("group")),
-                   None, item_rows)
+        group_key = None if group is None else as_str(group, where.child("group"))
+        return cls(as_str(d["features"], where.child("features")), per_head["labels"],
+                   per_head["masks"], group_key, None, item_rows)
 
     def resolve_schema(self, schema: Schema, where: Where) -> Schema:
         """Take feature names from the metadata JSON's ``feature_names``, if it has them."""

@@ -30,10 +30,10 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from ..errors import SourceError
-from ..schema import Schema, Where, _bool, _check_keys, _str
-from .base import Batch, Source, SourceOptions
-from .files import expand_paths, npz_headers, npz_member_header, parse_paths
+from chunkstore.core.schema import Schema, Where, as_bool, as_str, check_keys
+from chunkstore.errors import SourceError
+from chunkstore.sources.base import Batch, Source, SourceOptions
+from chunkstore.sources.files import expand_paths, npz_headers, npz_member_header, parse_paths
 
 log = logging.getLogger(__name__)
 
@@ -62,26 +62,26 @@ class NpzOptions(SourceOptions):
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any], where: Where, schema: Schema) -> NpzOptions:
-        _check_keys(d, {"paths", "features_key", "label_key", "mask_key", "group_key",
+        check_keys(d, {"paths", "features_key", "label_key", "mask_key", "group_key",
                         "allow_pickle", "samples_key"}, where)
         paths = parse_paths(d, where, "batches/*.npz")
         for key in ("label_key", "mask_key"):
-            if key in d and "{head}" not in _str(d[key], where.child(key)):
+            if key in d and "{head}" not in as_str(d[key], where.child(key)):
                 raise where.child(key).error(f"must contain '{{head}}', found {d[key]!r}")
         group_key = d.get("group_key", "group")
         if group_key is not None:
-            group_key = _str(group_key, where.child("group_key"))
-        allow = _bool(d.get("allow_pickle", False), where.child("allow_pickle"))
+            group_key = as_str(group_key, where.child("group_key"))
+        allow = as_bool(d.get("allow_pickle", False), where.child("allow_pickle"))
         if "samples_key" in d and not allow:
             raise where.child("samples_key").error("only used with allow_pickle: true")
         return cls(
             paths,
-            _str(d.get("features_key", "strategic_features"), where.child("features_key")),
+            as_str(d.get("features_key", "strategic_features"), where.child("features_key")),
             d.get("label_key", "labels_{head}"),
             d.get("mask_key", "masks_{head}"),
             group_key,
             allow,
-            _str(d.get("samples_key", "samples"), where.child("samples_key")),
+            as_str(d.get("samples_key", "samples"), where.child("samples_key")),
         )
 
 

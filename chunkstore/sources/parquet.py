@@ -30,10 +30,10 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from numpy.typing import NDArray
 
-from ..errors import SourceError
-from ..schema import Schema, Where, _check_keys, _str, default_feature_names
-from .base import Batch, Source, SourceOptions
-from .files import PerHead, expand_paths, parse_paths, thaw
+from chunkstore.core.schema import Schema, Where, as_str, check_keys, default_feature_names
+from chunkstore.errors import SourceError
+from chunkstore.sources.base import Batch, Source, SourceOptions
+from chunkstore.sources.files import PerHead, expand_paths, parse_paths, thaw
 
 SUFFIXES = (".parquet", ".parq", ".pq")
 ALL_OTHERS = "all_others"
@@ -76,7 +76,7 @@ class ParquetOptions(SourceOptions):
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any], where: Where, schema: Schema) -> ParquetOptions:
-        _check_keys(d, {"paths", "features", "exclude", "labels", "masks", "group"}, where)
+        check_keys(d, {"paths", "features", "exclude", "labels", "masks", "group"}, where)
         paths = parse_paths(d, where, "data/table/*.parquet")
         features = d.get("features")
         if features is not None:
@@ -95,9 +95,9 @@ class ParquetOptions(SourceOptions):
                 _selector(thaw(spec), mw.child(head), allow_all_others=False)
         group = d.get("group")
         if group is not None:
-            group = _str(group, where.child("group"))
+            group = as_str(group, where.child("group"))
         for head, col in labels.mapping:
-            _str(col, where.child("labels").child(head))
+            as_str(col, where.child("labels").child(head))
         return cls(paths, features, tuple(exclude), labels, masks, group)
 
     def resolve_schema(self, schema: Schema, where: Where) -> Schema:

@@ -24,9 +24,9 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ConfigError, SourceError
-from ..schema import Schema, Where, _bool, _check_keys, _str
-from .base import Batch, Source, SourceOptions
+from chunkstore.core.schema import Schema, Where, as_bool, as_str, check_keys
+from chunkstore.errors import ConfigError, SourceError
+from chunkstore.sources.base import Batch, Source, SourceOptions
 
 PLACEMENTS = ("auto", "ordered", "streaming")
 
@@ -83,22 +83,22 @@ class PythonOptions(SourceOptions):
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any], where: Where, schema: Schema) -> PythonOptions:
-        _check_keys(d, {"items", "process", "count", "placement", "counting_pass", "group",
+        check_keys(d, {"items", "process", "count", "placement", "counting_pass", "group",
                         "path"}, where)
         items = d.get("items")
         if items is not None and not isinstance(items, (str, list)):
             raise where.child("items").error("expected 'module:function' or a list of items")
         for key in ("process", "count"):
             if d.get(key) is not None:
-                _str(d[key], where.child(key))
+                as_str(d[key], where.child(key))
         path = d.get("path", [])
         if isinstance(path, str):
             path = [path]
         opts = cls(items, d.get("process"), d.get("count"),
-                   _str(d.get("placement", "auto"), where.child("placement"), choices=PLACEMENTS),
-                   _bool(d.get("counting_pass", False), where.child("counting_pass")),
-                   _bool(d.get("group", False), where.child("group")),
-                   tuple(_str(p, where.child("path")) for p in path))
+                   as_str(d.get("placement", "auto"), where.child("placement"), choices=PLACEMENTS),
+                   as_bool(d.get("counting_pass", False), where.child("counting_pass")),
+                   as_bool(d.get("group", False), where.child("group")),
+                   tuple(as_str(p, where.child("path")) for p in path))
         if opts.placement == "ordered" and opts.count is None and not opts.counting_pass:
             raise where.child("placement").error(
                 "ordered placement needs row counts: give source.count, or set "

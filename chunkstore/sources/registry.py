@@ -7,13 +7,21 @@ dependency is missing says which extra to install.
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
-from ..errors import ConfigError
+from chunkstore.core.schema import Schema, Where
+from chunkstore.errors import ConfigError
+from chunkstore.sources.base import Source, SourceOptions
 
-if TYPE_CHECKING:
-    from ..schema import Schema, SourceConfig, Where
-    from .base import Source, SourceOptions
+
+class SourceSpec(Protocol):
+    """A parsed ``source:`` section (:class:`chunkstore.config.SourceConfig`)."""
+
+    @property
+    def kind(self) -> str: ...
+
+    @property
+    def options(self) -> Any: ...
 
 registry: dict[str, tuple[str, str | None]] = {
     # kind: ("module:Class", pip extra that provides its dependency)
@@ -59,6 +67,6 @@ def resolved_schema(options: SourceOptions, schema: Schema, where: Where) -> Sch
     return schema if resolve is None else resolve(schema, where)
 
 
-def open_source(config: SourceConfig, schema: Schema) -> Source:
+def open_source(config: SourceSpec, schema: Schema) -> Source:
     """Build the source described by a parsed ``source:`` section."""
     return source_class(config.kind)(config.options, schema)

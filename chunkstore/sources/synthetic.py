@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from ..schema import Schema, Where, _check_keys, _float, _int
-from .base import Batch, Source, SourceOptions
+from chunkstore.core.schema import Schema, Where, as_float, as_int, check_keys
+from chunkstore.sources.base import Batch, Source, SourceOptions
 
 BINARY, COUNT, WALK, GAUSS = range(4)
 KIND_SHARES = (0.45, 0.25, 0.22, 0.08)
@@ -37,21 +37,21 @@ class SyntheticOptions(SourceOptions):
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any], where: Where, schema: Schema) -> SyntheticOptions:
-        _check_keys(d, {"n_samples", "seed", "item_rows", "nan_fraction"}, where)
+        check_keys(d, {"n_samples", "seed", "item_rows", "nan_fraction"}, where)
         if "n_samples" not in d:
             raise where.child("n_samples").error("missing required key")
         rows = d.get("item_rows", [100, 1000])
         rw = where.child("item_rows")
         if not isinstance(rows, list) or len(rows) != 2:
             raise rw.error(f"expected [min, max] rows per item, found {rows!r}")
-        lo, hi = _int(rows[0], rw.child(0)), _int(rows[1], rw.child(1))
+        lo, hi = as_int(rows[0], rw.child(0)), as_int(rows[1], rw.child(1))
         if lo > hi:
             raise rw.error(f"min {lo} is larger than max {hi}")
         return cls(
-            _int(d["n_samples"], where.child("n_samples")),
-            _int(d.get("seed", 0), where.child("seed"), minimum=0),
+            as_int(d["n_samples"], where.child("n_samples")),
+            as_int(d.get("seed", 0), where.child("seed"), minimum=0),
             (lo, hi),
-            _float(d.get("nan_fraction", 0.0), where.child("nan_fraction"), lo=0.0, hi=1.0),
+            as_float(d.get("nan_fraction", 0.0), where.child("nan_fraction"), lo=0.0, hi=1.0),
         )
 
 

@@ -1,0 +1,155 @@
+"""Reading a store: ``chunkstore.open(path)`` -> :class:`Dataset`.
+
+The store is plain Zarr, so ``Dataset`` is a thin, typed view over ``zarr.open_group``: arrays,
+names, heads, statistics and split views, and Dask arrays for analysis. Nothing is loaded until
+sliced.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import cached_property
+from typing import TYPE_CHECKING, Any, Literal
+
+from chunkstore.errors import ChunkstoreError
+from chunkstore.interop.xarray import to_xarray
+from chunkstore.read.loader import Loader
+from chunkstore.read.rows import RowReader
+from chunkstore.read.windows import Windows
+from chunkstore.splits.views import SplitView, split_view
+from chunkstore.store.stats_io import Stats, load_stats
+from chunkstore.store.urls import configure, normalize
+from chunkstore.store.view import StoreView
+
+if TYPE_CHECKING:
+    import xarray as xr
+
+
+class Dataset(StoreView):
+    """A chunkstore store opened for reading: ``chunkstore.open(path)``.
+
+    Arrays, names and heads as in :class:`~chunkstore.store.view.StoreView`; plus statistics,
+    split views, the shuffled batch loader, sequence windows, map-style rows and Dask/xarray.
+    """
+
+    def stats(self, scope: str = "all") -> Stats:
+        """Stored statistics of ``scope`` ("all" or a split name); see :mod:`chunkstore.stats`."""
+        return load_stats(self, scope)
+
+    def split(self, name: str) -> SplitView:
+        """A view of the rows of split ``name``, e.g. ``ds.split("train")``; ``"cv/fold3"``
+        looks ``fold3`` up in ``splits/cv``. See :mod:`chunkstore.splits.views`."""
+        return split_view(self, name)
+
+    def loader(self, batch_size: int = 256, split: str | None = None, shuffle: bool = True,
+               seed: int = 0, window_chunks: int = 8, prefetch: int = 2,
+               drop_last: bool = False, normalize: bool = False,
+               heads: Sequence[str] | None = None, *, splits: str = "default",
+               threads: int = 2) -> Loader:
+        """A chunk-aware shuffled batch loader over all rows, or over one split.
+
+        Each batch is ``{"features": (b, F), "labels": {head: (b,)}, "masks": {head: (b, K)},
+        "index": (b,)}``; ``index`` holds the store rows. See :mod:`chunkstore.loader`.
+
+        Parameters
+        ----------
+        batch_size : rows per batch (the last one may be smaller unless ``drop_last``).
+        split : read only the rows of this split (e.g. "train"); None reads every row.
+        shuffle : permute the chunk order per epoch and the rows within each window; False
+            reads the rows in store order.
+        seed : with the epoch (``set_epoch``), fixes the order.
+        window_chunks : chunks decoded and shuffled together; larger mixes better and uses
+            more memory (about ``(threads + prefetch + 2) x window_chunks`` decoded chunks).
+        prefetch : windows decoded ahead of the one being consumed.
+        drop_last : drop the last, smaller batch of the epoch (of each shard).
+        normalize : apply ``(x - mean) / std`` with ``stats/train`` (float32 features out).
+        heads : the heads whose labels and masks to read; None = all.
+        splits : the split array under ``splits/`` that defines ``split``.
+        threads : background decode threads.
+
+        Raises
+        ------
+        ReadError
+            On a bad argument, an unknown head or split, or missing ``stats/train``.
+
+        Examples
+        --------
+        >>> loader = ds.loader(batch_size=256, split="train", seed=0)  # doctest: +SKIP
+        >>> for epoch in range(10):
+        ...     loader.set_epoch(epoch)
+        ...     for batch in loader:
+        ...         train_step(batch["features"], batch["labels"]["action_type"])
+        """
+        return Loader(self, batch_size=batch_size, split=split, shuffle=shuffle, seed=seed,
+                      window_chunks=window_chunks, prefetch=prefetch, drop_last=drop_last,
+                      normalize=normalize, heads=heads, splits=splits, threads=threads)
+
+    def windows(self, lookback: int, horizon: int = 0, by: str | None = "group", *,
+                split: str | None = None, splits: str = "default",
+                heads: Sequence[str] | None = None) -> Windows:
+        """Sequence windows of ``lookback + horizon`` rows that never cross a group.
+
+        ``w = ds.windows(lookback=32, horizon=1)``: ``len(w)`` windows, ``w[i]`` / ``w[ids]``
+        read them, ``w.loader(batch_size=...)`` shuffles them chunk-aware. See
+        :mod:`chunkstore.windows`.
+
+        Parameters
+        ----------
+        lookback, horizon : rows before and after the prediction point; a series of ``n``
+            rows holds ``max(0, n - lookback - horizon + 1)`` windows.
+        by : the ``meta/`` array whose runs of equal values are the series; None = the whole
+            store is one series.
+        split, splits : keep only series rows in this split (as for :meth:`loader`).
+        heads : heads to read; None = all.
+        """
+        return Windows(self, lookback=lookback, horizon=horizon, by=by, split=split,
+                       splits=splits, heads=heads)
+
+    @cached_property
+    def _rows(self) -> RowReader:
+        return RowReader(self)
+
+    def __getitem__(self, key: Any) -> dict[str, Any]:
+        """Rows as a dict like a loader batch: ``ds[i]``, ``ds[[3, 9, 4]]``, ``ds[10:20]``.
+
+        Rows are read through a small LRU cache of decoded chunks (4 per array), so nearby
+        rows are cheap; for shuffled training use :meth:`loader`, which reads each chunk once
+        per epoch. An int gives arrays without the batch axis.
+        """
+        return self._rows[key]
+
+    def to_xarray(self) -> xr.Dataset:
+        """Every sample array as one lazy ``xarray.Dataset``.
+
+        See :func:`chunkstore.interop.xarray.to_xarray`.
+        """
+        return to_xarray(self, self._dask)
+
+
+def open(path: str, mode: Literal["r", "r+"] = "r", *,  # noqa: A001 - mirrors zarr.open
+         storage_options: dict[str, Any] | None = None) -> Dataset:
+    """Open a chunkstore store.
+
+    Parameters
+    ----------
+    path : the store's path, or an fsspec URL such as ``s3://bucket/x.zarr``.
+    mode : "r" (default) or "r+".
+    storage_options : fsspec options for a URL (``endpoint_url``, ``key``, ...); they become
+        this process's defaults for the URL's protocol (see :func:`chunkstore.storage.configure`).
+
+    Raises
+    ------
+    NotAStoreError
+        If ``path`` holds no chunkstore store.
+
+    Examples
+    --------
+    >>> ds = chunkstore.open("data/demo.zarr")  # doctest: +SKIP
+    >>> ds.features[:5].shape
+    (5, 893)
+    """
+    if mode not in ("r", "r+"):
+        raise ChunkstoreError(f"mode must be 'r' or 'r+', found {mode!r}")
+    path = normalize(path)
+    configure(path, storage_options)
+    return Dataset(path, mode=mode)

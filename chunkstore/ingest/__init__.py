@@ -1,0 +1,1 @@
+"""Ingest: the coordinator, write tasks, streaming placement and executors."""

@@ -1,0 +1,135 @@
+"""One write task, run inside a worker process: read, check, write whole chunks, commit.
+
+The worker opens the store and the source itself; only the small :class:`TaskSpec` and
+:class:`TaskResult` cross process boundaries. A task writes exactly the rows of its plan entry,
+which are whole chunks, then writes its completion record. Killed anywhere before the record,
+it is simply run again on resume (zarr's local store writes each chunk by rename, so no chunk
+is ever torn).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+import zarr
+
+from chunkstore.config import Config
+from chunkstore.core.moments import Partial
+from chunkstore.core.plan import WriteTask
+from chunkstore.errors import ChunkstoreError, SourceError
+from chunkstore.runtime.memory import peak_rss
+from chunkstore.sources import Source, check_batch, open_source
+from chunkstore.store import journal, layout
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """Everything a worker needs, small enough to send per task."""
+
+    store: str
+    config_json: str
+    has_group: bool
+    task: WriteTask
+
+
+@dataclass(frozen=True)
+class TaskResult:
+    task_id: int
+    rows: int
+    seconds: float
+    peak_rss: int  # bytes, the worker process's peak so far
+
+
+_SOURCE: Source | None = None  # a source object sent once per worker (python sources)
+
+
+def init_worker(blosc_threads: int, source: Source | None = None) -> None:
+    """Worker initializer: one Blosc thread per worker process avoids oversubscription.
+
+    ``source``, when given, is used instead of building one from the config: a python source
+    carries the user's item list and callables, which a config's names cannot.
+    """
+    from numcodecs import blosc
+
+    global _SOURCE
+    blosc.set_nthreads(blosc_threads)
+    _SOURCE = source
+
+
+def worker_source() -> Source | None:
+    """The source object this worker was given at start (python sources), if any."""
+    return _SOURCE
+
+
+@lru_cache(maxsize=4)
+def worker_config_and_source(config_json: str) -> tuple[Config, Source]:
+    d = json.loads(config_json)
+    config = Config.from_dict(d["config"], file=d["file"])
+    return config, _SOURCE or open_source(config.source, config.schema)
+
+
+def assemble(task: WriteTask, config: Config, source: Source, has_group: bool
+             ) -> dict[str, np.ndarray]:
+    """Read and check the task's pieces into one buffer per array (store dtypes)."""
+    schema = config.schema
+    out = layout.sample_buffers(schema, task.rows, has_group)
+    row = 0
+    for p in task.pieces:
+        where = source.describe(p.item)
+        try:
+            raw = source.read(p.item, p.item_start, p.item_stop)
+        except ChunkstoreError:
+            raise
+        except Exception as e:  # a bug or I/O error in a source: name the item
+            raise SourceError(f"{where}: reading rows [{p.item_start}, {p.item_stop}) failed: "
+                              f"{type(e).__name__}: {e}") from e
+        b = check_batch(raw, schema, where=where, item_start=p.item_start, rows=p.rows,
+                        has_group=has_group, nan_policy=config.ingest.nan_policy)
+        sl = slice(row, row + p.rows)
+        out["features"][sl] = b.features
+        for h in schema.heads:
+            out[f"labels/{h.name}"][sl] = b.labels[h.name]
+            out[f"masks/{h.name}"][sl] = b.masks[h.name]
+        if b.group is not None:
+            out["meta/group"][sl] = b.group
+        row += p.rows
+    return out
+
+
+def partial_stats(buffers: dict[str, np.ndarray], config: Config) -> dict[str, np.ndarray]:
+    """The task's contribution to ``stats/all``, as flat arrays for its record.
+
+    Moments, co-moments (when ``stats.correlation``), class and mask counts per head; nothing
+    when ``stats.online`` is off.
+    """
+    if not config.stats.online:
+        return {}
+    from threadpoolctl import threadpool_limits
+
+    heads = {h.name: h.classes for h in config.schema.heads}
+    with threadpool_limits(1, user_api="blas"):  # the pool already has a process per core
+        return Partial.of_block(
+            buffers["features"], {h: buffers[f"labels/{h}"] for h in heads},
+            {h: buffers[f"masks/{h}"] for h in heads}, heads,
+            correlation=config.stats.correlation).to_arrays()
+
+
+def run_task(spec: TaskSpec) -> TaskResult:
+    """Run one write task end to end; raises SourceError naming the item on bad input."""
+    t0 = time.perf_counter()
+    config, source = worker_config_and_source(spec.config_json)
+    task = spec.task
+    buffers = assemble(task, config, source, spec.has_group)
+    stats = partial_stats(buffers, config)
+    group = zarr.open_group(spec.store, mode="r+")
+    for name, data in buffers.items():
+        group[name][task.start:task.stop] = data
+    del buffers
+    journal.write_record(spec.store, task.task_id,
+                         {"task_id": task.task_id, "start": task.start, "stop": task.stop},
+                         stats)
+    return TaskResult(task.task_id, task.rows, time.perf_counter() - t0, peak_rss())

@@ -1,0 +1,1 @@
+"""Interop: PyTorch datasets, HDF5/npy export, xarray."""

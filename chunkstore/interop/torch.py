@@ -1,0 +1,218 @@
+"""PyTorch adapters: :class:`IterableDataset` (the shuffled loader) and :class:`MapDataset`.
+
+torch is an optional extra (``pip install 'chunkstore[torch]'``): importing this module imports
+torch, and nothing else in chunkstore does. Both classes hold only the store's path and their
+options, so they pickle cheaply into ``DataLoader`` workers, and each worker (re)opens the store
+itself: no file handle or zarr object is shared between processes.
+
+- ``IterableDataset`` yields whole batches from :meth:`chunkstore.Dataset.loader` (or
+  sequence-window batches with ``lookback=``). Use it with ``DataLoader(ds, batch_size=None,
+  num_workers=k)``: the loader notices it runs in worker ``i`` of ``k`` and reads only its share
+  of the chunks, so every row is seen once per epoch across all workers (and ranks).
+- ``MapDataset`` gives row ``i`` (of a split) for samplers that need ``__getitem__``; reads go
+  through the dataset's decoded-chunk cache, and ``__getitems__`` reads a sampler's whole batch
+  at once.
+
+Labels come out as ``torch.int64`` (what the loss functions take); other arrays keep their
+stored dtype.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+
+try:
+    import torch
+    from torch.utils import data as tud
+except ImportError as e:  # pragma: no cover - exercised only without torch
+    raise ImportError("chunkstore.torch needs PyTorch: pip install 'chunkstore[torch]' (or a "
+                      "CPU build: pip install torch --index-url "
+                      "https://download.pytorch.org/whl/cpu)") from e
+
+from chunkstore.errors import ReadError
+from chunkstore.read.loader import Loader, split_membership
+from chunkstore.read.rows import RowReader
+from chunkstore.read.windows import Windows
+from chunkstore.store.view import StoreView
+
+
+def to_torch(batch: dict[str, Any], *, pack: bool = False) -> dict[str, Any]:
+    """A loader batch (nested dict of numpy arrays) as tensors.
+
+    Labels become ``torch.int64``; everything else keeps its dtype. Without ``pack`` the
+    tensors share the batch's memory. With ``pack`` every tensor is a view into one new
+    buffer: a DataLoader worker then sends the batch to the main process as one shared-memory
+    segment instead of one per array (~1 ms each), the difference between tens and thousands
+    of batches per second.
+    """
+    if not pack:
+        return {k: {h: _tensor(a, k == "labels") for h, a in v.items()} if isinstance(v, dict)
+                else _tensor(v, False) for k, v in batch.items()}
+    leaves = [(k, h, np.asarray(a), k == "labels") for k, v in batch.items()
+              for h, a in (v.items() if isinstance(v, dict) else [(None, v)])]
+    dtypes = [torch.int64 if label else torch.from_numpy(a[:0]).dtype
+              for _, _, a, label in leaves]
+    offsets, total = [], 0
+    for (_, _, a, _), dt in zip(leaves, dtypes, strict=True):
+        offsets.append(total)
+        total += -(-a.size * dt.itemsize // 64) * 64  # 64-byte aligned segments
+    buf = _shared_bytes(total)
+    out: dict[str, Any] = {k: {} for k, v in batch.items() if isinstance(v, dict)}
+    for (k, h, a, _), dt, off in zip(leaves, dtypes, offsets, strict=True):
+        t = buf[off:off + a.size * dt.itemsize].view(dt).view(a.shape)
+        t.copy_(torch.from_numpy(np.ascontiguousarray(a)))
+        if h is None:
+            out[k] = t
+        else:
+            out[k][h] = t
+    return out
+
+
+def _shared_bytes(n: int) -> torch.Tensor:
+    """``n`` bytes allocated in shared memory at once (as torch's own default_collate does in
+    workers), so sending them to the main process copies nothing."""
+    try:
+        storage = torch.empty(0, dtype=torch.uint8)._typed_storage()._new_shared(n)
+        return torch.empty(0, dtype=torch.uint8).new(storage)
+    except (AttributeError, RuntimeError):  # private API gone: a plain buffer still works
+        return torch.empty(n, dtype=torch.uint8)
+
+
+def _tensor(a: Any, label: bool) -> torch.Tensor:
+    t = torch.as_tensor(a)
+    return t.long() if label else t
+
+
+class _Reopening:
+    """Opens the store lazily, once per process, and never pickles the open handle."""
+
+    path: str
+    _ds: StoreView | None = None
+    _pid: int | None = None
+
+    def dataset(self) -> StoreView:
+        if self._ds is None or self._pid != os.getpid():
+            self._ds, self._pid = StoreView(self.path), os.getpid()
+        return self._ds
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        for handle in ("_ds", "_pid", "_reader", "_reader_pid"):
+            state.pop(handle, None)
+        return state
+
+
+class IterableDataset(_Reopening, tud.IterableDataset):  # type: ignore[misc]
+    """Shuffled batches of a store for ``DataLoader(ds, batch_size=None, num_workers=k)``.
+
+    Parameters
+    ----------
+    path : the store.
+    batch_size, split, shuffle, seed, window_chunks, prefetch, drop_last, normalize, heads,
+    splits, threads : as for :meth:`chunkstore.Dataset.loader`.
+    lookback, horizon, by : when ``lookback`` is given, yield batches of sequence windows
+        instead (see :meth:`chunkstore.Dataset.windows`).
+    rank, world_size : this process's shard in distributed training.
+
+    Call :meth:`set_epoch` before iterating the DataLoader each epoch: workers get a fresh
+    copy of this object per epoch, except with ``persistent_workers=True``, where they keep
+    the epoch they started with.
+
+    Examples
+    --------
+    >>> from chunkstore.torch import IterableDataset  # doctest: +SKIP
+    >>> ds = IterableDataset("data/demo.zarr", batch_size=256, split="train")
+    >>> dl = torch.utils.data.DataLoader(ds, batch_size=None, num_workers=2)
+    >>> for epoch in range(10):
+    ...     ds.set_epoch(epoch)
+    ...     for batch in dl:
+    ...         loss = model(batch["features"], batch["labels"]["action_type"])
+    """
+
+    def __init__(self, path: str, *, batch_size: int = 256, split: str | None = None,
+                 shuffle: bool = True, seed: int = 0, window_chunks: int = 8,
+                 prefetch: int = 2, drop_last: bool = False, normalize: bool = False,
+                 heads: Sequence[str] | None = None, splits: str = "default",
+                 threads: int = 2, lookback: int | None = None, horizon: int = 0,
+                 by: str | None = "group", rank: int = 0, world_size: int = 1) -> None:
+        super().__init__()
+        self.path = str(path)
+        self.options: dict[str, Any] = dict(
+            batch_size=batch_size, shuffle=shuffle, seed=seed, window_chunks=window_chunks,
+            prefetch=prefetch, drop_last=drop_last, normalize=normalize, threads=threads)
+        self.split, self.splits, self.heads = split, splits, heads
+        self.lookback, self.horizon, self.by = lookback, horizon, by
+        self.rank, self.world_size = rank, world_size
+        self.epoch = 0
+        self.loader()  # validate every option now, in the main process
+
+    def set_epoch(self, epoch: int) -> None:
+        """Use the shuffle order of ``epoch`` for the next iteration."""
+        self.epoch = int(epoch)
+
+    def loader(self) -> Any:
+        """The underlying loader (row or window), for this process's store handle."""
+        ds = self.dataset()
+        if self.lookback is None:
+            stream: Any = Loader(ds, split=self.split, splits=self.splits, heads=self.heads,
+                                 **self.options)
+        else:
+            stream = Windows(ds, lookback=self.lookback, horizon=self.horizon, by=self.by,
+                             split=self.split, splits=self.splits,
+                             heads=self.heads).loader(**self.options)
+        stream = stream.shard(self.rank, self.world_size)
+        stream.set_epoch(self.epoch)
+        return stream
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        in_worker = tud.get_worker_info() is not None
+        for batch in self.loader():
+            yield to_torch(batch, pack=in_worker)
+
+
+class MapDataset(_Reopening, tud.Dataset):  # type: ignore[misc]
+    """Row ``i`` of a store (or of one split) as a dict of tensors, for any sampler.
+
+    ``item = {"features": (F,), "labels": {head: ()}, "masks": {head: (K,)}, "index": ()}``.
+    Random rows each decode a whole chunk unless it is cached; prefer :class:`IterableDataset`
+    for shuffled training.
+    """
+
+    _reader: RowReader | None = None
+    _reader_pid: int | None = None
+
+    def __init__(self, path: str, *, split: str | None = None, splits: str = "default",
+                 heads: Sequence[str] | None = None) -> None:
+        self.path = str(path)
+        ds = self.dataset()
+        member = split_membership(ds, split, splits)
+        self.rows = (np.arange(ds.n_samples, dtype=np.int64) if member is None
+                     else np.flatnonzero(member).astype(np.int64))
+        self.heads = list(ds.heads) if heads is None else list(heads)
+        unknown = sorted(set(self.heads) - set(ds.heads))
+        if unknown:
+            raise ReadError(f"unknown head(s) {unknown} for store {self.path!r}; its heads are "
+                            f"{list(ds.heads)}")
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def _read(self, idx: Any) -> dict[str, Any]:
+        if self._reader is None or self._reader_pid != os.getpid():
+            self._reader, self._reader_pid = RowReader(self.dataset(), self.heads), os.getpid()
+        return self._reader[self.rows[idx]]
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        if not -len(self) <= i < len(self):
+            raise IndexError(f"index {i} is out of range for {len(self)} rows")
+        return to_torch(self._read(int(i)))
+
+    def __getitems__(self, indices: Sequence[int]) -> list[dict[str, Any]]:
+        """A sampler's whole batch in one read (rows grouped by chunk), one dict per row."""
+        batch = to_torch(self._read(np.asarray(indices, dtype=np.int64)))
+        return [{k: ({h: t[j] for h, t in v.items()} if isinstance(v, dict) else v[j])
+                 for k, v in batch.items()} for j in range(len(indices))]

@@ -1,0 +1,1 @@
+"""Reading for training: the batch stream, the shuffled loader, sequence windows."""

@@ -1,0 +1,192 @@
+"""Chunk-aware shuffled batch loader: ``Dataset.loader(...)``.
+
+Random single-row reads from compressed chunks decode a whole chunk per row, ~1000x slower than
+a memmap. The loader instead shuffles at two levels, which reads every chunk once per epoch:
+
+1. the order of the chunks is a permutation drawn from (seed, epoch);
+2. consecutive chunks of that order form *windows* of ``window_chunks`` chunks; a window is
+   decoded at once in a background thread (Blosc releases the GIL) and the window's rows that
+   belong to the split are permuted and cut into batches, while the next windows are prefetched.
+
+The rows of one epoch form a *stream*: the windows' permuted rows one after the other. Batch
+``k`` is rows ``[k * batch_size, (k + 1) * batch_size)`` of the stream (a batch may straddle two
+windows), so a position in the stream is all a resume needs. Sharding (ranks, DataLoader
+workers) deals the chunks of the permuted order round-robin, so the shards are disjoint, cover
+every row once, and each shard decodes only its own chunks.
+
+The stream itself (plan, prefetch, resume, sharding) is :mod:`chunkstore.read.stream`.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from chunkstore.errors import ReadError
+from chunkstore.read.slabs import SlabPool
+from chunkstore.read.stream import Batch, BatchStream, WindowJob, batch_views
+from chunkstore.store import layout
+from chunkstore.store.chunkfiles import ChunkSource, chunk_source, read_chunk
+from chunkstore.store.stats_io import normalization
+from chunkstore.store.view import StoreView
+
+
+def resolve_heads(dataset: StoreView, heads: Sequence[str] | None) -> list[str]:
+    """The heads to read: all of them when ``heads`` is None."""
+    if heads is None:
+        return list(dataset.heads)
+    if isinstance(heads, str):
+        heads = [heads]
+    unknown = [h for h in heads if h not in dataset.heads]
+    if unknown:
+        raise ReadError(f"unknown head(s) {unknown} for store {dataset.path!r}; its heads are "
+                        f"{list(dataset.heads)}")
+    return list(heads)
+
+
+def sample_sources(dataset: StoreView, heads: Sequence[str]) -> dict[str, ChunkSource]:
+    """How to read ``features`` and the labels and masks of ``heads``, keyed by array path."""
+    arrays = {"features": dataset.features, **{f"labels/{h}": dataset.labels[h] for h in heads},
+              **{f"masks/{h}": dataset.masks[h] for h in heads}}
+    return {name: chunk_source(name, a) for name, a in arrays.items()}
+
+
+def split_membership(dataset: StoreView, split: str | None,
+                     splits: str = layout.DEFAULT_SPLITS) -> NDArray[np.bool_] | None:
+    """Boolean (N,) membership of ``split`` in ``splits/<splits>``; None for all rows."""
+    if split is None:
+        return None
+    return dataset.split_array(splits).mask(split)
+
+
+def train_normalization(dataset: StoreView) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+    """(mean, 1 / std) as float32 from ``stats/train``, guarded like ``stats.normalization``:
+    a zero, tiny or undefined std counts as 1 and an undefined mean as 0."""
+    try:
+        mean = np.asarray(dataset.array("stats/train/mean")[:], dtype=np.float64)
+        std = np.asarray(dataset.array("stats/train/std")[:], dtype=np.float64)
+    except KeyError:
+        raise ReadError(f"normalize=True needs 'stats/train/mean' and 'stats/train/std' in "
+                        f"{dataset.path!r}, which has none; compute them with `chunkstore "
+                        "stats STORE --split train` (normalizing with statistics that saw "
+                        "validation rows would leak them)") from None
+    n = len(dataset.feature_names)
+    if mean.shape != (n,) or std.shape != (n,):
+        raise ReadError(f"stats/train/mean and std of {dataset.path!r} have shapes "
+                        f"{mean.shape} and {std.shape}, expected ({n},)")
+    norm = normalization(mean, std)
+    return norm.mean, (1.0 / norm.std).astype(np.float32)
+
+
+def normalize_(features: NDArray[Any], norm: tuple[NDArray[np.float32], NDArray[np.float32]]
+               ) -> NDArray[np.float32]:
+    """``(x - mean) / std`` as float32, in place when ``features`` already is float32."""
+    out = features.astype(np.float32, copy=False)
+    out -= norm[0]
+    out *= norm[1]
+    return out
+
+
+class Loader(BatchStream):
+    """Shuffled dict batches over all rows or one split; see the module docstring.
+
+    Use :meth:`chunkstore.reader.StoreView.loader` to make one. Each batch is
+    ``{"features": (b, F), "labels": {head: (b,)}, "masks": {head: (b, K)}, "index": (b,)}``
+    with ``index`` the store rows. Memory: about ``(threads + prefetch + 2) x window_chunks``
+    decoded chunks of all arrays read.
+    """
+
+    def __init__(self, dataset: StoreView, *, batch_size: int = 256, split: str | None = None,
+                 shuffle: bool = True, seed: int = 0, window_chunks: int = 8,
+                 prefetch: int = 2, drop_last: bool = False, normalize: bool = False,
+                 heads: Sequence[str] | None = None, splits: str = "default",
+                 threads: int = 2) -> None:
+        super().__init__(batch_size=batch_size, shuffle=shuffle, seed=seed,
+                         window_chunks=window_chunks, prefetch=prefetch, drop_last=drop_last,
+                         threads=threads)
+        self.dataset = dataset
+        self.split = split
+        self.heads = resolve_heads(dataset, heads)
+        self.sources = sample_sources(dataset, self.heads)
+        self._norm = train_normalization(dataset) if normalize else None
+        r, n = dataset.chunk_rows, dataset.n_samples
+        self._member = split_membership(dataset, split, splits)
+        if self._member is None:
+            rows = np.full(-(-n // r), r, dtype=np.int64)
+            rows[-1:] = n - r * (len(rows) - 1)
+            self._counts = rows if n else np.zeros(0, np.int64)
+        else:
+            self._counts = np.add.reduceat(self._member.astype(np.int64),
+                                           np.arange(0, n, r)) if n else np.zeros(0, np.int64)
+        self._local = threading.local()
+        self._slabs = self._new_slabs()
+
+    def _new_slabs(self) -> SlabPool:
+        rows = self.window_chunks * self.dataset.chunk_rows
+        shapes = {k: ((rows, *s.shape[1:]), s.dtype) for k, s in self.sources.items()}
+        return SlabPool(lambda: {k: np.empty(*v) for k, v in shapes.items()},
+                        keep=self.threads + self.prefetch + 2)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        del state["_local"], state["_slabs"]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._local = threading.local()
+        self._slabs = self._new_slabs()
+
+    def shard(self, rank: int, world_size: int) -> Loader:
+        other = super().shard(rank, world_size)
+        assert isinstance(other, Loader)
+        other._local, other._slabs = threading.local(), other._new_slabs()
+        return other
+
+    def _fingerprint(self) -> dict[str, Any]:
+        return {**super()._fingerprint(), "split": self.split}
+
+    def _items(self, job: WindowJob) -> NDArray[np.int64]:
+        r, n = self.dataset.chunk_rows, self.dataset.n_samples
+        parts = []
+        for slot, c in enumerate(job.chunks.tolist()):
+            lo, hi = c * r, min(n, (c + 1) * r)
+            local = (np.arange(hi - lo) if self._member is None
+                     else np.flatnonzero(self._member[lo:hi]))
+            parts.append(local + slot * r)
+        return np.concatenate(parts).astype(np.int64)
+
+    def _buffers(self) -> dict[str, NDArray[Any]]:
+        """This thread's decode buffers for one window (reused: no page faults per window)."""
+        bufs = getattr(self._local, "bufs", None)
+        if bufs is None:
+            rows = self.window_chunks * self.dataset.chunk_rows
+            bufs = {k: np.empty((rows, *s.shape[1:]), s.dtype) for k, s in self.sources.items()}
+            self._local.bufs = bufs
+        return bufs
+
+    def _produce(self, job: WindowJob, pieces: list[NDArray[np.int64]]) -> list[Batch]:
+        r = self.dataset.chunk_rows
+        bufs = self._buffers()
+        for slot, c in enumerate(job.chunks.tolist()):
+            for name, src in self.sources.items():
+                read_chunk(src, c, bufs[name][slot * r:(slot + 1) * r])
+        # One gather per array for the whole window (its rows in stream order); the batches
+        # are views of these arrays, which live as long as any of their batches.
+        local = np.concatenate(pieces) if pieces else np.zeros(0, np.int64)
+        n = len(local)
+        slab = self._slabs.acquire()
+        try:
+            # mode="clip": unbuffered (rows are in range), straight into the slab
+            whole = {name: np.take(buf, local, axis=0, out=slab[name][:n], mode="clip")
+                     for name, buf in bufs.items()}
+        finally:
+            self._slabs.release(slab)
+        if self._norm is not None:
+            whole["features"] = normalize_(whole["features"], self._norm)
+        index = job.chunks[local // r] * r + local % r
+        return batch_views(whole, self.heads, pieces, {"index": index})

@@ -1,0 +1,287 @@
+"""The batch stream: an epoch's chunk plan, prefetch, resume and sharding.
+
+The rows (or sequence windows) of one epoch form a *stream*: windows of chunks, each permuted,
+one after the other. Batch ``k`` is items ``[k * batch_size, (k + 1) * batch_size)`` of the
+stream (a batch may straddle two windows), so a position in the stream is all a resume needs.
+Sharding (ranks, DataLoader workers) deals the chunks of the permuted order round-robin, so the
+shards are disjoint, cover every item once, and each shard decodes only its own chunks.
+
+:class:`BatchStream` is shared by the row loader (:mod:`chunkstore.read.loader`) and sequence
+windows (:mod:`chunkstore.read.windows`).
+"""
+
+from __future__ import annotations
+
+import copy
+import sys
+from collections import deque
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from chunkstore.errors import ReadError
+
+Batch = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class WindowJob:
+    """One window of an epoch's plan: which chunks, and where its items sit in the stream."""
+
+    number: int  # position of the window in this shard's epoch
+    chunks: NDArray[np.int64]
+    start: int  # stream offset of the window's first item
+    count: int  # items (rows, or sequence windows) the window contributes
+
+
+def chunk_order(n_chunks: int, *, seed: int, epoch: int, shuffle: bool) -> NDArray[np.int64]:
+    """The epoch's chunk order: a permutation drawn from (seed, epoch), or 0..n-1."""
+    if not shuffle:
+        return np.arange(n_chunks, dtype=np.int64)
+    rng = np.random.default_rng(np.random.SeedSequence([seed, epoch, 0]))
+    return rng.permutation(n_chunks).astype(np.int64)
+
+
+def plan_epoch(counts: NDArray[np.int64], *, seed: int, epoch: int, shuffle: bool,
+               window_chunks: int, rank: int = 0, world_size: int = 1) -> list[WindowJob]:
+    """Windows of one shard's epoch, in stream order.
+
+    ``counts[c]`` is the number of items chunk ``c`` contributes (0 skips the chunk: it is
+    never read). The non-empty chunks of the epoch's order are dealt round-robin to the
+    ``world_size`` shards, then grouped into windows of ``window_chunks``.
+    """
+    order = chunk_order(len(counts), seed=seed, epoch=epoch, shuffle=shuffle)
+    mine = order[counts[order] > 0][rank::world_size]
+    jobs, start = [], 0
+    for number, i in enumerate(range(0, len(mine), window_chunks)):
+        chunks = mine[i:i + window_chunks]
+        n = int(counts[chunks].sum())
+        jobs.append(WindowJob(number, chunks, start, n))
+        start += n
+    return jobs
+
+
+def cut(start: int, skip: int, count: int, batch_size: int) -> list[tuple[int, int]]:
+    """Ranges ``[a, b)`` of a window's items ``[skip, count)`` cut on the stream's batch grid.
+
+    The window's item ``i`` is stream row ``start + i``; a range never crosses a multiple of
+    ``batch_size``, so every range belongs to exactly one batch.
+    """
+    out, a = [], skip
+    while a < count:
+        b = min(count, ((start + a) // batch_size + 1) * batch_size - start)
+        out.append((a, b))
+        a = b
+    return out
+
+
+def concat_batches(parts: Sequence[Batch]) -> Batch:
+    """Concatenate batch pieces (nested dicts of arrays) along the first axis."""
+    if len(parts) == 1:
+        return parts[0]
+    return {k: concat_batches([p[k] for p in parts]) if isinstance(v, dict)
+            else np.concatenate([p[k] for p in parts]) for k, v in parts[0].items()}
+
+
+def torch_worker() -> tuple[int, int]:
+    """(worker id, number of workers) inside a torch DataLoader worker, else (0, 1)."""
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return 0, 1
+    info = torch.utils.data.get_worker_info()
+    return (0, 1) if info is None else (int(info.id), int(info.num_workers))
+
+
+def _positive(name: str, value: Any, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ReadError(f"{name} must be an integer >= {minimum}, found {value!r}")
+    return int(value)
+
+
+class BatchStream:
+    """Plan, prefetch, resume and sharding shared by the row loader and sequence windows.
+
+    Subclasses give ``_counts`` (items per chunk), ``_items(job)`` (the window's item ids in
+    natural order) and ``_produce(job, pieces)`` (read the items of each piece into a batch).
+    """
+
+    def __init__(self, *, batch_size: int, shuffle: bool, seed: int, window_chunks: int,
+                 prefetch: int, drop_last: bool, threads: int) -> None:
+        self.batch_size = _positive("batch_size", batch_size)
+        self.seed = _positive("seed", seed, 0)
+        self.window_chunks = _positive("window_chunks", window_chunks)
+        self.prefetch = _positive("prefetch", prefetch, 0)
+        self.threads = _positive("threads", threads)
+        self.shuffle = bool(shuffle)
+        self.drop_last = bool(drop_last)
+        self.epoch = 0
+        self.rank, self.world_size = 0, 1
+        self._position = 0  # stream rows yielded so far in this epoch
+        self._resume = 0  # where the next iteration starts (set by load_state_dict)
+
+    # -- subclass hooks ---------------------------------------------------------------------
+    _counts: NDArray[np.int64]
+
+    def _items(self, job: WindowJob) -> NDArray[np.int64]:
+        raise NotImplementedError
+
+    def _produce(self, job: WindowJob, pieces: list[NDArray[np.int64]]) -> list[Batch]:
+        raise NotImplementedError
+
+    # -- public API -------------------------------------------------------------------------
+    def set_epoch(self, epoch: int) -> None:
+        """Use the order of ``epoch`` from now on (call it at the start of every epoch).
+
+        A resume position loaded with :meth:`load_state_dict` is kept when ``epoch`` is the
+        epoch it was saved in, and dropped otherwise.
+        """
+        epoch = _positive("epoch", epoch, 0)
+        if epoch != self.epoch:
+            self._resume = 0
+        self.epoch = epoch
+
+    def shard(self, rank: int, world_size: int) -> BatchStream:
+        """A copy that reads only shard ``rank`` of ``world_size`` (e.g. one per DDP rank).
+
+        Shards are disjoint and together hold every item once per epoch; their lengths differ
+        by at most a few chunks' worth of items. Inside a torch DataLoader worker each shard is
+        split again between the workers automatically.
+        """
+        world_size = _positive("world_size", world_size)
+        if not 0 <= rank < world_size:
+            raise ReadError(f"rank must be in [0, {world_size}), found {rank!r}")
+        other = copy.copy(self)
+        other.rank, other.world_size = int(rank), world_size
+        other._position = other._resume = 0
+        return other
+
+    def shard_key(self) -> tuple[int, int]:
+        """(shard, shards) actually read: ``shard()``'s rank split between DataLoader workers."""
+        worker, workers = torch_worker()
+        return self.rank * workers + worker, self.world_size * workers
+
+    def plan(self) -> list[WindowJob]:
+        """This shard's windows for the current epoch (sharded across DataLoader workers too)."""
+        rank, world_size = self.shard_key()
+        return plan_epoch(self._counts, seed=self.seed, epoch=self.epoch, shuffle=self.shuffle,
+                          window_chunks=self.window_chunks, rank=rank, world_size=world_size)
+
+    @property
+    def n_items(self) -> int:
+        """Items (rows or windows) of this shard's epoch."""
+        jobs = self.plan()
+        return jobs[-1].start + jobs[-1].count if jobs else 0
+
+    def __len__(self) -> int:
+        """Batches per epoch of this shard."""
+        n, b = self.n_items, self.batch_size
+        return n // b if self.drop_last else -(-n // b)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Where iteration stands: load it into a new loader to resume mid-epoch exactly."""
+        return {"epoch": self.epoch, "position": self._position, **self._fingerprint()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Resume from :meth:`state_dict`: the next iteration yields the rest of that epoch.
+
+        Raises
+        ------
+        ReadError
+            If the state was saved by a loader with a different configuration (batch size,
+            seed, shuffle, window, shard or items), since its stream would differ.
+        """
+        mine = self._fingerprint()
+        diff = sorted(k for k in mine if state.get(k) != mine[k])
+        if diff:
+            raise ReadError("cannot resume: the saved state comes from a loader configured "
+                            "differently in " + ", ".join(
+                                f"{k} (saved {state.get(k)!r}, this loader {mine[k]!r})"
+                                for k in diff))
+        position = _positive("position", state["position"], 0)
+        self.epoch = _positive("epoch", state["epoch"], 0)
+        self._resume = self._position = position
+
+    def _fingerprint(self) -> dict[str, Any]:
+        return {"kind": type(self).__name__, "batch_size": self.batch_size, "seed": self.seed,
+                "shuffle": self.shuffle, "window_chunks": self.window_chunks,
+                "rank": self.rank, "world_size": self.world_size,
+                "items": int(self._counts.sum())}
+
+    def __iter__(self) -> Iterator[Batch]:
+        jobs = self.plan()
+        total = jobs[-1].start + jobs[-1].count if jobs else 0
+        start, self._resume = self._resume, 0
+        if start > total or (start % self.batch_size and start != total):
+            raise ReadError(f"resume position {start} is not a batch boundary of this epoch's "
+                            f"{total} items")
+        self._position = start
+        jobs = [j for j in jobs if j.start + j.count > start]
+        return self._run(jobs, start, self.shard_key())
+
+    def _job(self, job: WindowJob, skip: int, key: tuple[int, int]) -> list[Batch]:
+        items = self._items(job)
+        if self.shuffle:
+            rng = np.random.default_rng(np.random.SeedSequence(
+                [self.seed, self.epoch, 1, job.number, *key]))
+            items = items[rng.permutation(len(items))]
+        pieces = [items[a:b] for a, b in cut(job.start, skip, job.count, self.batch_size)]
+        return self._produce(job, pieces)
+
+    def _run(self, jobs: list[WindowJob], start: int, key: tuple[int, int]
+             ) -> Iterator[Batch]:
+        pool = ThreadPoolExecutor(self.threads, thread_name_prefix="chunkstore-loader")
+        pending: deque[Future[list[Batch]]] = deque()
+        todo = iter(jobs)
+
+        def submit() -> bool:
+            job = next(todo, None)
+            if job is not None:
+                pending.append(pool.submit(self._job, job, max(0, start - job.start), key))
+            return job is not None
+
+        try:
+            parts: list[Batch] = []
+            have = 0
+            while True:
+                # the window to consume next plus `prefetch` more are decoding meanwhile
+                while len(pending) <= self.prefetch and submit():
+                    pass
+                if not pending:
+                    break
+                pieces = pending.popleft().result()
+                for piece in pieces:
+                    parts.append(piece)
+                    have += len(piece["index"])
+                    if have == self.batch_size:
+                        batch = concat_batches(parts)
+                        parts, have = [], 0
+                        self._position += self.batch_size
+                        yield batch
+            if parts and not self.drop_last:
+                batch = concat_batches(parts)
+                self._position += have
+                yield batch
+            elif parts:
+                self._position += have
+        finally:
+            for f in pending:
+                f.cancel()
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+def batch_views(whole: dict[str, NDArray[Any]], heads: Sequence[str],
+                pieces: list[NDArray[np.int64]], extra: dict[str, NDArray[Any]]) -> list[Batch]:
+    """One batch dict per piece, as views of a window's gathered arrays (pieces in order)."""
+    out, a = [], 0
+    for piece in pieces:
+        b = a + len(piece)
+        out.append({"features": whole["features"][a:b],
+                    "labels": {h: whole[f"labels/{h}"][a:b] for h in heads},
+                    "masks": {h: whole[f"masks/{h}"][a:b] for h in heads},
+                    **{k: v[a:b] for k, v in extra.items()}})
+        a = b
+    return out

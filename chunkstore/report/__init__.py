@@ -1,0 +1,1 @@
+"""Looking at a store: ``chunkstore info`` and ``chunkstore report``."""

@@ -1,0 +1,355 @@
+"""What a store holds, at a glance: ``chunkstore info STORE [--json]``.
+
+:func:`store_info` reads only metadata, attrs, the journal and the small statistics arrays (never
+the sample chunks), so it is fast on any store, complete or not. :meth:`StoreInfo.to_dict` is
+the ``--json`` output; its keys are listed in :data:`JSON_KEYS` and documented in the README.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import zarr
+
+from chunkstore.errors import IncompleteStoreWarning
+from chunkstore.store import layout
+from chunkstore.store.journal import completed_tasks, journal_dir, missing_rows, read_json
+from chunkstore.store.stats_io import available_scopes, load_stats, node_group
+from chunkstore.store.urls import store_path
+from chunkstore.store.view import StoreView
+
+INFO_VERSION = 1
+JSON_KEYS = ("info_version", "path", "format_version", "status", "missing", "n_samples",
+             "chunk_rows", "shard_rows", "features", "heads", "codec", "bytes", "splits", "stats",
+             "created", "config_sha256")
+
+# Top-level nodes of format version 1, listed rather than discovered: listing the group would
+# also meet the journal directory, which is not a Zarr node.
+NODES = ("features", "labels", "masks", "meta", "splits", "stats")
+
+
+@dataclass(frozen=True)
+class Missing:
+    """Rows and tasks an incomplete store has not written yet (empty when complete)."""
+
+    rows: int = 0
+    ranges: tuple[tuple[int, int], ...] = ()
+    tasks: tuple[int, ...] = ()
+    tasks_total: int = 0
+    locked: bool = False  # an ingest lock file is present (live or stale)
+
+
+@dataclass(frozen=True)
+class SplitInfo:
+    name: str
+    method: str | None
+    seed: int | None
+    by: str | None
+    rows: Mapping[str, int]
+
+
+@dataclass(frozen=True)
+class ScopeInfo:
+    scope: str
+    rows: int
+    method: str | None
+    computed_at: str | None
+    holds: tuple[str, ...]  # optional statistics present: corr, hist, quantiles, mutual_info
+    top_mutual_info: Mapping[str, tuple[tuple[str, float], ...]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class StoreInfo:
+    """The summary :func:`store_info` returns; ``to_dict()`` is the ``--json`` form."""
+
+    path: str
+    format_version: int
+    status: str
+    missing: Missing
+    n_samples: int
+    chunk_rows: int
+    shard_rows: int | None
+    n_features: int
+    feature_dtype: str
+    feature_names: tuple[str, ...]  # the first few
+    heads: Mapping[str, int]
+    codec: tuple[Mapping[str, Any], ...]
+    bytes_by_node: Mapping[str, tuple[int, int]]  # top-level node -> (raw, stored)
+    splits: tuple[SplitInfo, ...]
+    stats: tuple[ScopeInfo, ...]
+    created: str | None
+    config_sha256: str | None
+
+    @property
+    def bytes_raw(self) -> int:
+        return sum(r for r, _ in self.bytes_by_node.values())
+
+    @property
+    def bytes_stored(self) -> int:
+        return sum(s for _, s in self.bytes_by_node.values())
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form, keys :data:`JSON_KEYS` (see the README, "chunkstore info")."""
+        raw, stored = self.bytes_raw, self.bytes_stored
+        return {
+            "info_version": INFO_VERSION,
+            "path": self.path,
+            "format_version": self.format_version,
+            "status": self.status,
+            "missing": {"rows": self.missing.rows,
+                        "ranges": [list(r) for r in self.missing.ranges],
+                        "tasks": list(self.missing.tasks),
+                        "tasks_total": self.missing.tasks_total,
+                        "locked": self.missing.locked},
+            "n_samples": self.n_samples,
+            "chunk_rows": self.chunk_rows,
+            "shard_rows": self.shard_rows,
+            "features": {"count": self.n_features, "dtype": self.feature_dtype,
+                         "names_head": list(self.feature_names)},
+            "heads": {h: {"classes": k} for h, k in self.heads.items()},
+            "codec": [dict(c) for c in self.codec],
+            "bytes": {"raw": raw, "stored": stored,
+                      "ratio": raw / stored if stored else None,
+                      "by_node": {n: {"raw": r, "stored": s}
+                                  for n, (r, s) in self.bytes_by_node.items()}},
+            "splits": {s.name: {"method": s.method, "seed": s.seed, "by": s.by,
+                                "rows": dict(s.rows)} for s in self.splits},
+            "stats": {s.scope: {"rows": s.rows, "method": s.method,
+                                "computed_at": s.computed_at, "holds": list(s.holds),
+                                "top_mutual_info": {h: [[n, v] for n, v in top]
+                                                    for h, top in s.top_mutual_info.items()}}
+                      for s in self.stats},
+            "created": self.created,
+            "config_sha256": self.config_sha256,
+        }
+
+    def format(self) -> str:
+        """The human-readable summary printed by ``chunkstore info``."""
+        return format_info(self)
+
+
+def _missing(path: str, status: str) -> Missing:
+    locked = (journal_dir(path) / "lock").exists()
+    if status == layout.COMPLETE:
+        return Missing(locked=locked)
+    ranges = tuple(missing_rows(path))
+    plan_file = journal_dir(path) / "plan.json"
+    tasks: list[int] = []
+    if plan_file.exists():
+        done = completed_tasks(path)
+        tasks = [int(t["task_id"]) for t in read_json(plan_file)["tasks"]]
+        missing_tasks = tuple(t for t in tasks if t not in done)
+    else:
+        missing_tasks = ()
+    return Missing(sum(b - a for a, b in ranges), ranges, missing_tasks, len(tasks), locked)
+
+
+def _arrays(group: zarr.Group) -> list[zarr.Array]:
+    out: list[zarr.Array] = []
+    for _, node in group.members(max_depth=None):
+        if isinstance(node, zarr.Array):
+            out.append(node)
+    return out
+
+
+def _bytes_by_node(path: str, group: zarr.Group) -> dict[str, tuple[int, int]]:
+    """Uncompressed bytes (shape x itemsize) and bytes on storage of each top-level node."""
+    root = store_path(path)
+    out = {}
+    for name in NODES:
+        if name not in group:
+            continue
+        node = group[name]
+        arrays = [node] if isinstance(node, zarr.Array) else _arrays(node)
+        out[name] = (sum(int(a.nbytes) for a in arrays), (root / name).du())
+    return out
+
+
+def _split_rows(arr: zarr.Array, names: list[str]) -> dict[str, int]:
+    rows = arr.attrs.get("rows")
+    if isinstance(rows, dict):
+        return {str(k): int(v) for k, v in rows.items()}
+    codes = np.asarray(arr[...])  # an int8 code per row: small even for millions of rows
+    counts = np.bincount(codes[codes >= 0].astype(np.int64), minlength=len(names))
+    return {n: int(counts[i]) for i, n in enumerate(names)}
+
+
+def _splits(group: zarr.Group) -> tuple[SplitInfo, ...]:
+    if "splits" not in group:
+        return ()
+    out = []
+    for name, arr in sorted(node_group(group, "splits").arrays(), key=lambda m: m[0]):
+        a: dict[str, Any] = dict(arr.attrs)
+        names = [str(n) for n in a.get("names", [])]
+        out.append(SplitInfo(name, a.get("method"), a.get("seed"), a.get("by"),
+                             _split_rows(arr, names)))
+    return tuple(out)
+
+
+def _scopes(ds: StoreView, top: int) -> tuple[ScopeInfo, ...]:
+    out = []
+    for scope in available_scopes(ds.group):
+        g = node_group(ds.group, f"stats/{scope}")
+        holds = tuple(k for k in ("corr", "hist", "quantiles", "mutual_info") if k in g)
+        mi: dict[str, tuple[tuple[str, float], ...]] = {}
+        if "mutual_info" in g:
+            st = load_stats(ds, scope)
+            mi = {h: tuple(st.top_mutual_info(h, top)) for h in st.mutual_info}
+        a: dict[str, Any] = dict(g.attrs)
+        out.append(ScopeInfo(scope, int(a.get("rows", 0)), a.get("method"),
+                             a.get("computed_at"), holds, mi))
+    return tuple(out)
+
+
+def store_info(path: str, *, names: int = 5, top: int = 5) -> StoreInfo:
+    """Summarize a store: format, status, shape, heads, codec, bytes, splits, statistics.
+
+    Parameters
+    ----------
+    path : a store (local directory or fsspec URL), complete or not.
+    names : how many feature names to include.
+    top : how many features to list per head by mutual information (scopes computed by
+        ``chunkstore stats``).
+
+    Returns
+    -------
+    StoreInfo; ``.format()`` is the printed summary, ``.to_dict()`` the ``--json`` form.
+
+    Raises
+    ------
+    NotAStoreError
+        If ``path`` holds no chunkstore store.
+
+    Examples
+    --------
+    >>> print(store_info("data/demo.zarr").format())  # doctest: +SKIP
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", IncompleteStoreWarning)  # reported as status instead
+        ds = StoreView(path)
+    attrs = ds.attrs
+    codecs: Any = ds.features.metadata.to_dict().get("codecs", ())
+    codec = tuple(codecs)
+    shards = ds.features.shards
+    return StoreInfo(
+        path=path,
+        format_version=int(attrs["format_version"]),
+        status=ds.status,
+        missing=_missing(path, ds.status),
+        n_samples=ds.n_samples,
+        chunk_rows=ds.chunk_rows,
+        shard_rows=int(shards[0]) if shards else None,
+        n_features=len(ds.feature_names),
+        feature_dtype=str(ds.features.dtype),
+        feature_names=tuple(ds.feature_names[:names]),
+        heads=dict(ds.heads),
+        codec=codec,
+        bytes_by_node=_bytes_by_node(path, ds.group),
+        splits=_splits(ds.group),
+        stats=_scopes(ds, top),
+        created=attrs.get("created"),
+        config_sha256=attrs.get("config_sha256"),
+    )
+
+
+def format_codec(codecs: tuple[Mapping[str, Any], ...]) -> str:
+    """``bytes -> blosc(lz4, clevel 5, bitshuffle) -> crc32c`` from Zarr v3 codec metadata."""
+    parts = []
+    for c in codecs:
+        conf = c.get("configuration") or {}
+        if c.get("name") == "blosc":
+            parts.append(f"blosc({conf.get('cname')}, clevel {conf.get('clevel')}, "
+                         f"{conf.get('shuffle')})")
+        elif c.get("name") == "sharding_indexed":
+            inner = format_codec(tuple(conf.get("codecs", ())))
+            parts.append(f"sharding[{inner}]")
+        elif c.get("name") == "bytes":
+            parts.append("bytes")
+        else:
+            parts.append(str(c.get("name")))
+    return " -> ".join(parts)
+
+
+def _size(n: int) -> str:
+    if n < 1024:
+        return f"{n:,} B"
+    value, unit = n / 1024, "KiB"
+    for bigger in ("MiB", "GiB"):
+        if value < 1024:
+            break
+        value, unit = value / 1024, bigger
+    return f"{value:,.1f} {unit}"
+
+
+def _ranges(ranges: tuple[tuple[int, int], ...], show: int = 5) -> str:
+    text = ", ".join(f"[{a:,}, {b:,})" for a, b in ranges[:show])
+    return text + (f", ... (+{len(ranges) - show} more)" if len(ranges) > show else "")
+
+
+def _wrap(items: list[str], width: int = 83, indent: int = 17) -> str:
+    """Comma-separated items, wrapped between items (never inside one)."""
+    lines = [""]
+    for item in items:
+        if lines[-1] and len(lines[-1]) + len(item) + 2 > width:
+            lines[-1] += ","
+            lines.append("")
+        lines[-1] += (", " if lines[-1] else "") + item
+    return f"\n{' ' * indent}".join(lines) or "none"
+
+
+def format_info(info: StoreInfo) -> str:
+    """The printed summary of :class:`StoreInfo`."""
+    m = info.missing
+    if info.status == layout.COMPLETE:
+        status = "complete"
+    else:
+        status = (f"INCOMPLETE: {m.rows:,} of {info.n_samples:,} rows not written "
+                  f"({_ranges(m.ranges)}); {len(m.tasks):,} of {m.tasks_total:,} tasks missing; "
+                  f"rerun the ingest to finish it")
+    if m.locked:
+        status += "  [an ingest lock is present]"
+    names = ", ".join(info.feature_names)
+    more = ", ..." if info.n_features > len(info.feature_names) else ""
+    raw, stored = info.bytes_raw, info.bytes_stored
+    ratio = f"{raw / stored:.2f}x" if stored else "n/a"
+    lines = [
+        f"store            {info.path}  (format version {info.format_version})",
+        f"status           {status}",
+        f"samples          {info.n_samples:,}",
+        f"features         {info.n_features:,} x {info.feature_dtype}: {names}{more}",
+        "heads            " + _wrap([f"{h} ({k} classes)" for h, k in info.heads.items()]),
+        f"chunking         {info.chunk_rows:,} rows per chunk"
+        + (f", {info.shard_rows:,} rows per shard" if info.shard_rows else ", no sharding"),
+        f"codec            {format_codec(info.codec)}",
+        f"bytes            {_size(raw)} raw, {_size(stored)} stored, ratio {ratio}",
+    ]
+    for node, (r, s) in info.bytes_by_node.items():
+        lines.append(f"  {node:14} {_size(r):>12} raw {_size(s):>12} stored")
+    if info.splits:
+        lines.append("splits")
+        for sp in info.splits:
+            parts = ", ".join(f"{n} {r:,}" for n, r in sp.rows.items())
+            by = f", by {sp.by}" if sp.by else ""
+            lines.append(f"  {sp.name:14} {sp.method}, seed {sp.seed}{by}: {parts}")
+    else:
+        lines.append("splits           none (chunkstore split STORE)")
+    if info.stats:
+        lines.append("statistics")
+        for sc in info.stats:
+            holds = ", ".join(sc.holds) or "moments and counts only"
+            lines.append(f"  {sc.scope:14} {sc.rows:,} rows, {sc.method}, {sc.computed_at}: "
+                         f"{holds}")
+            w = max((len(h) for h in sc.top_mutual_info), default=0)
+            for h, best in sc.top_mutual_info.items():
+                text = ", ".join(f"{n} {v:.4f}" for n, v in best)
+                lines.append(f"    top MI {h:{w}}  {text}")
+    else:
+        lines.append("statistics       none (chunkstore stats STORE)")
+    return "\n".join(lines)
+
+
+__all__ = ["INFO_VERSION", "JSON_KEYS", "StoreInfo", "format_info", "store_info"]

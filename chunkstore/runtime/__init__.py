@@ -1,0 +1,1 @@
+"""Where work runs and what it reports: Dask clients, memory, messages, fault injection."""

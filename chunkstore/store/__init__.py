@@ -1,0 +1,1 @@
+"""Store I/O: locations, the layout, the journal, chunk files, read-only views, membership."""

@@ -1,0 +1,99 @@
+"""A read-only view of an open store: attrs, arrays, names and heads; nothing loaded.
+
+Every operation that reads a store (statistics, splits, the loader, exporters) takes a
+:class:`StoreView`; :class:`chunkstore.Dataset` adds the user-facing methods on top of it.
+"""
+
+from __future__ import annotations
+
+import warnings
+from functools import cached_property
+from typing import TYPE_CHECKING, Literal
+
+import zarr
+
+from chunkstore.errors import IncompleteStoreWarning
+from chunkstore.store import layout
+from chunkstore.store.journal import missing_rows
+from chunkstore.store.membership import SplitArray, split_array
+
+if TYPE_CHECKING:
+    import dask.array as da
+
+
+class StoreView:
+    """A chunkstore store opened for reading.
+
+    Attributes
+    ----------
+    path : the store's path or URL.
+    attrs : the store's ``chunkstore`` attrs.
+    group : the root ``zarr.Group``.
+    features : zarr.Array (N, F)
+    labels, masks : dict head -> zarr.Array
+    meta : dict name -> zarr.Array (``group``, ``source`` when present)
+    n_samples, chunk_rows : int
+    feature_names : list[str]
+    heads : dict head -> number of classes
+    """
+
+    def __init__(self, path: str, *, mode: Literal["r", "r+"] = "r", warn: bool = True) -> None:
+        self.path = path
+        self.attrs = layout.read_attrs(path)
+        self.group = zarr.open_group(path, mode=mode)
+        self.n_samples: int = self.attrs["n_samples"]
+        self.chunk_rows: int = self.attrs["chunk_rows"]
+        self.feature_names: list[str] = list(self.attrs["feature_names"])
+        self.heads: dict[str, int] = {h: d["classes"] for h, d in self.attrs["heads"].items()}
+        self.features = self.array(layout.FEATURES)
+        self.labels = {h: self.array(layout.label_path(h)) for h in self.heads}
+        self.masks = {h: self.array(layout.mask_path(h)) for h in self.heads}
+        meta = self.group.get(layout.META)
+        self.meta: dict[str, zarr.Array] = (
+            dict(meta.arrays()) if isinstance(meta, zarr.Group) else {})
+        if warn and self.status != layout.COMPLETE:
+            gaps = missing_rows(path)
+            shown = ", ".join(f"[{a}, {b})" for a, b in gaps[:5]) + (" ..." if len(gaps) > 5
+                                                                     else "")
+            warnings.warn(
+                f"store {path!r} is incomplete: {sum(b - a for a, b in gaps):,} of "
+                f"{self.n_samples:,} rows are not written yet ({shown}); they read as NaN "
+                "features and label -1. Rerun the ingest to finish it.",
+                IncompleteStoreWarning, stacklevel=3)
+
+    def array(self, name: str) -> zarr.Array:
+        """The array at ``name`` (e.g. ``"splits/default"``); KeyError if there is none."""
+        node = self.group[name]
+        if not isinstance(node, zarr.Array):
+            raise KeyError(f"{name!r} in store {self.path!r} is a group, not an array")
+        return node
+
+    @property
+    def status(self) -> str:
+        return str(self.attrs["status"])
+
+    def split_array(self, name: str = layout.DEFAULT_SPLITS) -> SplitArray:
+        """``splits/<name>``, resolved by the one membership rule (SplitLookupError if not)."""
+        return split_array(self.group, self.path, name, self.n_samples)
+
+    @cached_property
+    def _dask(self) -> dict[str, da.Array]:
+        import dask.array as da
+
+        arrays = {"features": da.from_zarr(self.features)}
+        arrays.update({f"labels/{h}": da.from_zarr(a) for h, a in self.labels.items()})
+        arrays.update({f"masks/{h}": da.from_zarr(a) for h, a in self.masks.items()})
+        arrays.update({f"meta/{k}": da.from_zarr(a) for k, a in self.meta.items()})
+        return arrays
+
+    def to_dask(self) -> dict[str, da.Array]:
+        """Every sample array as a Dask array chunked like the store, keyed by its path."""
+        return dict(self._dask)
+
+    def __len__(self) -> int:
+        return self.n_samples
+
+    def __repr__(self) -> str:
+        return (f"<chunkstore.{type(self).__name__} {self.path!r}: {self.n_samples:,} samples "
+                f"x {len(self.feature_names)} features, heads {self.heads}, {self.status}>")
+
