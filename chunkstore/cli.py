@@ -179,7 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    to_stderr(quiet=getattr(args, "quiet", False))
+    to_stderr()
     try:
         args.func(args)
     except (ChunkstoreError, KeyboardInterrupt) as e:

@@ -3,7 +3,14 @@ imports (the layer contract itself is checked by `lint-imports` in CI)."""
 
 from __future__ import annotations
 
+import ast
+from pathlib import Path
+
 import grimp
+
+import chunkstore
+
+PACKAGE = Path(chunkstore.__file__).parent
 
 
 def strongly_connected(graph: grimp.ImportGraph) -> list[set[str]]:
@@ -55,3 +62,30 @@ def test_the_cycle_finder_finds_a_cycle():
     graph.add_import(importer="p.b", imported="p.a")
     graph.add_import(importer="p.b", imported="p.c")
     assert strongly_connected(graph) == [{"p.a", "p.b"}]
+
+
+MAX_MODULE_LINES = 420  # "no module over ~400 lines"
+MAX_FUNCTION_LINES = 60  # code lines of one function, its docstring not counted
+
+
+def _code_lines(fn: ast.FunctionDef | ast.AsyncFunctionDef) -> int:
+    first = fn.body[0]
+    doc = (isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant)
+           and isinstance(first.value.value, str))
+    start = fn.body[1].lineno if doc and len(fn.body) > 1 else fn.lineno
+    return (fn.end_lineno or fn.lineno) - start + 1
+
+
+def test_modules_and_functions_stay_small():
+    too_big = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        text = path.read_text()
+        if text.count("\n") > MAX_MODULE_LINES:
+            too_big.append(f"{path.relative_to(PACKAGE)}: {text.count(chr(10))} lines")
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                n = _code_lines(node)
+                if n > MAX_FUNCTION_LINES:
+                    too_big.append(f"{path.relative_to(PACKAGE)}:{node.lineno} {node.name}() "
+                                   f"{n} lines")
+    assert too_big == [], "\n".join(too_big)

@@ -21,7 +21,6 @@ from dataclasses import replace
 from typing import Any
 
 import numpy as np
-import zarr
 from tqdm import tqdm
 
 from chunkstore.config import Config, load_config
@@ -43,6 +42,7 @@ from chunkstore.sources import Source, open_source
 from chunkstore.store import journal, layout
 from chunkstore.store import urls as storage
 from chunkstore.store.stats_io import partial_arrays, write_scope
+from chunkstore.store.urls import open_group
 
 
 def row_bytes(config: Config, has_group: bool, has_source: bool = False) -> int:
@@ -118,7 +118,7 @@ def finalize(store: str, plan: Plan, config: Config) -> None:
         records = journal.iter_records(store, [t.task_id for t in plan.tasks])
         total = merge_partials((Partial.from_arrays(a) for _, a in records), Partial.empty(
             config.schema.n_features, heads, config.stats.correlation))
-        write_scope(zarr.open_group(store, mode="r+"), "all", partial_arrays(total), {
+        write_scope(open_group(store, mode="r+"), "all", partial_arrays(total), {
             "computed_at": layout.now_iso(), "rows": plan.n_samples, "method": "ingest",
             "scope": "all", "ddof": 0, "correlation": config.stats.correlation,
             "note": "moments over finite values; nan_count and inf_count count the rest; "

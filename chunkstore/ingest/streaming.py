@@ -56,7 +56,7 @@ from chunkstore.runtime.memory import peak_rss
 from chunkstore.sources import check_batch
 from chunkstore.sources.python import PythonSource
 from chunkstore.store import journal, layout
-from chunkstore.store.urls import StorePath, store_path
+from chunkstore.store.urls import StorePath, open_group, store_path
 
 CAPACITY = 2**40  # rows an array is created with; trimmed to N at the end (metadata only)
 ITEMS = "items"
@@ -137,7 +137,7 @@ def stream_loop(spec: LoopSpec) -> LoopResult:
     config, source = worker_config_and_source(spec.config_json)
     assert isinstance(source, PythonSource)
     next_item, next_chunk, stop, items_done, rows_done = _SHARED
-    group = zarr.open_group(spec.store, mode="r+")
+    group = open_group(spec.store, mode="r+")
     r = spec.chunk_rows
     buf = empty_buffers(config, r, spec.has_group)
     fill = 0
@@ -192,7 +192,7 @@ def recover(store: str, config: Config, has_group: bool
         for item, a, b in arrays["runs"]:
             committed[int(item)] += int(b - a)
     complete = {k for k, n in counts.items() if committed[k] == n}
-    group = zarr.open_group(store, mode="r")
+    group = open_group(store, mode="r")
     r = int(group.attrs[layout.ATTR_KEY]["chunk_rows"])
     parts: list[dict[str, np.ndarray]] = []
     kept = []
@@ -264,7 +264,7 @@ def compact(store: str, group: zarr.Group, kept: list[int]) -> int:
 def pack_and_trim(store: str, config: Config, full_chunks: int,
                   leftovers: dict[str, np.ndarray]) -> int:
     """Write leftovers (sorted by provenance) after the full chunks; trim arrays to N."""
-    group = zarr.open_group(store, mode="r+")
+    group = open_group(store, mode="r+")
     r = int(group.attrs[layout.ATTR_KEY]["chunk_rows"])
     order = np.lexsort((leftovers["meta/source"][:, 1], leftovers["meta/source"][:, 0]))
     rows = {k: v[order] for k, v in leftovers.items()}
@@ -340,7 +340,7 @@ def run_streaming(config: Config, source: PythonSource, store: str, *, workers: 
         bar.close()
     leftovers = concat_rows(parts, config, has_group)
     pause_point("pack", journal.journal_dir(store))
-    group = zarr.open_group(store, mode="r+")
+    group = open_group(store, mode="r+")
     full = compact(store, group, sorted(journal.completed_tasks(store)))
     n = pack_and_trim(store, config, full, leftovers)
     return n, todo, len(complete), len(leftovers["meta/source"]), worker_peak

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
-import zarr
 
 from chunkstore.config import Config
 from chunkstore.core.moments import Partial
@@ -24,6 +23,7 @@ from chunkstore.errors import ChunkstoreError, SourceError
 from chunkstore.runtime.memory import peak_rss
 from chunkstore.sources import Source, check_batch, open_source
 from chunkstore.store import journal, layout
+from chunkstore.store.urls import open_group
 
 
 @dataclass(frozen=True)
@@ -125,7 +125,7 @@ def run_task(spec: TaskSpec) -> TaskResult:
     task = spec.task
     buffers = assemble(task, config, source, spec.has_group)
     stats = partial_stats(buffers, config)
-    group = zarr.open_group(spec.store, mode="r+")
+    group = open_group(spec.store, mode="r+")
     for name, data in buffers.items():
         group[name][task.start:task.stop] = data
     del buffers

@@ -40,6 +40,7 @@ from chunkstore.errors import ExportError
 from chunkstore.runtime.memory import peak_rss
 from chunkstore.store import layout
 from chunkstore.store.membership import split_array
+from chunkstore.store.urls import open_group
 
 FORMATS = ("hdf5", "npy")
 COMPRESSIONS = ("gzip", "lzf", "none")
@@ -132,7 +133,7 @@ def export(
     if attrs.get("status") != layout.COMPLETE:
         raise ExportError(f"store {store!r} is incomplete (status {attrs.get('status')!r}); "
                           "finish the ingest (rerun it) before exporting")
-    group = zarr.open_group(store, mode="r")
+    group = open_group(store, mode="r")
     rows = split_rows(group, store, split, splits)
     arrays = sample_arrays(group, attrs, with_splits=fmt == "hdf5")
     n_out = int(attrs["n_samples"]) if rows is None else len(rows)

@@ -1,8 +1,9 @@
 """User-facing messages of long-running commands, through :mod:`logging`.
 
-Library code calls :func:`say`; the ``chunkstore`` logger has no handler of its own, so a
-program that embeds chunkstore decides where messages go. The CLI installs one handler that
-prints ``chunkstore: <message>`` on stderr (see :func:`to_stderr`).
+Library code calls :func:`say` (progress news, INFO) or :func:`warn` (WARNING). The
+``chunkstore`` logger has one handler that prints ``chunkstore: <message>`` on stderr: at
+WARNING by default, so a program that embeds chunkstore sees only warnings unless it asks; the
+CLI lowers it to INFO (see :func:`to_stderr`). Records also propagate to the root logger.
 """
 
 from __future__ import annotations
@@ -31,10 +32,13 @@ def warn(message: str) -> None:
     logger.warning(message)
 
 
-def to_stderr(*, quiet: bool = False) -> None:
-    """Print the ``chunkstore`` logger's messages on stderr (INFO, or WARNING when quiet)."""
-    if not any(isinstance(h, _Stderr) for h in logger.handlers):
-        handler = _Stderr()
-        handler.setFormatter(logging.Formatter("chunkstore: %(message)s"))
-        logger.addHandler(handler)
-    logger.setLevel(logging.WARNING if quiet else logging.INFO)
+_handler = _Stderr()
+_handler.setFormatter(logging.Formatter("chunkstore: %(message)s"))
+logger.addHandler(_handler)
+logger.setLevel(logging.WARNING)
+
+
+def to_stderr() -> None:
+    """Print INFO messages too (the CLI: dashboard links, split sizes); ``--quiet`` only turns
+    off progress bars, never these."""
+    logger.setLevel(logging.INFO)

@@ -38,6 +38,7 @@ from chunkstore.splits.graphs import (
     tree_reduce,
 )
 from chunkstore.store import journal, layout
+from chunkstore.store.urls import open_group
 from chunkstore.store.view import StoreView
 
 SPLIT_FORMAT = 1
@@ -250,7 +251,7 @@ def _create_array(ds: StoreView, path: str, shard_rows: int) -> zarr.Array:
     store's compression settings is kept, Blosc is not: codes are 1 byte per row (< 0.1% of a
     store), and encoding hundreds of tiny chunks would cost more than reading the inputs."""
     comp = Compression.from_dict(ds.attrs["compression"], Where(ds.path, "compression"))
-    group = zarr.open_group(ds.path, mode="r+")
+    group = open_group(ds.path, mode="r+")
     return group.create_array(path, shape=(ds.n_samples,), chunks=(ds.chunk_rows,),
                               shards=(shard_rows,), dtype="int8",
                               compressors=[Crc32cCodec()] if comp.checksum else None,

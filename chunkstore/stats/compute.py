@@ -45,6 +45,7 @@ from chunkstore.store.stats_io import (
     partial_arrays,
     write_scope,
 )
+from chunkstore.store.urls import open_group
 
 DEFAULT_BINS = 32
 DEFAULT_SPLITS = layout.DEFAULT_SPLITS
@@ -274,7 +275,7 @@ def compute_stats(
                         "statistics would count unwritten rows: rerun the ingest to finish it")
     if not isinstance(bins, int) or bins < 2:
         raise ReadError(f"bins must be an integer >= 2, found {bins!r}")
-    group = zarr.open_group(store, mode="r+")
+    group = open_group(store, mode="r+")
     sel = select_rows(group, store, split, splits)
     heads = _heads(group)
     feats = node_array(group, "features")

@@ -18,7 +18,7 @@ from zarr.codecs import BloscCodec, BloscShuffle, Crc32cCodec
 
 from chunkstore.core.schema import Compression, Schema
 from chunkstore.errors import NotAStoreError
-from chunkstore.store.urls import is_local, store_path
+from chunkstore.store.urls import is_local, open_group, store_path
 
 FORMAT_VERSION = 1
 ATTR_KEY = "chunkstore"
@@ -155,7 +155,7 @@ def create_store(
     for entry in store_path(path).iterdir():
         if entry.name != JOURNAL_DIR:
             entry.remove()
-    group = zarr.open_group(path, mode="a", attributes={ATTR_KEY: attrs})
+    group = open_group(path, mode="a", attributes={ATTR_KEY: attrs})
     for name, (tail, dtype, fill) in sample_arrays(schema, has_group, has_source).items():
         group.create_array(
             name,
@@ -172,7 +172,7 @@ def create_store(
 def read_attrs(path: str) -> dict[str, Any]:
     """The ``chunkstore`` attrs of a store; NotAStoreError if ``path`` holds none."""
     try:
-        group = zarr.open_group(path, mode="r")
+        group = open_group(path, mode="r")
     except (FileNotFoundError, zarr.errors.GroupNotFoundError, ValueError) as e:
         raise NotAStoreError(f"no chunkstore store at {path!r}: no Zarr group there") from e
     attrs = group.attrs.get(ATTR_KEY)
@@ -186,7 +186,7 @@ def read_attrs(path: str) -> dict[str, Any]:
 
 
 def update_attrs(path: str, **changes: Any) -> None:
-    group = zarr.open_group(path, mode="r+")
+    group = open_group(path, mode="r+")
     attrs = dict(group.attrs[ATTR_KEY])
     attrs.update(changes)
     group.attrs[ATTR_KEY] = attrs

@@ -86,6 +86,17 @@ def configure(url: str, storage_options: Mapping[str, Any] | None) -> None:
                                     **dict(storage_options or {})}
 
 
+def open_group(url: str, mode: str = "r", **kwargs: Any) -> Any:
+    """``zarr.open_group`` of a store, with the storage options registered for it.
+
+    Every chunkstore module opens stores through this function, so how options reach zarr is
+    decided here only.
+    """
+    import zarr
+
+    return zarr.open_group(url, mode=mode, **kwargs)  # type: ignore[arg-type]
+
+
 def filesystem(url: str) -> tuple[Any, str]:
     """The fsspec filesystem and path of a URL (ConfigError naming the package to install)."""
     import fsspec

@@ -16,6 +16,7 @@ from chunkstore.errors import IncompleteStoreWarning
 from chunkstore.store import layout
 from chunkstore.store.journal import missing_rows
 from chunkstore.store.membership import SplitArray, split_array
+from chunkstore.store.urls import open_group
 
 if TYPE_CHECKING:
     import dask.array as da
@@ -40,7 +41,7 @@ class StoreView:
     def __init__(self, path: str, *, mode: Literal["r", "r+"] = "r", warn: bool = True) -> None:
         self.path = path
         self.attrs = layout.read_attrs(path)
-        self.group = zarr.open_group(path, mode=mode)
+        self.group = open_group(path, mode=mode)
         self.n_samples: int = self.attrs["n_samples"]
         self.chunk_rows: int = self.attrs["chunk_rows"]
         self.feature_names: list[str] = list(self.attrs["feature_names"])
