@@ -18,7 +18,6 @@ from chunkstore.read.rows import RowReader
 from chunkstore.read.windows import Windows
 from chunkstore.splits.views import SplitView, split_view
 from chunkstore.store.stats_io import Stats, load_stats
-from chunkstore.store.urls import configure, normalize
 from chunkstore.store.view import StoreView
 
 if TYPE_CHECKING:
@@ -134,13 +133,16 @@ def open(path: str, mode: Literal["r", "r+"] = "r", *,  # noqa: A001 - mirrors z
     ----------
     path : the store's path, or an fsspec URL such as ``s3://bucket/x.zarr``.
     mode : "r" (default) or "r+".
-    storage_options : fsspec options for a URL (``endpoint_url``, ``key``, ...); they become
-        this process's defaults for the URL's protocol (see :func:`chunkstore.storage.configure`).
+    storage_options : fsspec options for a URL (``endpoint_url``, ``key``, ...). They belong to
+        this store: every later open of it or of its files in this process uses them, and other
+        stores keep their own (see :func:`chunkstore.store.urls.configure`). None uses the
+        options registered for the URL already, if any, and fsspec's configuration.
 
     Raises
     ------
     NotAStoreError
-        If ``path`` holds no chunkstore store.
+        If ``path`` holds no chunkstore store (nothing there, a file, a dangling link, or a
+        Zarr group that chunkstore did not write).
 
     Examples
     --------
@@ -150,6 +152,4 @@ def open(path: str, mode: Literal["r", "r+"] = "r", *,  # noqa: A001 - mirrors z
     """
     if mode not in ("r", "r+"):
         raise ChunkstoreError(f"mode must be 'r' or 'r+', found {mode!r}")
-    path = normalize(path)
-    configure(path, storage_options)
-    return Dataset(path, mode=mode)
+    return Dataset(path, mode=mode, storage_options=storage_options)

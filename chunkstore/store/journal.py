@@ -68,7 +68,9 @@ def write_npz(path: PathLike, meta: Mapping[str, Any], arrays: Mapping[str, NDAr
               ) -> None:
     """JSON metadata plus arrays in one ``.npz``, written atomically (never pickled)."""
     buf = io.BytesIO()
-    np.savez(buf, _meta=np.array(json.dumps(dict(meta), sort_keys=True)), **arrays)
+    payload: dict[str, Any] = {"_meta": np.array(json.dumps(dict(meta), sort_keys=True)),
+                               **arrays}
+    np.savez(buf, **payload)  # a plain dict: mypy reads **arrays as savez's keyword flags
     atomic_write_bytes(path, buf.getvalue())
 
 

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import zarr
 from numpy.typing import NDArray
-from zarr.codecs import BloscCodec, BloscShuffle, Crc32cCodec
+from zarr.codecs import BloscCname, BloscCodec, BloscShuffle, Crc32cCodec
 
 from chunkstore.core.schema import Compression, Schema
 from chunkstore.errors import NotAStoreError
@@ -49,7 +49,7 @@ def now_iso() -> str:
 
 def compressors(c: Compression) -> list[Any]:
     """Blosc (then crc32c, so corruption is detected on read) for one array."""
-    codecs: list[Any] = [BloscCodec(cname=c.cname, clevel=c.clevel,
+    codecs: list[Any] = [BloscCodec(cname=BloscCname(c.cname), clevel=c.clevel,
                                     shuffle=BloscShuffle[c.shuffle])]
     if c.checksum:
         codecs.append(Crc32cCodec())
@@ -100,7 +100,8 @@ def stored_sample_arrays(group: zarr.Group) -> list[str]:
     Sorted: zarr lists group members in no fixed order, and callers zip two listings.
     """
     return [FEATURES] + [f"{p}/{k}" for p in (LABELS, MASKS, META)
-                         if p in group for k in sorted(group[p].array_keys())]
+                         if isinstance(sub := group.get(p), zarr.Group)
+                         for k in sorted(sub.array_keys())]
 
 
 def chunk_key(array: zarr.Array, chunk: int) -> str:
@@ -171,9 +172,12 @@ def create_store(
 
 def read_attrs(path: str) -> dict[str, Any]:
     """The ``chunkstore`` attrs of a store; NotAStoreError if ``path`` holds none."""
+    if is_local(path):
+        _check_local_store_path(path)
     try:
         group = open_group(path, mode="r")
-    except (FileNotFoundError, zarr.errors.GroupNotFoundError, ValueError) as e:
+    except (FileNotFoundError, NotADirectoryError, zarr.errors.GroupNotFoundError,
+            ValueError) as e:
         raise NotAStoreError(f"no chunkstore store at {path!r}: no Zarr group there") from e
     attrs = group.attrs.get(ATTR_KEY)
     if not isinstance(attrs, dict) or "format_version" not in attrs:
@@ -183,6 +187,17 @@ def read_attrs(path: str) -> dict[str, Any]:
         raise NotAStoreError(f"{path!r} has format_version {attrs['format_version']}; this "
                              f"chunkstore reads up to {FORMAT_VERSION}: upgrade chunkstore")
     return dict(attrs)
+
+
+def _check_local_store_path(path: str) -> None:
+    """NotAStoreError saying what is at a local ``path`` when it cannot be a store directory."""
+    if os.path.islink(path) and not os.path.exists(path):
+        raise NotAStoreError(f"no chunkstore store at {path!r}: it is a symbolic link to "
+                             f"{os.readlink(path)!r}, which does not exist; fix or remove the "
+                             "link, or give the store's directory")
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise NotAStoreError(f"no chunkstore store at {path!r}: it is a file, not a directory; "
+                             "a store is the directory an ingest wrote (e.g. data/x.zarr)")
 
 
 def update_attrs(path: str, **changes: Any) -> None:

@@ -14,10 +14,21 @@ create if absent       temp file + ``os.link``             ``pipe_file(mode="cre
 move a chunk file      hard link, then unlink              server-side copy, then delete
 =====================  ==================================  ==================================
 
-Storage options (credentials, ``endpoint_url``, ...) are set per protocol with
-:func:`configure`, which writes them into ``fsspec.config.conf``: every fsspec filesystem made
-afterwards in this process for that protocol uses them, whoever makes it (zarr, the journal,
-Dask unpickling a zarr array). Ingest calls it in the coordinator and in every worker process.
+Storage options (credentials, ``endpoint_url``, ...) belong to one store. :func:`configure`
+registers them under the store's URL, in a registry inside this module (never in
+``fsspec.config.conf``, which every filesystem of a protocol would share: a second store's
+endpoint or credentials would replace the first's). :func:`storage_options` finds the options
+of a URL by the longest registered URL it lies under, so the journal, the lock and the chunk
+files below a store use the store's options; :func:`open_group` (every zarr open in the
+package) and :func:`filesystem` (every :class:`StorePath`) pass them explicitly. fsspec's own
+configuration (``FSSPEC_S3`` environment variables, ``fsspec.config.conf``) still supplies
+defaults for whatever the registered options leave out. Ingest registers the store's options in
+the coordinator and in every worker process; ``chunkstore.open(url, storage_options=...)``
+registers them for reading.
+
+Listing caches are off for URL stores unless the options (or fsspec's configuration) turn them
+on (``use_listings_cache: true``): other processes write the store, and s3fs would answer
+"file not found" from a listing cached before they did.
 """
 
 from __future__ import annotations
@@ -25,6 +36,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import threading
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -63,27 +75,61 @@ def in_process_only(url: str) -> bool:
     return split_protocol(url)[0] in IN_PROCESS_PROTOCOLS
 
 
-def configure(url: str, storage_options: Mapping[str, Any] | None) -> None:
-    """Make ``storage_options`` the defaults of ``url``'s protocol in this process.
+def _key(url: str) -> str:
+    """The registry key of a URL: normalized, lower-case protocol, no trailing slash."""
+    protocol, rest = split_protocol(normalize(url))
+    return f"{protocol}://{rest.rstrip('/')}" if protocol else rest
 
-    Nothing happens for local paths. Options given explicitly to a filesystem
-    (``zarr.open(url, storage_options=...)``) still win over these defaults. Listing caches are
-    off unless the options turn them on (``use_listings_cache: true``): other processes write
-    the store, and s3fs answers "file not found" from a listing cached before they did.
+
+_OPTIONS: dict[str, dict[str, Any]] = {}  # store URL key -> its storage options
+_OPTIONS_LOCK = threading.Lock()  # ingest's thread pool registers from several threads
+
+
+def configure(url: str, storage_options: Mapping[str, Any] | None) -> None:
+    """Register ``storage_options`` as the options of the store at ``url`` in this process.
+
+    Every file and zarr open of ``url`` or of a path below it then uses them (see
+    :func:`storage_options`); other stores, on the same protocol or not, are unaffected.
+    ``None`` keeps what is registered already (nothing, or the options of an earlier call);
+    a mapping replaces it. Nothing happens for local paths. ``fsspec.config.conf`` is never
+    written.
 
     Examples
     --------
     >>> configure("s3://bucket/x.zarr", {"endpoint_url": "http://127.0.0.1:9000"})  # doctest: +SKIP
-    >>> zarr.open_group("s3://bucket/x.zarr")  # uses the endpoint  # doctest: +SKIP
+    >>> open_group("s3://bucket/x.zarr")  # uses the endpoint  # doctest: +SKIP
     """
-    protocol, _ = split_protocol(normalize(url))
-    if protocol is None:
+    if is_local(url) or storage_options is None:
         return
+    with _OPTIONS_LOCK:
+        _OPTIONS[_key(url)] = dict(storage_options)
+
+
+def storage_options(url: str) -> dict[str, Any]:
+    """The fsspec options for ``url``: those registered for the longest store URL that is
+    ``url`` or a parent of it, with listing caches off unless turned on; ``{}`` for a local
+    path.
+
+    >>> configure("s3://b/x.zarr", {"anon": True})
+    >>> storage_options("s3://b/x.zarr/_chunkstore/lock")
+    {'use_listings_cache': False, 'anon': True}
+    >>> storage_options("s3://b/x.zarr2")
+    {'use_listings_cache': False}
+    """
+    if is_local(url):
+        return {}
     import fsspec.config
 
-    fsspec.config.conf[protocol] = {"use_listings_cache": False,
-                                    **fsspec.config.conf.get(protocol, {}),
-                                    **dict(storage_options or {})}
+    key = _key(url)
+    with _OPTIONS_LOCK:
+        found = max((k for k in _OPTIONS if key == k or key.startswith(k + "/")),
+                    key=len, default=None)
+        registered = dict(_OPTIONS[found]) if found is not None else {}
+    protocol = split_protocol(key)[0]
+    # fsspec's configuration (FSSPEC_S3_* variables) may turn listing caches on: respect it
+    configured = fsspec.config.conf.get(protocol or "", {})
+    defaults = {} if "use_listings_cache" in configured else {"use_listings_cache": False}
+    return {**defaults, **registered}
 
 
 def open_group(url: str, mode: str = "r", **kwargs: Any) -> Any:
@@ -94,16 +140,20 @@ def open_group(url: str, mode: str = "r", **kwargs: Any) -> Any:
     """
     import zarr
 
+    url = normalize(os.fspath(url))
+    if not is_local(url):  # zarr refuses storage_options for a local path
+        kwargs["storage_options"] = storage_options(url)
     return zarr.open_group(url, mode=mode, **kwargs)  # type: ignore[arg-type]
 
 
 def filesystem(url: str) -> tuple[Any, str]:
-    """The fsspec filesystem and path of a URL (ConfigError naming the package to install)."""
+    """The fsspec filesystem and path of a URL, made with its registered storage options
+    (ConfigError naming the package to install)."""
     import fsspec
 
     protocol, _ = split_protocol(url)
     try:
-        return fsspec.core.url_to_fs(url)
+        return fsspec.core.url_to_fs(url, **storage_options(url))
     except ImportError as e:
         raise ConfigError(f"store {url!r} needs the fsspec backend for {protocol!r}, which is not "
                           f"installed ({e}); for s3:// run pip install 'chunkstore[s3]'") from e

@@ -7,8 +7,9 @@ Every operation that reads a store (statistics, splits, the loader, exporters) t
 from __future__ import annotations
 
 import warnings
+from collections.abc import Mapping
 from functools import cached_property
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import zarr
 
@@ -16,7 +17,7 @@ from chunkstore.errors import IncompleteStoreWarning
 from chunkstore.store import layout
 from chunkstore.store.journal import missing_rows
 from chunkstore.store.membership import SplitArray, split_array
-from chunkstore.store.urls import open_group
+from chunkstore.store.urls import configure, normalize, open_group, storage_options
 
 if TYPE_CHECKING:
     import dask.array as da
@@ -24,6 +25,14 @@ if TYPE_CHECKING:
 
 class StoreView:
     """A chunkstore store opened for reading.
+
+    Parameters
+    ----------
+    path : the store's path or fsspec URL.
+    mode : "r" or "r+" (for writers of statistics and splits).
+    warn : warn (IncompleteStoreWarning) when the store is not complete.
+    storage_options : fsspec options for a URL; registered for this store only (see
+        :func:`chunkstore.store.urls.configure`); None uses those registered already.
 
     Attributes
     ----------
@@ -38,8 +47,10 @@ class StoreView:
     heads : dict head -> number of classes
     """
 
-    def __init__(self, path: str, *, mode: Literal["r", "r+"] = "r", warn: bool = True) -> None:
-        self.path = path
+    def __init__(self, path: str, *, mode: Literal["r", "r+"] = "r", warn: bool = True,
+                 storage_options: Mapping[str, Any] | None = None) -> None:
+        self.path = path = normalize(path)
+        configure(path, storage_options)  # every later open of this store's files uses them
         self.attrs = layout.read_attrs(path)
         self.group = open_group(path, mode=mode)
         self.n_samples: int = self.attrs["n_samples"]
@@ -68,6 +79,12 @@ class StoreView:
         if not isinstance(node, zarr.Array):
             raise KeyError(f"{name!r} in store {self.path!r} is a group, not an array")
         return node
+
+    @property
+    def storage_options(self) -> dict[str, Any]:
+        """The fsspec options this process uses for the store (``{}`` for a local path); pass
+        them to plain zarr or fsspec: ``zarr.open_group(ds.path, storage_options=...)``."""
+        return storage_options(self.path)
 
     @property
     def status(self) -> str:
