@@ -1,0 +1,1 @@
+"""chunkstore's benchmarks: ``python -m benchmarks list | run CASE... | render`` (see README.md)."""
