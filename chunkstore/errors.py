@@ -63,22 +63,44 @@ class SplitLookupError(SplitError, ReadError, ExportError):
     """
 
 
-class IncompleteStoreWarning(UserWarning):
+class MissingDependencyError(ChunkstoreError, ImportError):
+    """An optional dependency (one of chunkstore's extras) is not installed; the message gives
+    the ``pip install`` command that adds it."""
+
+
+class ReportError(MissingDependencyError):
+    """The report cannot be drawn: matplotlib (the ``report`` extra) is not installed."""
+
+
+class UsageError(ChunkstoreError, ValueError):
+    """Command-line options that do not go together, e.g. ``--workers`` with ``--scheduler``
+    (the cluster has its own workers). The CLI exits 2 for it, as for any usage error."""
+
+
+class ChunkstoreWarning(UserWarning):
+    """Base class of every warning chunkstore emits."""
+
+
+class IncompleteStoreWarning(ChunkstoreWarning):
     """The store's ingest has not finished: some rows still read as fill values."""
 
 
 __all__ = [
     "ChunkstoreError",
+    "ChunkstoreWarning",
     "ConfigError",
     "ExportError",
     "IncompleteStoreWarning",
     "IngestError",
+    "MissingDependencyError",
     "NotAStoreError",
     "PlanError",
     "ReadError",
+    "ReportError",
     "SourceError",
     "SplitError",
     "SplitLookupError",
     "StoreExistsError",
     "StoreLockedError",
+    "UsageError",
 ]

@@ -25,15 +25,16 @@ from typing import Any
 
 import numpy as np
 
+from chunkstore.errors import MissingDependencyError, ReadError
+
 try:
     import torch
     from torch.utils import data as tud
 except ImportError as e:  # pragma: no cover - exercised only without torch
-    raise ImportError("chunkstore.torch needs PyTorch: pip install 'chunkstore[torch]' (or a "
-                      "CPU build: pip install torch --index-url "
-                      "https://download.pytorch.org/whl/cpu)") from e
+    raise MissingDependencyError(
+        "chunkstore.torch needs PyTorch: pip install 'chunkstore[torch]' (or a CPU build: "
+        "pip install torch --index-url https://download.pytorch.org/whl/cpu)") from e
 
-from chunkstore.errors import ReadError
 from chunkstore.read.loader import Loader, split_membership
 from chunkstore.read.rows import RowReader
 from chunkstore.read.windows import Windows

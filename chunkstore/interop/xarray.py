@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from chunkstore.errors import MissingDependencyError
 from chunkstore.store.view import StoreView
 
 if TYPE_CHECKING:
@@ -23,14 +24,14 @@ def to_xarray(view: StoreView, arrays: dict[str, da.Array]) -> xr.Dataset:
 
     Raises
     ------
-    ImportError
-        If xarray is not installed (``pip install 'chunkstore[xarray]'``).
+    MissingDependencyError
+        (also an ImportError) if xarray is not installed (``pip install 'chunkstore[xarray]'``).
     """
     try:
         import xarray as xr
     except ImportError as e:
-        raise ImportError("Dataset.to_xarray() needs xarray: pip install "
-                          "'chunkstore[xarray]'") from e
+        raise MissingDependencyError("Dataset.to_xarray() needs xarray: pip install "
+                                     "'chunkstore[xarray]'") from e
     data: dict[str, tuple[tuple[str, ...], da.Array]] = {
         "features": (("sample", "feature"), arrays["features"])}
     for h in view.heads:

@@ -143,7 +143,6 @@ class Loader(BatchStream):
 
     def shard(self, rank: int, world_size: int) -> Loader:
         other = super().shard(rank, world_size)
-        assert isinstance(other, Loader)
         other._local, other._slabs = threading.local(), other._new_slabs()
         return other
 

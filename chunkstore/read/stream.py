@@ -18,7 +18,7 @@ from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 from numpy.typing import NDArray
@@ -144,7 +144,7 @@ class BatchStream:
             self._resume = 0
         self.epoch = epoch
 
-    def shard(self, rank: int, world_size: int) -> BatchStream:
+    def shard(self, rank: int, world_size: int) -> Self:
         """A copy that reads only shard ``rank`` of ``world_size`` (e.g. one per DDP rank).
 
         Shards are disjoint and together hold every item once per epoch; their lengths differ

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from chunkstore.errors import ChunkstoreError, IncompleteStoreWarning
+from chunkstore.errors import IncompleteStoreWarning, ReportError
 from chunkstore.report.info import StoreInfo, store_info
 from chunkstore.store.stats_io import Stats, available_scopes, load_stats
 from chunkstore.store.view import StoreView
@@ -27,10 +27,6 @@ if TYPE_CHECKING:
 
 PLOTS = ("distributions", "correlation", "class_balance", "mask_coverage", "split_sizes",
          "mutual_info")
-
-
-class ReportError(ChunkstoreError, ImportError):
-    """The report cannot be drawn: matplotlib (the ``report`` extra) is not installed."""
 
 
 @dataclass(frozen=True)

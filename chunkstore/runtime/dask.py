@@ -5,6 +5,7 @@
   ``distributed.LocalCluster`` for ``--cluster local``), or None for local execution.
 * :func:`dask_client` — a ``distributed.Client`` for an address, announcing its dashboard.
 * :func:`local_scheduler` — the ``scheduler=`` for ``dask.compute`` without an address.
+* :func:`compute` — ``dask.compute`` with an optional progress bar on stderr.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext, redirect_stdout
 from typing import Any
 
 from chunkstore.errors import ConfigError
@@ -31,7 +32,9 @@ def dask_scheduler(scheduler: str | None = None, cluster: str | None = None,
     scheduler : an existing scheduler's address, e.g. ``tcp://10.0.0.5:8786``.
     cluster : ``"local"`` starts a ``distributed.LocalCluster`` of ``workers`` processes with
         one thread each for the duration of the ``with`` block (its dashboard link is printed).
-    workers : LocalCluster size; default the CPU count.
+    workers : LocalCluster size (default: the CPU count); without a cluster or a scheduler, the
+        number of threads of local Dask computations inside the ``with`` block (Dask's
+        ``num_workers``; default: the CPU count). A scheduler's cluster has its own workers.
 
     Raises
     ------
@@ -47,7 +50,11 @@ def dask_scheduler(scheduler: str | None = None, cluster: str | None = None,
         raise ConfigError(f"give either a scheduler address ({scheduler!r}) or --cluster "
                           f"{cluster}, not both")
     if not cluster:
-        yield scheduler or None
+        import dask
+
+        threads = dask.config.set(num_workers=workers) if workers and not scheduler else None
+        with threads or nullcontext():
+            yield scheduler or None
         return
     if cluster not in CLUSTERS:
         raise ConfigError(f"unknown cluster {cluster!r}; expected one of {list(CLUSTERS)} (for "
@@ -84,3 +91,43 @@ def local_scheduler() -> Any:
     from dask.threaded import get
 
     return get
+
+
+def compute(*graphs: Any, scheduler: Any, progress: bool = False, what: str = ""
+            ) -> tuple[Any, ...]:
+    """``dask.compute(*graphs, scheduler=scheduler)``, with a progress bar on stderr if asked.
+
+    Parameters
+    ----------
+    graphs : Dask collections, or lists/tuples of them (``dask.compute`` nesting).
+    scheduler : a ``distributed.Client`` or anything ``dask.compute`` takes as ``scheduler=``.
+    progress : show a bar. Dask's local bar is drawn on stderr; distributed's text bar writes
+        to stdout, so it is sent to stderr too: a command's stdout holds only its result.
+    what : announced (INFO) before the bar, e.g. ``"split: assigning rows"``.
+
+    Returns
+    -------
+    The computed values, one per graph.
+    """
+    import dask
+
+    if not progress:
+        return tuple(dask.compute(*graphs, scheduler=scheduler))
+    if what:
+        say(what)
+    if _is_client(scheduler):
+        from distributed import progress as show_progress
+
+        future = scheduler.compute(dask.delayed(graphs))
+        with redirect_stdout(sys.stderr):
+            show_progress(future)
+        return tuple(future.result())
+    from dask.diagnostics import ProgressBar
+
+    with ProgressBar(out=sys.stderr):
+        return tuple(dask.compute(*graphs, scheduler=scheduler))
+
+
+def _is_client(scheduler: Any) -> bool:
+    distributed = sys.modules.get("distributed")  # a Client exists only if it was imported
+    return distributed is not None and isinstance(scheduler, distributed.Client)

@@ -50,7 +50,9 @@ class Inputs:
         import dask.array as da
 
         arr = self.ds.group[path]
-        assert isinstance(arr, zarr.Array)
+        if not isinstance(arr, zarr.Array):
+            raise SplitError(f"{path!r} in store {self.ds.path!r} is a group; a split reads it as "
+                             "an array (is the store damaged? `chunkstore info` lists its nodes)")
         return da.from_zarr(arr, chunks=(self.block_rows, *arr.shape[1:]))
 
     @cached_property
@@ -85,6 +87,14 @@ def tree_reduce(parts: Sequence[Any], combine: Callable[..., Any], every: int = 
     while len(level) > 1:
         level = [delayed(combine)(*level[i:i + every]) for i in range(0, len(level), every)]
     return level[0]
+
+
+def stratify_head(spec: SplitSpec) -> str:
+    """The head a stratified ``spec`` balances (``spec.problem()`` already requires one)."""
+    if spec.by is None:
+        raise SplitError(f"split {spec.name!r}: method {spec.method!r} needs 'by', the head "
+                         "whose classes to balance (--by HEAD)")
+    return spec.by
 
 
 def check_spec(ds: StoreView, spec: SplitSpec) -> None:
@@ -145,9 +155,9 @@ def table_graph(inp: Inputs, spec: SplitSpec, head: str | None
         parts = [delayed(splits.table_and_runs, nout=2)(a, b) for a, b in zip(k, lab, strict=True)]
         return tree_reduce([p[0] for p in parts], splits.merge_pair_counts), [p[1] for p in parts]
     if is_stratified(spec):  # (classes, hash bins)
-        assert spec.by is not None
-        hist = partial(splits.class_hash_hist, seed=spec.seed, n_classes=inp.ds.heads[spec.by])
-        lab = inp.blocks(inp.read(f"labels/{spec.by}"))
+        by = stratify_head(spec)
+        hist = partial(splits.class_hash_hist, seed=spec.seed, n_classes=inp.ds.heads[by])
+        lab = inp.blocks(inp.read(f"labels/{by}"))
         parts = [delayed(hist)(a, k) for a, k in zip(lab, inp.blocks(inp.keys), strict=True)]
         return tree_reduce(parts, sum_all), []
     if spec.method == "ordered" and "source" in inp.ds.meta:  # rows per item
@@ -193,9 +203,8 @@ def codes_graph(inp: Inputs, spec: SplitSpec, assignment: Any) -> da.Array:
     if key is not None:
         return da.map_blocks(_lookup, inp.read(key), assignment, dtype=i8)
     if is_stratified(spec):
-        assert spec.by is not None
-        return da.map_blocks(splits.assign_stratified, inp.read(f"labels/{spec.by}"), inp.keys,
-                             spec.seed, assignment, dtype=i8)
+        return da.map_blocks(splits.assign_stratified, inp.read(f"labels/{stratify_head(spec)}"),
+                             inp.keys, spec.seed, assignment, dtype=i8)
     if spec.method == "ordered":
         if "source" in inp.ds.meta:
             return da.map_blocks(_ordered_source_a, inp.read("meta/source"), assignment, inp.n,

@@ -24,7 +24,7 @@ from chunkstore.core import splitspec
 from chunkstore.core.schema import Compression, Where
 from chunkstore.core.splitspec import DEFAULT_FRACTIONS, SplitSpec
 from chunkstore.errors import SplitError
-from chunkstore.runtime.dask import dask_client, local_scheduler
+from chunkstore.runtime.dask import compute, dask_client, local_scheduler
 from chunkstore.runtime.messages import say
 from chunkstore.splits.graphs import (
     SPLITS_GROUP,
@@ -200,20 +200,21 @@ def _report_head(ds: StoreView, spec: SplitSpec) -> str:
 
 
 def compute_split(ds: StoreView, spec: SplitSpec, *, overwrite: bool = False,
-                  scheduler: str | None = None) -> SplitSummary:
+                  scheduler: str | None = None, progress: bool = False) -> SplitSummary:
     """Compute ``spec`` over ``ds`` and write ``splits/<name>``; the caller holds the lock.
 
     Everything is checked and the global table computed before the array is created, so bad
-    input or an unreadable chunk leaves the store unchanged.
+    input or an unreadable chunk leaves the store unchanged. ``progress`` shows a bar on stderr.
     """
-    from dask import compute, delayed
+    from dask import delayed
 
     t0 = time.perf_counter()
     check_spec(ds, spec)
     path = f"{SPLITS_GROUP}/{spec.name}"
     if path in ds.group and not overwrite:
         raise SplitError(f"split array {path!r} already exists in store {ds.path!r}; pass "
-                         "--overwrite (overwrite=True) to replace it, or choose another --name")
+                         "--overwrite (overwrite=True) to replace it, or choose another "
+                         "--split-set")
     inp, head = Inputs(ds), _report_head(ds, spec)
     k, n_parts = ds.heads[head], len(spec.names)
     grouped = is_grouped(spec)
@@ -223,7 +224,8 @@ def compute_split(ds: StoreView, spec: SplitSpec, *, overwrite: bool = False,
     with _scheduler(scheduler) as run_on, zarr.config.set(batch):
         lazy_table, lazy_runs = table_graph(inp, spec, head if grouped else spec.by)
         table, key_runs = ((None, []) if lazy_table is None
-                           else compute(lazy_table, lazy_runs, scheduler=run_on))
+                           else compute(lazy_table, lazy_runs, scheduler=run_on,
+                                        progress=progress, what="split: counting keys"))
         k_by = ds.heads[spec.by] if spec.by in ds.heads else 0
         assignment = None if table is None else assignment_of(spec, table, k_by)
         blocks, lengths = code_blocks(inp, spec, None if assignment is None
@@ -235,9 +237,10 @@ def compute_split(ds: StoreView, spec: SplitSpec, *, overwrite: bool = False,
         starts = np.r_[0, np.cumsum(lengths)[:-1]]
         tasks = [delayed(_write_block)(c, lab, g, arr, int(s), n_parts, k)
                  for c, lab, g, s in zip(blocks, labels, groups, starts, strict=True)]
-        tally = compute(tree_reduce(tasks, Tally.merge), scheduler=run_on)[0]
-    if grouped:  # the table has every (group, class) count: no second read for the tally
-        assert table is not None and assignment is not None
+        tally = compute(tree_reduce(tasks, Tally.merge), scheduler=run_on, progress=progress,
+                        what=f"split: writing {path}")[0]
+    if grouped and table is not None and assignment is not None:
+        # the table has every (group, class) count: no second read for the tally
         tally = _tally_table(table, assignment, n_parts, k, with_classes=True)
     summary = SplitSummary.of(ds.path, spec, ds.n_samples, inp.key_name(spec), head, tally,
                               time.perf_counter() - t0)
@@ -260,7 +263,7 @@ def _create_array(ds: StoreView, path: str, shard_rows: int) -> zarr.Array:
 
 
 def write_split(store: str, spec: SplitSpec, *, overwrite: bool = False,
-                scheduler: str | None = None) -> SplitSummary:
+                scheduler: str | None = None, progress: bool = False) -> SplitSummary:
     """Compute a split lazily over the store's chunks and write it as ``splits/<spec.name>``.
 
     Parameters
@@ -269,6 +272,7 @@ def write_split(store: str, spec: SplitSpec, *, overwrite: bool = False,
     spec : method, fractions (or k), seed, by, group; see :class:`~chunkstore.schema.SplitSpec`.
     overwrite : replace an existing split array of the same name.
     scheduler : ``tcp://host:8786`` to compute on a dask.distributed cluster.
+    progress : show a progress bar on stderr.
 
     Returns
     -------
@@ -292,12 +296,13 @@ def write_split(store: str, spec: SplitSpec, *, overwrite: bool = False,
                          "computing splits")
     check_spec(StoreView(store), spec)
     with journal.StoreLock(store):
-        return compute_split(StoreView(store), spec, overwrite=overwrite, scheduler=scheduler)
+        return compute_split(StoreView(store), spec, overwrite=overwrite, scheduler=scheduler,
+                             progress=progress)
 
 
 def command(store: str, spec: SplitSpec) -> str:
     """The ``chunkstore split`` command line that writes ``spec``."""
-    args = [f"chunkstore split {store} --name {spec.name} --method {spec.method}"]
+    args = [f"chunkstore split {store} --split-set {spec.name} --method {spec.method}"]
     if spec.method == "kfold":
         args.append(f"--k {spec.k}" + (" --group" if spec.group else ""))
     else:
@@ -307,7 +312,8 @@ def command(store: str, spec: SplitSpec) -> str:
 
 
 def write_declared_splits(store: str, specs: Sequence[SplitSpec], *, overwrite: bool = False,
-                          scheduler: str | None = None) -> list[SplitSummary]:
+                          scheduler: str | None = None, progress: bool = False
+                          ) -> list[SplitSummary]:
     """Write the splits an ingest config declares; the caller (ingest) holds the store lock.
 
     A split already stored with the same spec is kept; a missing one is written (so a rerun on a
@@ -329,7 +335,8 @@ def write_declared_splits(store: str, specs: Sequence[SplitSpec], *, overwrite: 
                 " --overwrite`, rename the split in the config, or rerun the ingest with "
                 "--overwrite (which rebuilds the store)")
         todo.append(spec)
-    return [compute_split(ds, s, overwrite=True, scheduler=scheduler) for s in todo]
+    return [compute_split(ds, s, overwrite=True, scheduler=scheduler, progress=progress)
+            for s in todo]
 
 
 def check_config_splits(config: Config, has_group: bool) -> None:
@@ -349,7 +356,7 @@ def write_config_splits(config: Config, *, overwrite: bool = False, progress: bo
         return []
     with journal.StoreLock(config.store):
         done = write_declared_splits(config.store, config.splits, overwrite=overwrite,
-                                     scheduler=config.ingest.scheduler)
+                                     scheduler=config.ingest.scheduler, progress=progress)
     if progress:
         for s in done:
             parts = ", ".join(f"{n} {r:,}" for n, r in zip(s.spec.names, s.rows, strict=True))
@@ -359,8 +366,8 @@ def write_config_splits(config: Config, *, overwrite: bool = False, progress: bo
 
 def run_split(store: str, *, method: str = "random", fractions: str | None = None, seed: int = 0,
               by: str | None = None, name: str = "default", k: int | None = None,
-              group: bool = False, overwrite: bool = False, scheduler: str | None = None
-              ) -> SplitSummary:
+              group: bool = False, overwrite: bool = False, scheduler: str | None = None,
+              progress: bool = False) -> SplitSummary:
     """``chunkstore split``: build a :class:`SplitSpec` from command-line values and write it.
 
     ``fractions`` is ``"train=0.8,val=0.1,test=0.1"`` (the default); kfold takes ``k`` instead.
@@ -381,4 +388,4 @@ def run_split(store: str, *, method: str = "random", fractions: str | None = Non
     bad = spec.problem()
     if bad:
         raise SplitError(f"--{bad[0]}: {bad[1]}")
-    return write_split(store, spec, overwrite=overwrite, scheduler=scheduler)
+    return write_split(store, spec, overwrite=overwrite, scheduler=scheduler, progress=progress)
