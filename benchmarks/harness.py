@@ -177,10 +177,11 @@ class Context:
         self.runs.append(r)
         return r
 
-    def step(self, label: str, func: str, *, clean: Path | None = None, **kwargs: Any) -> Run:
+    def step(self, label: str, func: str, *, clean: Path | None = None,
+             env: dict[str, str] | None = None, **kwargs: Any) -> Run:
         """Measure ``benchmarks.cases.<func>`` (``module:function``) in its own process."""
         return self.run(label, ["python", "-m", "benchmarks", "step", func, json.dumps(kwargs)],
-                        clean=clean)
+                        clean=clean, env=env)
 
     def cli(self, label: str, *args: Any, **kw: Any) -> Run:
         return self.run(label, ["python", "-m", "chunkstore.cli", *args], **kw)
