@@ -1,7 +1,9 @@
-"""Config: a YAML file parsed with ``yaml.safe_load`` into frozen dataclasses.
+"""Config: a YAML file parsed with a strict ``yaml.SafeLoader`` and validated by pydantic v2.
 
 Everything is validated up front, before a store is touched: an unknown key, a wrong type, a
 missing field or a bad value is one :class:`ConfigError` that names the file and the key path.
+:class:`ConfigFile` is the YAML as written (and :func:`config_json_schema` publishes it);
+:class:`Config` is the resolved, frozen result the rest of the package uses.
 """
 
 from __future__ import annotations
@@ -11,87 +13,129 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal, Union
 
 import yaml
+from pydantic import (
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    Tag,
+    create_model,
+    model_validator,
+)
+from pydantic.dataclasses import dataclass as pydantic_dataclass
 
 from chunkstore.core.schema import (
-    NAN_POLICIES,
     Compression,
+    PositiveInt,
     Schema,
+    SchemaSection,
+    Section,
     Where,
-    as_auto_int,
-    as_bool,
-    as_float,
-    as_int,
-    as_mapping,
-    as_str,
-    check_keys,
+    parse,
+    refuse_unknown_keys,
+    shown,
 )
-from chunkstore.core.splitspec import SplitSpec
+from chunkstore.core.splitspec import SplitSection, SplitSpec
 from chunkstore.errors import ConfigError
-from chunkstore.sources.registry import options_class, resolved_schema
+from chunkstore.sources.base import SourceOptions
+from chunkstore.sources.registry import options_class, registry, resolved_schema, source_class
 from chunkstore.store.urls import is_local, normalize
 
 
-@dataclass(frozen=True)
-class IngestOptions:
-    """How to run: worker count, chunking, scheduler. ``None`` means auto."""
+def _auto_is_none(value: Any) -> Any:
+    """``auto`` (or null) means "chunkstore decides": stored as None."""
+    return None if value == "auto" else value
 
-    workers: int | None = None
-    chunk_rows: int | None = None
-    task_chunks: int | None = None
-    scheduler: str | None = None
-    nan_policy: str = "allow"
-    blosc_threads: int = 1
-    target_chunk_mib: float = 4.0
+
+AutoInt = Annotated[PositiveInt | None, BeforeValidator(
+    _auto_is_none, json_schema_input_type=Literal["auto"] | PositiveInt | None)]
+
+
+@pydantic_dataclass(frozen=True, config=ConfigDict(extra="forbid"))
+class IngestOptions:
+    """``ingest:`` how to run: worker count, chunking, scheduler. ``None`` means auto."""
+
+    workers: AutoInt = None
+    chunk_rows: AutoInt = None
+    task_chunks: AutoInt = None
+    scheduler: StrictStr | None = None
+    nan_policy: Literal["allow", "error"] = "allow"
+    blosc_threads: PositiveInt = 1
+    target_chunk_mib: Annotated[StrictFloat | StrictInt, Field(ge=0.01)] = 4.0
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known_keys(cls, data: Any) -> Any:
+        refuse_unknown_keys(data, {"workers", "chunk_rows", "task_chunks", "scheduler",
+                                   "nan_policy", "blosc_threads", "target_chunk_mib"})
+        return data
 
     def to_dict(self) -> dict[str, Any]:
         return {"workers": self.workers or "auto", "chunk_rows": self.chunk_rows or "auto",
                 "task_chunks": self.task_chunks or "auto", "scheduler": self.scheduler,
                 "nan_policy": self.nan_policy, "blosc_threads": self.blosc_threads,
-                "target_chunk_mib": self.target_chunk_mib}
+                "target_chunk_mib": float(self.target_chunk_mib)}
 
     @classmethod
     def from_dict(cls, d: Any, where: Where) -> IngestOptions:
-        d = as_mapping(d, where)
-        check_keys(d, {"workers", "chunk_rows", "task_chunks", "scheduler", "nan_policy",
-                        "blosc_threads", "target_chunk_mib"}, where)
-        sched = d.get("scheduler")
-        if sched is not None:
-            sched = as_str(sched, where.child("scheduler"))
-        return cls(
-            as_auto_int(d.get("workers"), where.child("workers")),
-            as_auto_int(d.get("chunk_rows"), where.child("chunk_rows")),
-            as_auto_int(d.get("task_chunks"), where.child("task_chunks")),
-            sched,
-            as_str(d.get("nan_policy", "allow"), where.child("nan_policy"), choices=NAN_POLICIES),
-            as_int(d.get("blosc_threads", 1), where.child("blosc_threads")),
-            as_float(d.get("target_chunk_mib", 4.0), where.child("target_chunk_mib"), lo=0.01),
-        )
+        return parse(cls, d, where)
 
 
-@dataclass(frozen=True)
+@pydantic_dataclass(frozen=True, config=ConfigDict(extra="forbid"))
 class StatsOptions:
-    """What ingest computes online (merged into ``stats/all``).
+    """``stats:`` what ingest computes online (merged into ``stats/all``).
 
     ``online``: every write task records its partial statistics and ingest merges them into
     ``stats/all``. ``correlation``: include the (F, F) co-moment matrix (F^2 work per row).
     """
 
-    correlation: bool = True
-    online: bool = True
+    correlation: StrictBool = True
+    online: StrictBool = True
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known_keys(cls, data: Any) -> Any:
+        refuse_unknown_keys(data, {"correlation", "online"})
+        return data
 
     def to_dict(self) -> dict[str, Any]:
         return {"correlation": self.correlation, "online": self.online}
 
     @classmethod
     def from_dict(cls, d: Any, where: Where) -> StatsOptions:
-        d = as_mapping(d, where)
-        check_keys(d, {"correlation", "online"}, where)
-        return cls(as_bool(d.get("correlation", True), where.child("correlation")),
-                   as_bool(d.get("online", True), where.child("online")))
+        return parse(cls, d, where)
 
+
+class ConfigFile(Section):
+    """A config file as written. ``source`` is checked by its kind's ``Options`` model."""
+
+    store: StrictStr = Field(description="local path or fsspec URL of the Zarr store")
+    schema_: SchemaSection = Field(alias="schema")
+    source: dict[str, Any] = Field(description="kind plus that kind's options")
+    ingest: IngestOptions = Field(default_factory=IngestOptions)
+    compression: Compression = Field(default_factory=Compression)
+    stats: StatsOptions = Field(default_factory=StatsOptions)
+    splits: dict[str, SplitSection] = Field(default_factory=dict,
+                                            description="split array name -> spec")
+    storage_options: dict[str, Any] | None = Field(
+        default=None, description="fsspec options for a URL store (never saved in the store)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _null_is_default(cls, data: Any) -> Any:
+        """``ingest:`` with nothing under it (null in YAML) means the defaults."""
+        if isinstance(data, dict):
+            return {k: v for k, v in data.items() if v is not None or k not in _OPTIONAL}
+        return data
+
+
+_OPTIONAL = ("ingest", "compression", "stats", "splits", "storage_options")
 
 
 @dataclass(frozen=True)
@@ -99,7 +143,7 @@ class SourceConfig:
     """``source:`` — the kind plus its options, validated by that kind's ``Options`` class."""
 
     kind: str
-    options: Any  # the kind's frozen Options dataclass
+    options: Any  # the kind's frozen Options model (a SourceOptions)
 
     def to_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, **self.options.to_dict()}
@@ -152,36 +196,37 @@ class Config:
 
     @classmethod
     def from_dict(cls, d: Any, file: str = "<dict>") -> Config:
+        """Validate a config mapping (as read from YAML); ``file`` names it in messages.
+
+        Raises
+        ------
+        ConfigError
+            ``config 'demo.yaml', key 'schema.heads.move': expected an integer >= 1, found 0``.
+        """
         top = Where(file)
-        d = as_mapping(d, top)
-        check_keys(d, {"store", "schema", "source", "ingest", "compression", "stats", "splits",
-                        "storage_options"}, top)
-        for key in ("store", "schema", "source"):
-            if key not in d:
-                raise top.child(key).error("missing required key")
-        store = normalize_store(as_str(d["store"], top.child("store")))
-        storage_options = _storage_options(d.get("storage_options"), store,
+        f = parse(ConfigFile, d, top)
+        store = normalize_store(f.store)
+        storage_options = _storage_options(f.storage_options, store,
                                            top.child("storage_options"))
-        schema = Schema.from_dict(d["schema"], top.child("schema"))
+        schema = f.schema_.to_schema()
         sw = top.child("source")
-        sdef = dict(as_mapping(d["source"], sw))
-        if "kind" not in sdef:
-            raise sw.child("kind").error("missing required key (e.g. synthetic or npz)")
-        kind = as_str(sdef.pop("kind"), sw.child("kind"))
-        options = options_class(kind, sw.child("kind")).from_dict(sdef, sw, schema)
+        kind, options = parse_source(f.source, sw, schema)
         schema = resolved_schema(options, schema, sw)  # e.g. names from Parquet columns
-        return cls(
-            store=store,
-            schema=schema,
-            source=SourceConfig(kind, options),
-            ingest=IngestOptions.from_dict(d.get("ingest") or {}, top.child("ingest")),
-            compression=Compression.from_dict(d.get("compression") or {},
-                                              top.child("compression")),
-            stats=StatsOptions.from_dict(d.get("stats") or {}, top.child("stats")),
-            file=file,
-            splits=_splits_from_dict(d.get("splits") or {}, top.child("splits"), schema),
-            storage_options=storage_options,
-        )
+        return cls(store=store, schema=schema, source=SourceConfig(kind, options),
+                   ingest=f.ingest, compression=f.compression, stats=f.stats, file=file,
+                   splits=_splits(f.splits, top.child("splits"), schema),
+                   storage_options=storage_options)
+
+
+def parse_source(d: dict[str, Any], where: Where, schema: Schema) -> tuple[str, SourceOptions]:
+    """``source: {kind, ...}`` -> the kind and its validated ``Options`` model."""
+    options = dict(d)
+    if "kind" not in options:
+        raise where.child("kind").error("missing required key (e.g. synthetic or npz)")
+    kind = options.pop("kind")
+    if not isinstance(kind, str):
+        raise where.child("kind").error(f"expected a string, found {shown(kind)}")
+    return kind, options_class(kind, where.child("kind")).from_dict(options, where, schema)
 
 
 def normalize_store(store: str) -> str:
@@ -189,25 +234,26 @@ def normalize_store(store: str) -> str:
     return normalize(store)
 
 
-def _storage_options(d: Any, store: str, where: Where) -> dict[str, Any]:
+def _storage_options(d: dict[str, Any] | None, store: str, where: Where) -> dict[str, Any]:
     """``storage_options:`` fsspec keyword arguments for a URL store (endpoint, credentials)."""
-    if d is None:
-        return {}
-    options = dict(as_mapping(d, where))
+    options = dict(d or {})
     if options and is_local(store):
         raise where.error(f"storage_options apply to fsspec URLs (s3://bucket/x.zarr, ...), but "
                           f"store {store!r} is a local path; remove them or use a URL")
     return options
 
 
-def _splits_from_dict(d: Any, where: Where, schema: Schema) -> tuple[SplitSpec, ...]:
+def _splits(d: dict[str, SplitSection], where: Where, schema: Schema) -> tuple[SplitSpec, ...]:
     """``splits: {name: {method, fractions, seed, by, k, group}}``; ``by`` heads must exist."""
     specs = []
-    for name, sd in as_mapping(d, where).items():
-        spec = SplitSpec.from_dict(str(name), sd, where.child(str(name)))
-        heads = [h.name for h in schema.heads]
+    heads = [h.name for h in schema.heads]
+    for name, section in d.items():
+        spec = section.to_spec(name)
+        bad = spec.problem()
+        if bad:
+            raise where.child(name).child(bad[0]).error(bad[1])
         if spec.by is not None and spec.method != "ordered" and spec.by not in heads:
-            raise where.child(str(name)).child("by").error(
+            raise where.child(name).child("by").error(
                 f"unknown head {spec.by!r}; the schema's heads are {heads}")
         specs.append(spec)
     return tuple(specs)
@@ -255,3 +301,37 @@ def load_config(path: str | os.PathLike[str]) -> Config:
     except yaml.YAMLError as e:
         raise ConfigError(f"config {str(p)!r} is not valid YAML: {e}") from e
     return Config.from_dict(data, file=str(p))
+
+
+def config_json_schema() -> dict[str, Any]:
+    """The JSON Schema (draft 2020-12) of a whole config file, for editors and CI.
+
+    ``source`` is a union over the registered kinds, discriminated by ``kind``; a kind whose
+    optional dependency is not installed is left out. Checks that need files or the schema
+    (columns exist, one entry per head) are beyond JSON Schema and run at load time.
+
+    Returns
+    -------
+    dict: the schema, ready for ``json.dumps``.
+
+    Examples
+    --------
+    >>> schema = config_json_schema()
+    >>> schema["properties"]["source"]["discriminator"]["propertyName"]
+    'kind'
+    """
+    variants: list[Any] = []
+    for kind in sorted(registry):
+        try:
+            options = source_class(kind).Options
+        except ConfigError:  # optional dependency missing: that kind cannot be used here
+            continue
+        model = create_model(f"{options.__name__}_{kind}", __base__=options,
+                             __doc__=options.__doc__ or f"source kind {kind!r}",
+                             kind=(Literal[kind], Field(description="source kind")))
+        variants.append(Annotated[model, Tag(kind)])
+    union = Annotated[Union[tuple(variants)], Field(discriminator="kind")]  # noqa: UP007
+    full = create_model("ChunkstoreConfig", __base__=ConfigFile, __doc__=ConfigFile.__doc__,
+                        source=(union, Field(description="kind plus that kind's options")))
+    schema = full.model_json_schema(by_alias=True)
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", **schema}

@@ -1,16 +1,34 @@
-"""The sample schema: what every row holds, and the value checks configs are built from.
+"""The sample schema, and the pydantic machinery every config section is validated with.
 
-Pure: frozen dataclasses and validators, no I/O. A failed check is one :class:`ConfigError`
-naming the file and the key path (see :class:`Where`).
+Pure: frozen value objects and pydantic v2 models, no I/O. Every YAML section is a
+:class:`Section` (``extra="forbid"``, frozen); a failed check is one :class:`ConfigError` naming
+the file and the dotted key path, e.g. ``config 'demo.yaml', key 'schema.heads.move': expected
+an integer >= 1, found 0`` (see :func:`parse` and :class:`Where`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from functools import cache
+from typing import Annotated, Any, Literal, TypeVar
 
 import numpy as np
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+    Tag,
+    TypeAdapter,
+    ValidationError,
+    model_validator,
+)
+from pydantic.dataclasses import dataclass as pydantic_dataclass
+from pydantic_core import ErrorDetails, PydanticCustomError
 
 from chunkstore.errors import ConfigError
 
@@ -20,10 +38,21 @@ MASK_DTYPES = ("int8", "uint8", "bool", "int16")
 BLOSC_CNAMES = ("lz4", "lz4hc", "zstd", "zlib", "blosclz")
 BLOSC_SHUFFLES = ("bitshuffle", "shuffle", "noshuffle")
 NAN_POLICIES = ("allow", "error")
+MAX_SHOWN = 200  # characters of a found value quoted in a message
+
+FeatureDtype = Literal["float32", "float16", "float64"]
+LabelDtype = Literal["int8", "int16", "int32", "int64"]
+MaskDtype = Literal["int8", "uint8", "bool", "int16"]
+PositiveInt = Annotated[StrictInt, Field(ge=1)]
+NonNegativeInt = Annotated[StrictInt, Field(ge=0)]
 
 
 class Where:
-    """Names a place in a config for error messages: ``file 'demo.yaml', key 'schema.heads'``."""
+    """Names a place in a config for error messages: ``file 'demo.yaml', key 'schema.heads'``.
+
+    Used for checks that run after pydantic parsing (cross-section checks, a source's options
+    against the schema) so they read like the parser's own messages.
+    """
 
     def __init__(self, file: str, path: str = "") -> None:
         self.file = file
@@ -37,57 +66,135 @@ class Where:
         return ConfigError(f"config {self.file!r}, key {self.path or '<top>'!r}: {message}")
 
 
-def as_mapping(value: Any, where: Where) -> Mapping[str, Any]:
-    if not isinstance(value, Mapping):
-        raise where.error(f"expected a mapping, found {type(value).__name__} {value!r}")
+# ---------------------------------------------------------------------------- pydantic glue
+
+def shown(value: Any) -> str:
+    """``type repr`` of a found value, cut to :data:`MAX_SHOWN` characters."""
+    text = repr(value)
+    if len(text) > MAX_SHOWN:
+        text = text[:MAX_SHOWN - 3] + "..."
+    return f"{type(value).__name__} {text}"
+
+
+def invalid(message: str, *at: str | int) -> PydanticCustomError:
+    """A validation error with our own wording; ``at`` extends the key path (cross-field)."""
+    return PydanticCustomError("chunkstore", "{message}", {"message": message, "at": at})
+
+
+def refuse_unknown_keys(data: Any, allowed: set[str]) -> None:
+    """Raise for the first key not in ``allowed`` (sorted), listing the keys allowed there.
+
+    pydantic's own ``extra_forbidden`` error does not say which keys *are* allowed.
+    """
+    if isinstance(data, Mapping):
+        unknown = sorted(str(k) for k in set(data) - allowed)
+        if unknown:
+            raise invalid(f"unknown key {unknown[0]!r}; allowed keys here are {sorted(allowed)}",
+                          unknown[0])
+
+
+class Section(BaseModel):
+    """Base of every YAML section: unknown keys refused, values frozen after parsing."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known_keys(cls, data: Any) -> Any:
+        refuse_unknown_keys(data, {f.alias or name for name, f in cls.model_fields.items()})
+        return data
+
+
+_INT_TYPES = {"int_type", "int_parsing", "int_from_float"}
+_MAPPING_TYPES = {"dict_type", "model_type", "model_attributes_type", "dataclass_type",
+                  "dataclass_args_type"}
+_BOUNDS = {"greater_than_equal": ">=", "greater_than": ">", "less_than_equal": "<=",
+           "less_than": "<"}
+
+
+def describe_error(err: ErrorDetails) -> str:
+    """One pydantic error as ``expected ..., found ...`` in our wording."""
+    kind, value, ctx = err["type"], err.get("input"), err.get("ctx") or {}
+    if kind == "chunkstore":
+        return str(ctx["message"])
+    if kind == "missing":
+        return "missing required key"
+    if kind in ("extra_forbidden", "unexpected_keyword_argument"):
+        return "unknown key"
+    if kind in _INT_TYPES:
+        return f"expected an integer, found {shown(value)}"
+    if kind in ("bool_type", "bool_parsing"):
+        return f"expected true or false, found {shown(value)}"
+    if kind in ("string_type",):
+        return f"expected a string, found {shown(value)}"
+    if kind in ("float_type", "float_parsing", "finite_number"):
+        return f"expected a number, found {shown(value)}"
+    if kind in _MAPPING_TYPES:
+        return f"expected a mapping, found {shown(value)}"
+    if kind in ("list_type", "tuple_type"):
+        return f"expected a list, found {shown(value)}"
+    if kind == "literal_error":
+        return f"expected one of {ctx.get('expected')}, found {shown(value)}"
+    if kind in _BOUNDS:
+        bound = next(iter(ctx.values()))
+        noun = "an integer" if isinstance(value, int) else "a number"
+        return f"expected {noun} {_BOUNDS[kind]} {bound}, found {value!r}"
+    return f"{err['msg'][:1].lower()}{err['msg'][1:]}, found {shown(value)}"
+
+
+def error_path(err: ErrorDetails) -> tuple[str | int, ...]:
+    """The key path of an error: union tags (``~...``) and ``[key]`` markers dropped."""
+    loc = [p for p in err["loc"] if not (isinstance(p, str) and (p.startswith("~")
+                                                                    or p == "[key]"))]
+    if err["type"] == "chunkstore":
+        loc.extend((err.get("ctx") or {}).get("at", ()))
+    return tuple(loc)
+
+
+def config_error(exc: ValidationError, where: Where) -> ConfigError:
+    """The first of pydantic's errors as one ConfigError at ``where`` + the error's key path."""
+    errors = exc.errors(include_url=False)
+    first = errors[0]
+    w = where
+    for part in error_path(first):
+        w = w.child(part)
+    message = describe_error(first)
+    if len(errors) > 1:
+        message += f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})"
+    return w.error(message)
+
+
+T = TypeVar("T")
+
+
+@cache
+def adapter(kind: Any) -> TypeAdapter[Any]:
+    """One TypeAdapter per validated type (building one compiles a validator)."""
+    return TypeAdapter(kind)
+
+
+def parse(kind: type[T], data: Any, where: Where, context: dict[str, Any] | None = None) -> T:
+    """Validate ``data`` as ``kind`` (a Section or pydantic dataclass); ConfigError at ``where``.
+
+    Examples
+    --------
+    >>> parse(HeadSection, {"classes": 0}, Where("demo.yaml", "schema.heads.move"))
+    Traceback (most recent call last):
+    chunkstore.errors.ConfigError: config 'demo.yaml', key 'schema.heads.move.classes': ...
+    """
+    try:
+        value: T = adapter(kind).validate_python(data, context=context)
+    except ValidationError as e:
+        raise config_error(e, where) from None
     return value
 
 
-def check_keys(d: Mapping[str, Any], allowed: set[str], where: Where) -> None:
-    unknown = sorted(set(d) - allowed)
-    if unknown:
-        raise where.child(unknown[0]).error(
-            f"unknown key {unknown[0]!r}; allowed keys here are {sorted(allowed)}"
-        )
+def by_shape(value: Any) -> str:
+    """Union tag for ``int | {mapping}`` config values, so errors name one form, not both."""
+    return "~mapping" if isinstance(value, Mapping) else "~scalar"
 
 
-def as_int(value: Any, where: Where, *, minimum: int | None = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise where.error(f"expected an integer, found {type(value).__name__} {value!r}")
-    if minimum is not None and value < minimum:
-        raise where.error(f"expected an integer >= {minimum}, found {value}")
-    return value
-
-
-def as_float(value: Any, where: Where, *, lo: float | None = None,
-             hi: float | None = None) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise where.error(f"expected a number, found {type(value).__name__} {value!r}")
-    if (lo is not None and value < lo) or (hi is not None and value > hi):
-        raise where.error(f"expected a number in [{lo}, {hi}], found {value}")
-    return float(value)
-
-
-def as_str(value: Any, where: Where, *, choices: tuple[str, ...] | None = None) -> str:
-    if not isinstance(value, str):
-        raise where.error(f"expected a string, found {type(value).__name__} {value!r}")
-    if choices is not None and value not in choices:
-        raise where.error(f"expected one of {list(choices)}, found {value!r}")
-    return value
-
-
-def as_bool(value: Any, where: Where) -> bool:
-    if not isinstance(value, bool):
-        raise where.error(f"expected true or false, found {value!r}")
-    return value
-
-
-def as_auto_int(value: Any, where: Where) -> int | None:
-    """``auto`` (or null) -> None, else a positive integer."""
-    if value is None or value == "auto":
-        return None
-    return as_int(value, where)
-
+# ---------------------------------------------------------------------------- the schema
 
 @dataclass(frozen=True)
 class HeadSpec:
@@ -130,67 +237,8 @@ class Schema:
 
     @classmethod
     def from_dict(cls, d: Any, where: Where | None = None) -> Schema:
-        where = where or Where("<dict>", "schema")
-        d = as_mapping(d, where)
-        check_keys(d, {"features", "heads"}, where)
-        if "features" not in d:
-            raise where.error("missing required key 'features' (a count or {count, names, dtype})")
-        if "heads" not in d:
-            raise where.error("missing required key 'heads' (a mapping head -> classes)")
-        fw = where.child("features")
-        fdef = d["features"]
-        names: tuple[str, ...]
-        dtype = "float32"
-        if isinstance(fdef, Mapping):
-            check_keys(fdef, {"count", "names", "dtype"}, fw)
-            dtype = as_str(fdef.get("dtype", "float32"), fw.child("dtype"), choices=FEATURE_DTYPES)
-            raw_names = fdef.get("names")
-            count = fdef.get("count")
-            if raw_names is not None:
-                if not isinstance(raw_names, list) or not all(
-                        isinstance(n, str) for n in raw_names):
-                    raise fw.child("names").error("expected a list of strings")
-                names = tuple(raw_names)
-                if count is not None and as_int(count, fw.child("count")) != len(names):
-                    raise fw.error(f"count is {count} but {len(names)} names are given")
-                if len(set(names)) != len(names):
-                    dup = sorted({n for n in names if names.count(n) > 1})[0]
-                    raise fw.child("names").error(f"duplicate feature name {dup!r}")
-                if not names:
-                    raise fw.child("names").error("expected at least one feature name")
-            elif count is not None:
-                names = default_feature_names(as_int(count, fw.child("count")))
-            else:
-                raise fw.error("give 'count' or 'names'")
-        else:
-            names = default_feature_names(as_int(fdef, fw))
-        hw = where.child("heads")
-        hdef = as_mapping(d["heads"], hw)
-        if not hdef:
-            raise hw.error("expected at least one head, e.g. {action_type: 12}")
-        heads = []
-        for name, spec in hdef.items():
-            w = hw.child(str(name))
-            if not isinstance(name, str) or not name.isidentifier():
-                raise w.error(f"head name must be an identifier-like string, found {name!r}")
-            if isinstance(spec, Mapping):
-                check_keys(spec, {"classes", "label_dtype", "mask_dtype"}, w)
-                if "classes" not in spec:
-                    raise w.error("missing required key 'classes'")
-                head = HeadSpec(
-                    name,
-                    as_int(spec["classes"], w.child("classes")),
-                    as_str(spec.get("label_dtype", "int16"), w.child("label_dtype"),
-                         choices=LABEL_DTYPES),
-                    as_str(spec.get("mask_dtype", "int8"), w.child("mask_dtype"),
-                         choices=MASK_DTYPES),
-                )
-            else:
-                head = HeadSpec(name, as_int(spec, w))
-            if head.classes - 1 > np.iinfo(head.label_dtype).max:
-                raise w.error(f"{head.classes} classes do not fit label_dtype {head.label_dtype}")
-            heads.append(head)
-        return cls(names, tuple(heads), dtype)
+        """Parse a ``schema:`` section; ConfigError naming the key (``schema.heads.a``)."""
+        return parse(SchemaSection, d, where or Where("<dict>", "schema")).to_schema()
 
 
 def default_feature_names(count: int) -> tuple[str, ...]:
@@ -198,14 +246,106 @@ def default_feature_names(count: int) -> tuple[str, ...]:
     return tuple(f"f{i:0{width}d}" for i in range(count))
 
 
-@dataclass(frozen=True)
-class Compression:
-    """Blosc settings for every sample array, plus the crc32c checksum codec."""
+class FeaturesSection(Section):
+    """``features: {count, names, dtype}`` (the long form of ``features: 893``)."""
 
-    cname: str = "lz4"
-    clevel: int = 5
-    shuffle: str = "bitshuffle"
-    checksum: bool = True
+    count: PositiveInt | None = None
+    names: list[StrictStr] | None = None
+    dtype: FeatureDtype = "float32"
+
+    @model_validator(mode="after")
+    def _names_agree(self) -> FeaturesSection:
+        names = self.names
+        if names is None:
+            if self.count is None:
+                raise invalid("give 'count' or 'names'")
+            return self
+        if not names:
+            raise invalid("expected at least one feature name", "names")
+        if self.count is not None and self.count != len(names):
+            raise invalid(f"count is {self.count} but {len(names)} names are given")
+        if len(set(names)) != len(names):
+            dup = sorted({n for n in names if names.count(n) > 1})[0]
+            raise invalid(f"duplicate feature name {dup!r}", "names")
+        return self
+
+    def feature_names(self) -> tuple[str, ...]:
+        if self.names is not None:
+            return tuple(self.names)
+        return default_feature_names(self.count or 0)  # _names_agree: count is set here
+
+
+class HeadSection(Section):
+    """``heads.<name>: {classes, label_dtype, mask_dtype}`` (the long form of ``move: 12``)."""
+
+    classes: PositiveInt
+    label_dtype: LabelDtype = "int16"
+    mask_dtype: MaskDtype = "int8"
+
+
+FeaturesValue = Annotated[
+    Annotated[PositiveInt, Tag("~scalar")] | Annotated[FeaturesSection, Tag("~mapping")],
+    Discriminator(by_shape)]
+HeadValue = Annotated[
+    Annotated[PositiveInt, Tag("~scalar")] | Annotated[HeadSection, Tag("~mapping")],
+    Discriminator(by_shape)]
+
+
+class SchemaSection(Section):
+    """``schema:`` — ``features`` (a count or ``{count, names, dtype}``) and ``heads``."""
+
+    features: FeaturesValue = Field(description="a feature count, or {count, names, dtype}")
+    heads: dict[str, HeadValue] = Field(description="head name -> classes or {classes, ...}")
+
+    @model_validator(mode="after")
+    def _heads_fit(self) -> SchemaSection:
+        if not self.heads:
+            raise invalid("expected at least one head, e.g. {action_type: 12}", "heads")
+        for name, spec in self.heads.items():
+            if not name.isidentifier():
+                raise invalid(f"head name must be an identifier-like string, found {name!r}",
+                              "heads", name)
+            head = _head(name, spec)
+            if head.classes - 1 > np.iinfo(head.label_dtype).max:
+                raise invalid(f"{head.classes} classes do not fit label_dtype "
+                              f"{head.label_dtype}", "heads", name)
+        return self
+
+    def to_schema(self) -> Schema:
+        f = self.features
+        if isinstance(f, FeaturesSection):
+            return Schema(f.feature_names(), self._heads(), f.dtype)
+        return Schema(default_feature_names(f), self._heads())
+
+    def _heads(self) -> tuple[HeadSpec, ...]:
+        return tuple(_head(name, spec) for name, spec in self.heads.items())
+
+
+def _head(name: str, spec: int | HeadSection) -> HeadSpec:
+    if isinstance(spec, HeadSection):
+        return HeadSpec(name, spec.classes, spec.label_dtype, spec.mask_dtype)
+    return HeadSpec(name, spec)
+
+
+@pydantic_dataclass(frozen=True, config=ConfigDict(extra="forbid"))
+class Compression:
+    """``compression:`` Blosc settings for every sample array, plus the crc32c checksum codec.
+
+    A pydantic dataclass (validated like a :class:`Section`, copied with
+    ``dataclasses.replace``); ``codec`` is always ``blosc``.
+    """
+
+    cname: Literal["lz4", "lz4hc", "zstd", "zlib", "blosclz"] = "lz4"
+    clevel: Annotated[StrictInt, Field(ge=0, le=9)] = 5
+    shuffle: Literal["bitshuffle", "shuffle", "noshuffle"] = "bitshuffle"
+    checksum: StrictBool = True
+    codec: Literal["blosc"] = "blosc"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known_keys(cls, data: Any) -> Any:
+        refuse_unknown_keys(data, {"cname", "clevel", "shuffle", "checksum", "codec"})
+        return data
 
     def to_dict(self) -> dict[str, Any]:
         return {"codec": "blosc", "cname": self.cname, "clevel": self.clevel,
@@ -213,16 +353,4 @@ class Compression:
 
     @classmethod
     def from_dict(cls, d: Any, where: Where) -> Compression:
-        d = as_mapping(d, where)
-        check_keys(d, {"codec", "cname", "clevel", "shuffle", "checksum"}, where)
-        as_str(d.get("codec", "blosc"), where.child("codec"), choices=("blosc",))
-        clevel = as_int(d.get("clevel", 5), where.child("clevel"), minimum=0)
-        if clevel > 9:
-            raise where.child("clevel").error(f"expected 0..9, found {clevel}")
-        return cls(
-            as_str(d.get("cname", "lz4"), where.child("cname"), choices=BLOSC_CNAMES),
-            clevel,
-            as_str(d.get("shuffle", "bitshuffle"), where.child("shuffle"), choices=BLOSC_SHUFFLES),
-            as_bool(d.get("checksum", True), where.child("checksum")),
-        )
-
+        return parse(cls, d, where)

@@ -7,14 +7,16 @@ here, so there is one list and one rule.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any, Literal, get_args
 
 import numpy as np
+from pydantic import Field, StrictBool, StrictFloat, StrictInt, StrictStr, model_validator
 
-from chunkstore.core.schema import Where, as_bool, as_float, as_int, as_mapping, as_str, check_keys
+from chunkstore.core.schema import Section, Where, invalid, parse
 from chunkstore.errors import SplitError
 
-METHODS = ("random", "group", "stratified", "stratified-group", "kfold", "ordered")
+Method = Literal["random", "group", "stratified", "stratified-group", "kfold", "ordered"]
+METHODS: tuple[str, ...] = get_args(Method)
 GROUPED = ("group", "stratified-group")
 STRATIFIED = ("stratified", "stratified-group")
 MAX_PARTS = 127  # codes are int8
@@ -55,27 +57,43 @@ class SplitSpec:
 
     @classmethod
     def from_dict(cls, name: str, d: Any, where: Where) -> SplitSpec:
-        d = as_mapping(d, where)
-        check_keys(d, {"method", "fractions", "seed", "by", "k", "group"}, where)
-        method = as_str(d.get("method", "random"), where.child("method"), choices=METHODS)
-        k = None if d.get("k") is None else as_int(d["k"], where.child("k"), minimum=None)
-        fw = where.child("fractions")
-        if method == "kfold":
-            if "fractions" in d:
-                raise fw.error("kfold takes 'k' (equal folds), not fractions")
-            fractions = tuple((f"fold{i}", 1.0 / k) for i in range(k)) if k and k > 0 else ()
-        else:
-            fractions = tuple((str(n), as_float(f, fw.child(str(n))))
-                              for n, f in as_mapping(d.get("fractions", dict(DEFAULT_FRACTIONS)),
-                                                   fw).items())
-        by = None if d.get("by") is None else as_str(d["by"], where.child("by"))
-        seed = as_int(d.get("seed", 0), where.child("seed"), minimum=0)
-        spec = cls(name, method, fractions, seed,
-                   by, k, as_bool(d.get("group", False), where.child("group")))
+        """Parse ``splits.<name>``; ConfigError naming the key (``splits.s.fractions``)."""
+        spec = parse(SplitSection, d, where).to_spec(name)
         bad = spec.problem()
         if bad:
             raise where.child(bad[0]).error(bad[1])
         return spec
+
+
+class SplitSection(Section):
+    """``splits.<name>: {method, fractions, seed, by, k, group}`` as written in a config.
+
+    Field checks only; the rules between fields are :func:`spec_problem`'s, shared with the CLI.
+    """
+
+    method: Method = "random"
+    fractions: dict[str, StrictFloat | StrictInt] | None = Field(
+        default=None, description="part -> fraction, summing to 1 (not for kfold)")
+    seed: Annotated[StrictInt, Field(ge=0)] = 0
+    by: StrictStr | None = None
+    k: StrictInt | None = None
+    group: StrictBool = False
+
+    @model_validator(mode="after")
+    def _kfold_has_no_fractions(self) -> SplitSection:
+        if self.method == "kfold" and self.fractions is not None:
+            raise invalid("kfold takes 'k' (equal folds), not fractions", "fractions")
+        return self
+
+    def to_spec(self, name: str) -> SplitSpec:
+        """The spec named ``name`` (not yet checked: see :meth:`SplitSpec.problem`)."""
+        if self.method == "kfold":
+            k = self.k
+            fractions = kfold_fractions(k) if k and k > 0 else ()
+        else:
+            given = dict(DEFAULT_FRACTIONS) if self.fractions is None else self.fractions
+            fractions = tuple((str(n), float(f)) for n, f in given.items())
+        return SplitSpec(name, self.method, fractions, self.seed, self.by, self.k, self.group)
 
 
 def kfold_fractions(k: int) -> tuple[tuple[str, float], ...]:

@@ -11,12 +11,12 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 
 import numpy as np
 from numpy.typing import NDArray
 
-from chunkstore.core.schema import Schema, Where
+from chunkstore.core.schema import HeadSpec, Schema, Section, Where, parse
 from chunkstore.errors import SourceError
 
 
@@ -33,12 +33,24 @@ class Batch:
         return int(self.features.shape[0])
 
 
-class SourceOptions(ABC):
-    """A source kind's options: a frozen dataclass with ``from_dict`` and ``to_dict``."""
+class SourceOptions(Section):
+    """A source kind's options: a frozen pydantic model of the ``source:`` keys but ``kind``.
+
+    Validators that need the schema (one entry per head) read it from the validation context
+    (``info.context["schema"]``), which :meth:`from_dict` passes; ``to_dict`` gives the config
+    form that the store's config hash is computed from, so it must stay stable.
+    """
 
     @classmethod
-    @abstractmethod
-    def from_dict(cls, d: Mapping[str, Any], where: Where, schema: Schema) -> SourceOptions: ...
+    def from_dict(cls, d: Mapping[str, Any], where: Where, schema: Schema) -> Self:
+        """Validate ``d`` (the ``source:`` section without ``kind``) against ``schema``.
+
+        Raises
+        ------
+        ConfigError
+            Naming ``where``'s file and the key, e.g. ``key 'source.n_samples'``.
+        """
+        return parse(cls, d, where, context={"schema": schema})
 
     @abstractmethod
     def to_dict(self) -> dict[str, Any]: ...
@@ -111,81 +123,100 @@ def check_batch(
     SourceError
         Naming the item, the array, the row, what was expected and what was found.
     """
-
-    def fail(what: str, row: int | None = None) -> SourceError:
-        at = f", row {item_start + row} of the item" if row is not None else ""
-        return SourceError(f"{where}{at}: {what}")
-
-    def numeric(name: str, a: Any, ndim: int) -> NDArray[Any]:
-        a = np.asarray(a)
-        if a.dtype.kind not in "biuf":
-            raise fail(f"{name} has dtype {a.dtype}; expected a numeric array")
-        if a.ndim != ndim or a.shape[0] != rows:
-            exp = f"({rows},)" if ndim == 1 else f"({rows}, ...)"
-            raise fail(f"{name} has shape {a.shape}; expected {exp}")
-        return a
-
-    f = numeric("features", batch.features, 2)
-    if f.shape[1] != schema.n_features:
-        raise fail(f"features have {f.shape[1]} columns; the schema has {schema.n_features} "
-                   "features")
-    ftype = np.dtype(schema.feature_dtype)
-    if f.dtype.kind == "f" and f.dtype.itemsize > ftype.itemsize:
-        big = np.abs(f) > np.finfo(ftype).max
-        if big.any():
-            r = _first_bad_row(big & np.isfinite(f))
-            raise fail(f"feature value {f[r][big[r]][0].item()!r} overflows {ftype} "
-                       "(dtype overflow)", r)
-    features = f.astype(ftype, copy=False)
-    if nan_policy == "error" and features.dtype.kind == "f":
-        nan = np.isnan(features)
-        if nan.any():
-            r = _first_bad_row(nan)
-            col = int(np.flatnonzero(nan[r])[0])
-            raise fail(f"NaN in feature {schema.feature_names[col]!r} and ingest.nan_policy is "
-                       "'error'", r)
-
+    check = _BatchCheck(where, item_start, rows)
+    features = check.features(batch.features, schema, nan_policy)
     labels: dict[str, NDArray[Any]] = {}
     masks: dict[str, NDArray[Any]] = {}
     for head in schema.heads:
-        if head.name not in batch.labels:
-            raise fail(f"no labels for head {head.name!r}")
-        lab = numeric(f"labels[{head.name!r}]", batch.labels[head.name], 1)
+        labels[head.name] = check.labels(batch.labels, head)
+        masks[head.name] = check.mask(batch.masks, head)
+    group = None
+    if has_group:
+        if batch.group is None:
+            raise check.fail("no group ids, but earlier items had them; every item needs "
+                             "'group'")
+        g = check.numeric("group", batch.group, 1)
+        if g.dtype.kind == "f":
+            raise check.fail(f"group ids have dtype {g.dtype}; expected integers")
+        group = g.astype(np.int64)
+    return Batch(features, labels, masks, group)
+
+
+@dataclass(frozen=True)
+class _BatchCheck:
+    """The steps of :func:`check_batch`, each failing with the item and the row."""
+
+    where: str
+    item_start: int
+    rows: int
+
+    def fail(self, what: str, row: int | None = None) -> SourceError:
+        at = f", row {self.item_start + row} of the item" if row is not None else ""
+        return SourceError(f"{self.where}{at}: {what}")
+
+    def numeric(self, name: str, a: Any, ndim: int) -> NDArray[Any]:
+        a = np.asarray(a)
+        if a.dtype.kind not in "biuf":
+            raise self.fail(f"{name} has dtype {a.dtype}; expected a numeric array")
+        if a.ndim != ndim or a.shape[0] != self.rows:
+            exp = f"({self.rows},)" if ndim == 1 else f"({self.rows}, ...)"
+            raise self.fail(f"{name} has shape {a.shape}; expected {exp}")
+        return a
+
+    def features(self, raw: Any, schema: Schema, nan_policy: str) -> NDArray[Any]:
+        """(rows, F) in the schema's dtype; no overflow, no NaN if the policy says so."""
+        f = self.numeric("features", raw, 2)
+        if f.shape[1] != schema.n_features:
+            raise self.fail(f"features have {f.shape[1]} columns; the schema has "
+                            f"{schema.n_features} features")
+        ftype = np.dtype(schema.feature_dtype)
+        if f.dtype.kind == "f" and f.dtype.itemsize > ftype.itemsize:
+            big = np.abs(f) > np.finfo(ftype).max
+            if big.any():
+                r = _first_bad_row(big & np.isfinite(f))
+                raise self.fail(f"feature value {f[r][big[r]][0].item()!r} overflows {ftype} "
+                                "(dtype overflow)", r)
+        features = f.astype(ftype, copy=False)
+        if nan_policy == "error" and features.dtype.kind == "f":
+            nan = np.isnan(features)
+            if nan.any():
+                r = _first_bad_row(nan)
+                col = int(np.flatnonzero(nan[r])[0])
+                raise self.fail(f"NaN in feature {schema.feature_names[col]!r} and "
+                                "ingest.nan_policy is 'error'", r)
+        return features
+
+    def labels(self, given: Mapping[str, Any], head: HeadSpec) -> NDArray[Any]:
+        """(rows,) integer class ids in ``[0, classes)``, in the head's label dtype."""
+        if head.name not in given:
+            raise self.fail(f"no labels for head {head.name!r}")
+        lab = self.numeric(f"labels[{head.name!r}]", given[head.name], 1)
         if lab.dtype.kind == "f":
             frac = ~np.isfinite(lab) | (lab != np.round(lab))
             if frac.any():
                 r = _first_bad_row(frac)
-                raise fail(f"label {lab[r]!r} of head {head.name!r} is not an integer", r)
+                raise self.fail(f"label {lab[r]!r} of head {head.name!r} is not an integer", r)
         out = (lab < 0) | (lab >= head.classes)
         if out.any():
             r = _first_bad_row(out)
-            raise fail(f"label {lab[r].item()!r} of head {head.name!r} is outside "
-                       f"[0, {head.classes})", r)
-        labels[head.name] = lab.astype(head.label_dtype)
+            raise self.fail(f"label {lab[r].item()!r} of head {head.name!r} is outside "
+                            f"[0, {head.classes})", r)
+        return lab.astype(head.label_dtype)
 
-        if head.name not in batch.masks:
-            raise fail(f"no mask for head {head.name!r}")
-        m = numeric(f"masks[{head.name!r}]", batch.masks[head.name], 2)
+    def mask(self, given: Mapping[str, Any], head: HeadSpec) -> NDArray[Any]:
+        """(rows, classes) in the head's mask dtype; values must fit it."""
+        if head.name not in given:
+            raise self.fail(f"no mask for head {head.name!r}")
+        m = self.numeric(f"masks[{head.name!r}]", given[head.name], 2)
         if m.shape[1] != head.classes:
-            raise fail(f"mask of head {head.name!r} has width {m.shape[1]}; expected "
-                       f"{head.classes} (the head's classes)")
+            raise self.fail(f"mask of head {head.name!r} has width {m.shape[1]}; expected "
+                            f"{head.classes} (the head's classes)")
         mtype = np.dtype(head.mask_dtype)
         if mtype != np.bool_ and m.dtype != mtype:
             info = np.iinfo(mtype)
             bad = (m < info.min) | (m > info.max) | (m != np.round(m))
             if bad.any():
                 r = _first_bad_row(bad)
-                raise fail(f"mask value of head {head.name!r} does not fit {mtype} "
-                           f"(dtype overflow or not an integer)", r)
-        masks[head.name] = m.astype(mtype)
-
-    group = None
-    if has_group:
-        if batch.group is None:
-            raise fail("no group ids, but earlier items had them; every item needs 'group'")
-        g = numeric("group", batch.group, 1)
-        if g.dtype.kind == "f":
-            raise fail(f"group ids have dtype {g.dtype}; expected integers")
-        group = g.astype(np.int64)
-    return Batch(features, labels, masks, group)
-
+                raise self.fail(f"mask value of head {head.name!r} does not fit {mtype} "
+                                "(dtype overflow or not an integer)", r)
+        return m.astype(mtype)

@@ -1,6 +1,6 @@
 """Helpers shared by the file-based source kinds (npz, parquet, hdf5, npy).
 
-- :func:`parse_paths` / :func:`expand_paths`: the ``paths:`` option (a glob, a directory or a
+- :data:`Paths` / :func:`expand_paths`: the ``paths:`` option (a glob, a directory or a
   list of them) and the sorted file list it names.
 - :class:`PerHead`: an option that names one thing per head, as a ``{head}`` template or an
   explicit mapping.
@@ -15,26 +15,26 @@ import os
 import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import IO, Any
+from typing import IO, Annotated, Any
 
 import numpy as np
+from pydantic import PlainSerializer, PlainValidator, ValidationInfo
 
-from chunkstore.core.schema import Schema, Where
+from chunkstore.core.schema import Schema, invalid, shown
 from chunkstore.errors import SourceError
 
 
-def parse_paths(d: Mapping[str, Any], where: Where, example: str) -> tuple[str, ...]:
-    """The ``paths`` option: a glob/directory/file string or a non-empty list of them."""
-    pw = where.child("paths")
-    if "paths" not in d:
-        raise pw.error(f"missing required key (a glob such as {example!r}, a directory or a "
-                       "list)")
-    raw = d["paths"]
-    if isinstance(raw, str):
-        raw = [raw]
-    if not isinstance(raw, list) or not raw or not all(isinstance(p, str) for p in raw):
-        raise pw.error(f"expected a glob string, a directory or a list of paths, found {raw!r}")
+def _paths(value: Any) -> tuple[str, ...]:
+    raw = [value] if isinstance(value, str) else value
+    if not isinstance(raw, list | tuple) or not raw or not all(isinstance(p, str) for p in raw):
+        raise invalid("expected a glob string (e.g. 'data/*.npz'), a directory or a non-empty "
+                      f"list of them, found {shown(value)}")
     return tuple(raw)
+
+
+Paths = Annotated[tuple[str, ...], PlainValidator(_paths, json_schema_input_type=str | list[str]),
+                  PlainSerializer(list)]
+"""The ``paths:`` option: a glob/directory/file string or a non-empty list of them."""
 
 
 def expand_paths(patterns: tuple[str, ...], kind: str,
@@ -85,24 +85,53 @@ class PerHead:
         return self.template if self.template is not None else dict(self.mapping)
 
     @classmethod
-    def parse(cls, value: Any, where: Where, schema: Schema, *,
-              allow_template_without_head: bool = False) -> PerHead:
-        """Validate a template or a mapping that covers exactly the schema's heads."""
-        heads = [h.name for h in schema.heads]
+    def parse(cls, value: Any, schema: Schema | None, *, template_without_head: bool = False,
+              strings_only: bool = True) -> PerHead:
+        """Validate a template or a mapping that covers exactly the schema's heads.
+
+        Raises a pydantic error (our wording) for the field being validated; with no
+        ``schema`` (options built in code) the head coverage is not checked.
+        """
+        if isinstance(value, PerHead):
+            return value
+        heads = [h.name for h in schema.heads] if schema is not None else None
         if isinstance(value, str):
-            if "{head}" not in value and not allow_template_without_head:
-                raise where.error(f"a template must contain '{{head}}', found {value!r}; or "
-                                  f"give a mapping with one entry per head {heads}")
+            if "{head}" not in value and not template_without_head:
+                raise invalid(f"a template must contain '{{head}}', found {value!r}; or give a "
+                              f"mapping with one entry per head {heads}")
             return cls(template=value)
         if isinstance(value, Mapping):
-            missing = [h for h in heads if h not in value]
-            extra = sorted(str(k) for k in value if k not in heads)
+            keys = heads if heads is not None else [str(k) for k in value]
+            missing = [h for h in keys if h not in value]
+            extra = sorted(str(k) for k in value if k not in keys)
             if missing or extra:
-                raise where.error(f"expected one entry per head {heads}; missing {missing}, "
-                                  f"unknown {extra}")
-            return cls(mapping=tuple((h, _freeze(value[h])) for h in heads))
-        raise where.error(f"expected a template string with '{{head}}' or a mapping head -> "
-                          f"value, found {value!r}")
+                raise invalid(f"expected one entry per head {heads}; missing {missing}, "
+                              f"unknown {extra}")
+            for h in keys:
+                if strings_only and not isinstance(value[h], str):
+                    raise invalid(f"expected a string, found {shown(value[h])}", h)
+            return cls(mapping=tuple((h, _freeze(value[h])) for h in keys))
+        raise invalid(f"expected a template string with '{{head}}' or a mapping head -> value, "
+                      f"found {shown(value)}")
+
+
+def _per_head(*, template_without_head: bool = False, strings_only: bool = True
+              ) -> PlainValidator:
+    def check(value: Any, info: ValidationInfo) -> PerHead:
+        schema = (info.context or {}).get("schema")  # set by SourceOptions.from_dict
+        return PerHead.parse(value, schema, template_without_head=template_without_head,
+                             strings_only=strings_only)
+
+    return PlainValidator(check, json_schema_input_type=str | dict[str, Any])
+
+
+_AS_CONFIG = PlainSerializer(lambda v: thaw(v.to_config()))
+PerHeadNames = Annotated[PerHead, _per_head(), _AS_CONFIG]
+"""A :class:`PerHead` option naming one column/dataset per head: a template or head -> str."""
+PerHeadSelectors = Annotated[PerHead, _per_head(strings_only=False), _AS_CONFIG]
+"""A :class:`PerHead` option whose mapping values may be column selectors (lists, prefix)."""
+PerHeadFiles = Annotated[PerHead, _per_head(template_without_head=True), _AS_CONFIG]
+"""A :class:`PerHead` option naming files; a template without ``{head}`` names one file."""
 
 
 def _freeze(value: Any) -> Any:

@@ -11,48 +11,34 @@ are decompressed a few chunks at a time. Feature names come from the features da
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
-from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
 import h5py
 import numpy as np
+from pydantic import StrictStr
 
-from chunkstore.core.schema import Schema, Where, as_str, check_keys, default_feature_names
+from chunkstore.core.schema import Schema, Where, default_feature_names
 from chunkstore.errors import SourceError
 from chunkstore.sources.base import Batch, Source, SourceOptions
-from chunkstore.sources.files import PerHead, expand_paths, parse_paths
+from chunkstore.sources.files import Paths, PerHead, PerHeadNames, expand_paths
 
 SUFFIXES = (".h5", ".hdf5", ".he5")
 
 
-@dataclass(frozen=True)
 class Hdf5Options(SourceOptions):
-    paths: tuple[str, ...]
-    features: str = "features"
-    labels: PerHead = PerHead("labels/{head}")
-    masks: PerHead = PerHead("masks/{head}")
-    group: str | None = "meta/group"
+    """``kind: hdf5``: dataset paths inside each file (the defaults are what export writes)."""
+
+    paths: Paths
+    features: StrictStr = "features"
+    labels: PerHeadNames = PerHead("labels/{head}")
+    masks: PerHeadNames = PerHead("masks/{head}")
+    group: StrictStr | None = "meta/group"
 
     def to_dict(self) -> dict[str, Any]:
         return {"paths": list(self.paths), "features": self.features,
                 "labels": self.labels.to_config(), "masks": self.masks.to_config(),
                 "group": self.group}
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any], where: Where, schema: Schema) -> Hdf5Options:
-        check_keys(d, {"paths", "features", "labels", "masks", "group"}, where)
-        per_head = {}
-        for key, default in (("labels", "labels/{head}"), ("masks", "masks/{head}")):
-            per_head[key] = PerHead.parse(d.get(key, default), where.child(key), schema)
-            for head, path in per_head[key].mapping:
-                as_str(path, where.child(key).child(head))
-        group = d.get("group", "meta/group")
-        return cls(parse_paths(d, where, "data/*.h5"),
-                   as_str(d.get("features", "features"), where.child("features")),
-                   per_head["labels"], per_head["masks"],
-                   None if group is None else as_str(group, where.child("group")))
 
     def resolve_schema(self, schema: Schema, where: Where) -> Schema:
         """Take feature names from the first file's ``feature_names`` attribute, if any.

@@ -31,18 +31,18 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
+from pydantic import StrictStr, model_validator
 
-from chunkstore.core.schema import Schema, Where, as_int, as_str, check_keys, default_feature_names
+from chunkstore.core.schema import PositiveInt, Schema, Where, default_feature_names, invalid
 from chunkstore.errors import SourceError
 from chunkstore.sources.base import Batch, Source, SourceOptions
-from chunkstore.sources.files import PerHead, npz_member_memmap
+from chunkstore.sources.files import PerHead, PerHeadFiles, npz_member_memmap
 
 
 @dataclass(frozen=True)
@@ -84,52 +84,49 @@ def _raw_memmap(path: str, dtype: np.dtype[Any], shape: tuple[int, ...], offset:
     return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape)
 
 
-@dataclass(frozen=True)
 class NpyOptions(SourceOptions):
-    features: str | None = None
-    labels: PerHead | None = None
-    masks: PerHead | None = None
-    group: str | None = None
-    metadata: str | None = None
-    item_rows: int = 65536
+    """``kind: npy``: ``features``/``labels``/``masks`` (.npy files) or one ``metadata`` JSON."""
+
+    features: StrictStr | None = None
+    labels: PerHeadFiles | None = None
+    masks: PerHeadFiles | None = None
+    group: StrictStr | None = None
+    metadata: StrictStr | None = None
+    item_rows: PositiveInt = 65536
+
+    @model_validator(mode="after")
+    def _one_layout(self) -> NpyOptions:
+        given = self.model_fields_set
+        if self.metadata is not None:
+            extra = sorted({"features", "labels", "masks", "group"} & given)
+            if extra:
+                raise invalid("give either metadata (the flat-file layout) or "
+                              "features/labels/masks (.npy files)", extra[0])
+            return self
+        for key in ("features", "labels", "masks"):
+            if getattr(self, key) is None:
+                raise invalid("missing required key (or give metadata: a JSON describing a "
+                              "flat binary file)", key)
+        for key in ("labels", "masks"):
+            template = getattr(self, key).template
+            if template is not None and "{head}" not in template \
+                    and not template.endswith(".npz"):
+                raise invalid(f"expected a template with '{{head}}' (one .npy per head) or an "
+                              f".npz with one array per head, found {template!r}", key)
+        return self
 
     def to_dict(self) -> dict[str, Any]:
         if self.metadata is not None:
             return {"metadata": self.metadata, "item_rows": self.item_rows}
-        assert self.labels is not None and self.masks is not None
-        return {"features": self.features, "labels": self.labels.to_config(),
-                "masks": self.masks.to_config(), "group": self.group,
-                "item_rows": self.item_rows}
+        labels, masks = self._files()
+        return {"features": self.features, "labels": labels.to_config(),
+                "masks": masks.to_config(), "group": self.group, "item_rows": self.item_rows}
 
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any], where: Where, schema: Schema) -> NpyOptions:
-        check_keys(d, {"features", "labels", "masks", "group", "metadata", "item_rows"}, where)
-        item_rows = as_int(d.get("item_rows", 65536), where.child("item_rows"))
-        if "metadata" in d:
-            extra = sorted({"features", "labels", "masks", "group"} & set(d))
-            if extra:
-                raise where.child(extra[0]).error("give either metadata (the flat-file layout) "
-                                                  "or features/labels/masks (.npy files)")
-            return cls(metadata=as_str(d["metadata"], where.child("metadata")),
-                       item_rows=item_rows)
-        for key in ("features", "labels", "masks"):
-            if key not in d:
-                raise where.child(key).error("missing required key (or give metadata: a JSON "
-                                             "describing a flat binary file)")
-        per_head = {}
-        for key in ("labels", "masks"):
-            w = where.child(key)
-            value = d[key]
-            if isinstance(value, str) and "{head}" not in value and not value.endswith(".npz"):
-                raise w.error(f"expected a template with '{{head}}' (one .npy per head) or an "
-                              f".npz with one array per head, found {value!r}")
-            per_head[key] = PerHead.parse(value, w, schema, allow_template_without_head=True)
-            for head, path in per_head[key].mapping:
-                as_str(path, w.child(head))
-        group = d.get("group")
-        group_key = None if group is None else as_str(group, where.child("group"))
-        return cls(as_str(d["features"], where.child("features")), per_head["labels"],
-                   per_head["masks"], group_key, None, item_rows)
+    def _files(self) -> tuple[PerHead, PerHead]:
+        """labels and masks of the .npy layout (set whenever metadata is not: _one_layout)."""
+        if self.labels is None or self.masks is None:
+            raise SourceError("npy source: labels and masks are required without metadata")
+        return self.labels, self.masks
 
     def resolve_schema(self, schema: Schema, where: Where) -> Schema:
         """Take feature names from the metadata JSON's ``feature_names``, if it has them."""
@@ -160,9 +157,9 @@ def npy_layout(o: NpyOptions, schema: Schema) -> Layout:
     """The arrays named by the options (either layout)."""
     if o.metadata is not None:
         return parse_metadata(o.metadata, schema)
-    assert o.features is not None and o.labels is not None and o.masks is not None
-    arrays = {"features": ArrayRef(o.features)}
-    for key, spec in (("labels", o.labels), ("masks", o.masks)):
+    labels, masks = o._files()
+    arrays = {"features": ArrayRef(o.features or "")}
+    for key, spec in (("labels", labels), ("masks", masks)):
         for h in schema.heads:
             path = spec.get(h.name)
             arrays[f"{key}/{h.name}"] = (ArrayRef(path, member=h.name) if path.endswith(".npz")

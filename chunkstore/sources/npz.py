@@ -23,34 +23,50 @@ from __future__ import annotations
 import logging
 import zipfile
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from functools import cached_property
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 from numpy.typing import NDArray
+from pydantic import AfterValidator, StrictBool, StrictStr, model_validator
 
-from chunkstore.core.schema import Schema, Where, as_bool, as_str, check_keys
+from chunkstore.core.schema import Schema, invalid
 from chunkstore.errors import SourceError
 from chunkstore.sources.base import Batch, Source, SourceOptions
-from chunkstore.sources.files import expand_paths, npz_headers, npz_member_header, parse_paths
+from chunkstore.sources.files import Paths, expand_paths, npz_headers, npz_member_header
 
 log = logging.getLogger(__name__)
+
+def _has_head(value: str) -> str:
+    if "{head}" not in value:
+        raise invalid(f"must contain '{{head}}', found {value!r}")
+    return value
+
 
 PICKLE_HINT = ("chunkstore never loads pickled data unless told to, because unpickling runs "
                "arbitrary code: re-save the batch with numeric arrays, or set "
                "source.allow_pickle: true if you trust these files")
 
 
-@dataclass(frozen=True)
+HeadTemplate = Annotated[StrictStr, AfterValidator(_has_head)]
+
+
 class NpzOptions(SourceOptions):
-    paths: tuple[str, ...]
-    features_key: str = "strategic_features"
-    label_key: str = "labels_{head}"
-    mask_key: str = "masks_{head}"
-    group_key: str | None = "group"
-    allow_pickle: bool = False
-    samples_key: str = "samples"
+    """``kind: npz``: which arrays of each batch file hold features, labels, masks, groups."""
+
+    paths: Paths
+    features_key: StrictStr = "strategic_features"
+    label_key: HeadTemplate = "labels_{head}"
+    mask_key: HeadTemplate = "masks_{head}"
+    group_key: StrictStr | None = "group"
+    allow_pickle: StrictBool = False
+    samples_key: StrictStr = "samples"
+
+    @model_validator(mode="after")
+    def _samples_key_needs_pickle(self) -> NpzOptions:
+        if "samples_key" in self.model_fields_set and not self.allow_pickle:
+            raise invalid("only used with allow_pickle: true", "samples_key")
+        return self
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"paths": list(self.paths), "features_key": self.features_key,
@@ -59,30 +75,6 @@ class NpzOptions(SourceOptions):
         if self.allow_pickle:  # only when set, so existing stores keep their config hash
             d.update(allow_pickle=True, samples_key=self.samples_key)
         return d
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any], where: Where, schema: Schema) -> NpzOptions:
-        check_keys(d, {"paths", "features_key", "label_key", "mask_key", "group_key",
-                        "allow_pickle", "samples_key"}, where)
-        paths = parse_paths(d, where, "batches/*.npz")
-        for key in ("label_key", "mask_key"):
-            if key in d and "{head}" not in as_str(d[key], where.child(key)):
-                raise where.child(key).error(f"must contain '{{head}}', found {d[key]!r}")
-        group_key = d.get("group_key", "group")
-        if group_key is not None:
-            group_key = as_str(group_key, where.child("group_key"))
-        allow = as_bool(d.get("allow_pickle", False), where.child("allow_pickle"))
-        if "samples_key" in d and not allow:
-            raise where.child("samples_key").error("only used with allow_pickle: true")
-        return cls(
-            paths,
-            as_str(d.get("features_key", "strategic_features"), where.child("features_key")),
-            d.get("label_key", "labels_{head}"),
-            d.get("mask_key", "masks_{head}"),
-            group_key,
-            allow,
-            as_str(d.get("samples_key", "samples"), where.child("samples_key")),
-        )
 
 
 def npz_member_shape(path: str, key: str) -> tuple[int, ...] | None:

@@ -18,87 +18,73 @@ Nulls become NaN in features; a null label, mask or group is an error naming the
 from __future__ import annotations
 
 import dataclasses
-import re
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterator
 from functools import cached_property
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from numpy.typing import NDArray
+from pydantic import PlainValidator, StrictStr, model_validator
+from pydantic_core import PydanticCustomError
 
-from chunkstore.core.schema import Schema, Where, as_str, check_keys, default_feature_names
+from chunkstore.core.schema import Schema, Where, invalid
 from chunkstore.errors import SourceError
 from chunkstore.sources.base import Batch, Source, SourceOptions
-from chunkstore.sources.files import PerHead, expand_paths, parse_paths, thaw
+from chunkstore.sources.files import (
+    Paths,
+    PerHead,
+    PerHeadNames,
+    PerHeadSelectors,
+    expand_paths,
+    thaw,
+)
+from chunkstore.sources.parquet_columns import (
+    ALL_OTHERS,
+    Columns,
+    difference,
+    resolve_columns,
+    selector,
+)
 
 SUFFIXES = (".parquet", ".parq", ".pq")
-ALL_OTHERS = "all_others"
 READ_BATCH = 8192  # rows decoded at a time when a task needs only a slice of a row group
 
 
-def _selector(value: Any, where: Where, *, allow_all_others: bool) -> Any:
-    """Validate a column selector: a list of names, {prefix: s}, {regex: s} or all_others."""
-    if value == ALL_OTHERS and allow_all_others:
-        return ALL_OTHERS
-    if isinstance(value, list) and value and all(isinstance(c, str) for c in value):
-        return tuple(value)
-    if isinstance(value, Mapping) and len(value) == 1:
-        (key, pattern), = value.items()
-        if key in ("prefix", "regex") and isinstance(pattern, str):
-            if key == "regex":
-                try:
-                    re.compile(pattern)
-                except re.error as e:
-                    raise where.error(f"invalid regex {pattern!r}: {e}") from e
-            return ((key, pattern),)
-    others = ", 'all_others'" if allow_all_others else ""
-    raise where.error(f"expected a list of column names, {{prefix: ...}}, {{regex: ...}}{others}; "
-                      f"found {value!r}")
+FeatureSelector = Annotated[Any, PlainValidator(
+    lambda v: None if v is None else selector(v, allow_all_others=True),
+    json_schema_input_type=Literal["all_others"] | list[str] | dict[Literal["prefix", "regex"],
+                                                                    str] | None)]
 
 
-@dataclass(frozen=True)
 class ParquetOptions(SourceOptions):
-    paths: tuple[str, ...]
-    features: Any = None  # None | "all_others" | tuple of names | (("prefix"|"regex", s),)
-    exclude: tuple[str, ...] = ()
-    labels: PerHead = PerHead("label_{head}")
-    masks: PerHead = PerHead("mask_{head}")
-    group: str | None = None
+    """``kind: parquet``: which columns hold features, labels, masks and group ids."""
+
+    paths: Paths
+    features: FeatureSelector = None  # None | "all_others" | names | (("prefix"|"regex", s),)
+    exclude: tuple[StrictStr, ...] = ()
+    labels: PerHeadNames = PerHead("label_{head}")
+    masks: PerHeadSelectors = PerHead("mask_{head}")
+    group: StrictStr | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ParquetOptions:
+        if self.exclude and self.features not in (None, ALL_OTHERS):
+            raise invalid("only used with features: all_others", "exclude")
+        for head, spec in self.masks.mapping:
+            if not isinstance(spec, str):
+                try:
+                    selector(thaw(spec), allow_all_others=False)
+                except PydanticCustomError as e:
+                    raise invalid(e.message(), "masks", head) from None
+        return self
 
     def to_dict(self) -> dict[str, Any]:
         return {"paths": list(self.paths), "features": thaw(self.features),
                 "exclude": list(self.exclude), "labels": self.labels.to_config(),
                 "masks": thaw(self.masks.to_config()), "group": self.group}
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any], where: Where, schema: Schema) -> ParquetOptions:
-        check_keys(d, {"paths", "features", "exclude", "labels", "masks", "group"}, where)
-        paths = parse_paths(d, where, "data/table/*.parquet")
-        features = d.get("features")
-        if features is not None:
-            features = _selector(features, where.child("features"), allow_all_others=True)
-        exclude = d.get("exclude") or []
-        if not isinstance(exclude, list) or not all(isinstance(c, str) for c in exclude):
-            raise where.child("exclude").error(f"expected a list of column names, found "
-                                               f"{exclude!r}")
-        if exclude and features not in (None, ALL_OTHERS):
-            raise where.child("exclude").error("only used with features: all_others")
-        labels = PerHead.parse(d.get("labels", "label_{head}"), where.child("labels"), schema)
-        mw = where.child("masks")
-        masks = PerHead.parse(d.get("masks", "mask_{head}"), mw, schema)
-        for head, spec in masks.mapping:
-            if not isinstance(spec, str):
-                _selector(thaw(spec), mw.child(head), allow_all_others=False)
-        group = d.get("group")
-        if group is not None:
-            group = as_str(group, where.child("group"))
-        for head, col in labels.mapping:
-            as_str(col, where.child("labels").child(head))
-        return cls(paths, features, tuple(exclude), labels, masks, group)
 
     def resolve_schema(self, schema: Schema, where: Where) -> Schema:
         """The schema with feature names taken from the selected columns of the first file.
@@ -110,128 +96,6 @@ class ParquetOptions(SourceOptions):
         files = expand_paths(self.paths, "parquet", SUFFIXES)
         cols = resolve_columns(self, schema, _read_schema(files[0]), files[0])
         return dataclasses.replace(schema, feature_names=cols.features)
-
-
-@dataclass(frozen=True)
-class Columns:
-    """The column names a source reads, resolved against a file's schema."""
-
-    features: tuple[str, ...]
-    labels: dict[str, str]
-    masks: dict[str, tuple[str, tuple[str, ...]]]  # head -> ("list"|"scalars", columns)
-    group: str | None
-
-    def all(self) -> list[str]:
-        names = [*self.features, *self.labels.values(),
-                 *(c for _, cols in self.masks.values() for c in cols)]
-        return names + ([self.group] if self.group else [])
-
-
-def _select(spec: Any, names: list[str]) -> list[str]:
-    if isinstance(spec, tuple) and len(spec) == 1 and isinstance(spec[0], tuple):
-        (key, pattern), = spec
-        if key == "prefix":
-            return [n for n in names if n.startswith(pattern)]
-        rx = re.compile(pattern)
-        return [n for n in names if rx.fullmatch(n)]
-    return list(spec)
-
-
-def _has_default_names(schema: Schema) -> bool:
-    return schema.feature_names == default_feature_names(schema.n_features)
-
-
-def resolve_columns(o: ParquetOptions, schema: Schema, arrow: pa.Schema, path: str) -> Columns:
-    """Resolve the options' selectors against one file's schema; SourceError if they do not fit.
-
-    Raises
-    ------
-    SourceError
-        For a missing column, a selector that matches the wrong number of columns, feature
-        names that differ from the columns, or a column of the wrong type.
-    """
-    names = list(arrow.names)
-
-    def need(col: str, what: str) -> str:
-        if col not in names:
-            shown = names[:12] + (["..."] if len(names) > 12 else [])
-            raise SourceError(f"parquet file {path!r}: no column {col!r} ({what}); the file "
-                              f"has columns {shown}; fix source.{what.split()[0]} in the config")
-        return col
-
-    labels = {h.name: need(o.labels.get(h.name), f"labels of head {h.name!r}")
-              for h in schema.heads}
-    masks: dict[str, tuple[str, tuple[str, ...]]] = {}
-    for h in schema.heads:
-        spec, what = o.masks.get(h.name), f"masks of head {h.name!r}"
-        if isinstance(spec, str) and "{k}" not in spec:
-            col = need(spec, what)
-            t = arrow.field(col).type
-            if not (pa.types.is_list(t) or pa.types.is_large_list(t)
-                    or pa.types.is_fixed_size_list(t)):
-                raise SourceError(f"parquet file {path!r}: mask column {col!r} of head {h.name!r} "
-                                  f"has type {t}; expected a list column of width {h.classes}, "
-                                  "or K scalar columns (e.g. masks: 'mask_{head}_{k}')")
-            if pa.types.is_fixed_size_list(t) and t.list_size != h.classes:
-                raise SourceError(f"parquet file {path!r}: mask column {col!r} of head {h.name!r} "
-                                  f"is a list of width {t.list_size}; expected width {h.classes} "
-                                  "(the head's classes)")
-            masks[h.name] = ("list", (col,))
-            continue
-        if isinstance(spec, str):
-            cols = [spec.replace("{k}", str(k)) for k in range(h.classes)]
-        else:
-            cols = _select(spec, names)
-        if len(cols) != h.classes:
-            raise SourceError(f"parquet file {path!r}: the mask columns of head {h.name!r} "
-                              f"({cols[:6]}{'...' if len(cols) > 6 else ''}) are {len(cols)}; "
-                              f"expected {h.classes} (the head's classes)")
-        masks[h.name] = ("scalars", tuple(need(c, what) for c in cols))
-    group = need(o.group, "group column") if o.group else None
-
-    used = {*labels.values(), *(c for _, cs in masks.values() for c in cs), group}
-    spec = o.features
-    if spec is None:
-        spec = ALL_OTHERS if _has_default_names(schema) else schema.feature_names
-    if spec == ALL_OTHERS:
-        how = "features: all_others"
-        features = [n for n in names if n not in used and n not in o.exclude]
-    else:
-        how = f"features: {thaw(spec)!r}" if o.features is not None else "schema.features.names"
-        features = _select(spec, names)
-    for c in features:
-        need(c, "features")
-        t = arrow.field(c).type
-        if not (pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t)
-                or pa.types.is_null(t)):
-            raise SourceError(f"parquet file {path!r}: feature column {c!r} has type {t}; "
-                              "expected a numeric or boolean column (leave it out with "
-                              "source.exclude or an explicit source.features list)")
-    if len(features) != schema.n_features:
-        shown = features[:6] + (["..."] if len(features) > 6 else [])
-        raise SourceError(f"parquet file {path!r}: {how} selects {len(features)} columns "
-                          f"{shown}; the schema has {schema.n_features} features; make "
-                          "schema.features match the columns or change source.features")
-    if not _has_default_names(schema) and tuple(features) != schema.feature_names:
-        diff = next(i for i, (a, b) in enumerate(zip(features, schema.feature_names,
-                                                     strict=True)) if a != b)
-        raise SourceError(f"parquet file {path!r}: feature column {diff} is "
-                          f"{features[diff]!r} but schema.features.names[{diff}] is "
-                          f"{schema.feature_names[diff]!r}; the store's feature names are the "
-                          "column names: drop names from the schema or fix them")
-    return Columns(tuple(features), labels, masks, group)
-
-
-def _difference(a: Columns, b: Columns) -> str:
-    for name in ("features", "labels", "masks", "group"):
-        x, y = getattr(a, name), getattr(b, name)
-        if x != y:
-            if name == "features":
-                extra, missing = sorted(set(x) - set(y))[:5], sorted(set(y) - set(x))[:5]
-                return (f"feature columns: extra {extra}, missing {missing}" if extra or missing
-                        else "the same feature columns in another order")
-            return f"{name}: {x} instead of {y}"
-    return "same"
 
 
 def _read_schema(path: str) -> pa.Schema:
@@ -294,7 +158,7 @@ class ParquetSource(Source):
             cols = resolve_columns(self.options, self.schema, meta.schema.to_arrow_schema(), path)
             if cols != self.columns:
                 raise SourceError(f"parquet file {path!r} selects other columns than "
-                                  f"{self.files[0]!r} ({_difference(cols, self.columns)}); every "
+                                  f"{self.files[0]!r} ({difference(cols, self.columns)}); every "
                                   "file needs the same columns")
             self._check_null_stats(path, meta)
             items.extend((f, rg, meta.row_group(rg).num_rows) for rg in range(meta.num_row_groups))

@@ -18,17 +18,15 @@ from __future__ import annotations
 import importlib
 import sys
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
 from functools import cached_property
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
+from pydantic import BeforeValidator, PlainValidator, StrictBool, StrictStr, model_validator
 
-from chunkstore.core.schema import Schema, Where, as_bool, as_str, check_keys
+from chunkstore.core.schema import Schema, invalid, shown
 from chunkstore.errors import ConfigError, SourceError
 from chunkstore.sources.base import Batch, Source, SourceOptions
-
-PLACEMENTS = ("auto", "ordered", "streaming")
 
 
 def resolve(ref: Any, what: str) -> Any:
@@ -59,15 +57,47 @@ def ref_name(obj: Any) -> Any:
     return f"{getattr(obj, '__module__', '?')}:{getattr(obj, '__qualname__', repr(obj))}"
 
 
-@dataclass(frozen=True)
+def _items_ref(value: Any) -> Any:
+    """YAML gives ``"module:function"`` or a list; Python may pass any iterable or callable."""
+    if isinstance(value, str | list) or value is None or callable(value):
+        return value
+    raise invalid(f"expected 'module:function' or a list of items, found {shown(value)}")
+
+
+def _callable_ref(value: Any) -> Any:
+    if isinstance(value, str) or value is None or callable(value):
+        return value
+    raise invalid(f"expected 'module:function', found {shown(value)}")
+
+
+ItemsRef = Annotated[Any, PlainValidator(_items_ref, json_schema_input_type=str | list[Any]
+                                         | None)]
+CallableRef = Annotated[Any, PlainValidator(_callable_ref, json_schema_input_type=str | None)]
+
+
+def _path_list(value: Any) -> Any:
+    return [value] if isinstance(value, str) else value
+
+
 class PythonOptions(SourceOptions):
-    items: Any = None        # "mod:func" returning an iterable, a list, or (from Python) either
-    process: Any = None      # "mod:func" or a callable
-    count: Any = None        # optional "mod:func" or callable
-    placement: str = "auto"  # auto -> ordered with count (or counting_pass), else streaming
-    counting_pass: bool = False
-    group: bool = False      # process() returns "group" ids -> meta/group
-    path: tuple[str, ...] = ()
+    """``kind: python``: ``items`` and ``process`` (and optionally ``count``) from user code."""
+
+    items: ItemsRef = None        # "mod:func" returning an iterable, a list (or from Python)
+    process: CallableRef = None   # "mod:func" or a callable
+    count: CallableRef = None     # optional "mod:func" or callable
+    placement: Literal["auto", "ordered", "streaming"] = "auto"  # auto: ordered with counts
+    counting_pass: StrictBool = False
+    group: StrictBool = False     # process() returns "group" ids -> meta/group
+    path: Annotated[tuple[StrictStr, ...], BeforeValidator(
+        _path_list, json_schema_input_type=str | list[str])] = ()
+
+    @model_validator(mode="after")
+    def _ordered_needs_counts(self) -> PythonOptions:
+        if self.placement == "ordered" and self.count is None and not self.counting_pass:
+            raise invalid("ordered placement needs row counts: give source.count, or set "
+                          "counting_pass: true (runs process twice), or use placement: "
+                          "streaming", "placement")
+        return self
 
     def to_dict(self) -> dict[str, Any]:
         return {"items": ref_name(self.items), "process": ref_name(self.process),
@@ -81,36 +111,12 @@ class PythonOptions(SourceOptions):
             return self.placement
         return "ordered" if self.count is not None or self.counting_pass else "streaming"
 
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any], where: Where, schema: Schema) -> PythonOptions:
-        check_keys(d, {"items", "process", "count", "placement", "counting_pass", "group",
-                        "path"}, where)
-        items = d.get("items")
-        if items is not None and not isinstance(items, (str, list)):
-            raise where.child("items").error("expected 'module:function' or a list of items")
-        for key in ("process", "count"):
-            if d.get(key) is not None:
-                as_str(d[key], where.child(key))
-        path = d.get("path", [])
-        if isinstance(path, str):
-            path = [path]
-        opts = cls(items, d.get("process"), d.get("count"),
-                   as_str(d.get("placement", "auto"), where.child("placement"), choices=PLACEMENTS),
-                   as_bool(d.get("counting_pass", False), where.child("counting_pass")),
-                   as_bool(d.get("group", False), where.child("group")),
-                   tuple(as_str(p, where.child("path")) for p in path))
-        if opts.placement == "ordered" and opts.count is None and not opts.counting_pass:
-            raise where.child("placement").error(
-                "ordered placement needs row counts: give source.count, or set "
-                "counting_pass: true (runs process twice), or use placement: streaming")
-        return opts
-
     def with_callables(self, items: Any = None, process: Any = None, count: Any = None
                        ) -> PythonOptions:
         """Options with callables/lists given from Python replacing the config's names."""
-        return replace(self, items=self.items if items is None else items,
-                       process=self.process if process is None else process,
-                       count=self.count if count is None else count)
+        return self.model_copy(update={"items": self.items if items is None else items,
+                                       "process": self.process if process is None else process,
+                                       "count": self.count if count is None else count})
 
 
 def as_batch(out: Any, where: str) -> Batch:

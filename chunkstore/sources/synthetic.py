@@ -9,50 +9,38 @@ id of a row is its episode. Every value is a pure function of (seed, item, row).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
 from functools import cached_property
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 from numpy.typing import NDArray
+from pydantic import Field, StrictFloat, StrictInt, model_validator
 
-from chunkstore.core.schema import Schema, Where, as_float, as_int, check_keys
+from chunkstore.core.schema import NonNegativeInt, PositiveInt, invalid
 from chunkstore.sources.base import Batch, Source, SourceOptions
 
 BINARY, COUNT, WALK, GAUSS = range(4)
 KIND_SHARES = (0.45, 0.25, 0.22, 0.08)
 
 
-@dataclass(frozen=True)
 class SyntheticOptions(SourceOptions):
-    n_samples: int
-    seed: int = 0
-    item_rows: tuple[int, int] = (100, 1000)
-    nan_fraction: float = 0.0
+    """``kind: synthetic``: ``n_samples`` rows in episodes of ``item_rows`` [min, max] rows."""
+
+    n_samples: PositiveInt
+    seed: NonNegativeInt = 0
+    item_rows: tuple[PositiveInt, PositiveInt] = (100, 1000)
+    nan_fraction: Annotated[StrictFloat | StrictInt, Field(ge=0.0, le=1.0)] = 0.0
+
+    @model_validator(mode="after")
+    def _rows_ordered(self) -> SyntheticOptions:
+        lo, hi = self.item_rows
+        if lo > hi:
+            raise invalid(f"min {lo} is larger than max {hi}", "item_rows")
+        return self
 
     def to_dict(self) -> dict[str, Any]:
         return {"n_samples": self.n_samples, "seed": self.seed,
-                "item_rows": list(self.item_rows), "nan_fraction": self.nan_fraction}
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any], where: Where, schema: Schema) -> SyntheticOptions:
-        check_keys(d, {"n_samples", "seed", "item_rows", "nan_fraction"}, where)
-        if "n_samples" not in d:
-            raise where.child("n_samples").error("missing required key")
-        rows = d.get("item_rows", [100, 1000])
-        rw = where.child("item_rows")
-        if not isinstance(rows, list) or len(rows) != 2:
-            raise rw.error(f"expected [min, max] rows per item, found {rows!r}")
-        lo, hi = as_int(rows[0], rw.child(0)), as_int(rows[1], rw.child(1))
-        if lo > hi:
-            raise rw.error(f"min {lo} is larger than max {hi}")
-        return cls(
-            as_int(d["n_samples"], where.child("n_samples")),
-            as_int(d.get("seed", 0), where.child("seed"), minimum=0),
-            (lo, hi),
-            as_float(d.get("nan_fraction", 0.0), where.child("nan_fraction"), lo=0.0, hi=1.0),
-        )
+                "item_rows": list(self.item_rows), "nan_fraction": float(self.nan_fraction)}
 
 
 class SyntheticSource(Source):
