@@ -11,18 +11,22 @@ from chunkstore.config import Config, load_config
 from chunkstore.dataset import Dataset, open
 from chunkstore.errors import (
     ChunkstoreError,
+    ChunkstoreWarning,
     ConfigError,
     ExportError,
     IncompleteStoreWarning,
     IngestError,
+    MissingDependencyError,
     NotAStoreError,
     PlanError,
     ReadError,
+    ReportError,
     SourceError,
     SplitError,
     SplitLookupError,
     StoreExistsError,
     StoreLockedError,
+    UsageError,
 )
 from chunkstore.ingest.summary import IngestSummary
 from chunkstore.read.loader import Loader
@@ -34,6 +38,7 @@ from chunkstore.pipeline import ingest  # noqa: E402  isort: skip
 
 __all__ = [
     "ChunkstoreError",
+    "ChunkstoreWarning",
     "Config",
     "ConfigError",
     "Dataset",
@@ -42,14 +47,17 @@ __all__ = [
     "IngestError",
     "IngestSummary",
     "Loader",
+    "MissingDependencyError",
     "NotAStoreError",
     "PlanError",
     "ReadError",
+    "ReportError",
     "SourceError",
     "SplitError",
     "SplitLookupError",
     "StoreExistsError",
     "StoreLockedError",
+    "UsageError",
     "Windows",
     "__version__",
     "compute_stats",
