@@ -1,0 +1,96 @@
+"""Shuffled batches: the loader vs numpy memmap gather, zarr oindex and torch (issue 5)."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Any
+
+from .. import fixtures
+from ..harness import Context, target
+
+TITLE = "Loader vs memmap gather, zarr oindex and torch DataLoader (issue 5)"
+DEFAULT_ROWS = 547_000
+BATCH = 256
+ABOUT = """\
+A batch = features + all 7 labels + all 7 masks of 256 shuffled rows of the `configs/large.yaml`
+store (lz4 + bitshuffle). Each method is its own process: one warm-up epoch, then the median
+batches/s of the timed epochs ((c): batches after one warm-up batch). (a) `ds.loader(batch_size=
+256, shuffle=True)` (window_chunks=8); (a') window_chunks=32; (b) numpy memmap of `.npy` copies
+(page-cached), `arr[perm[i:i+256]]`; (c) `arr.oindex[sorted random rows]` per array; (d) (a)
+in `torch.utils.data.DataLoader(chunkstore.torch.IterableDataset, num_workers=2)`. Chunks/batch:
+distinct 1,024-row chunks among a batch's rows (a uniform shuffle of 547,000 rows touches ~210)."""
+
+
+def step(store: str, method: str, epochs: int, memmap: str = "") -> dict[str, Any]:
+    import numpy as np
+    import zarr
+
+    g = zarr.open_group(store, mode="r")
+    names = fixtures.array_names(store)
+    n, chunk = g["features"].shape[0], g["features"].chunks[0]
+    if method == "oindex":
+        rng, arrays = np.random.default_rng(0), [g[a] for a in names]
+        batch = lambda: [a.oindex[np.sort(rng.choice(n, BATCH, replace=False))]  # noqa: E731
+                         for a in arrays]
+        batch()
+        t0 = time.perf_counter()
+        for _ in range(epochs):
+            batch()
+        return {"batches_per_s": epochs / (time.perf_counter() - t0), "chunks_per_batch": None}
+    if method.startswith("loader"):
+        import chunkstore
+
+        loader = chunkstore.open(store).loader(batch_size=BATCH, shuffle=True, seed=0,
+                                               window_chunks=int(method[6:]))
+        epoch = lambda e: (loader.set_epoch(e), iter(loader))[1]  # noqa: E731
+    elif method == "memmap":
+        mm = {a: np.load(f"{memmap}/{a.replace('/', '__')}.npy", mmap_mode="r") for a in names}
+
+        def epoch(e: int) -> Any:
+            perm = np.random.default_rng(e).permutation(n)
+            for i in range(0, n, BATCH):
+                yield {"index": perm[i:i + BATCH], **{a: m[perm[i:i + BATCH]]
+                                                      for a, m in mm.items()}}
+    else:
+        import torch
+        from torch.utils.data import DataLoader
+
+        from chunkstore.interop.torch import IterableDataset
+
+        torch.set_num_threads(1)
+        ds = IterableDataset(store, batch_size=BATCH, shuffle=True, seed=0)
+        dl = DataLoader(ds, batch_size=None, num_workers=2, persistent_workers=True)
+        epoch = lambda e: (ds.set_epoch(e), iter(dl))[1]  # noqa: E731
+    sum(1 for _ in epoch(0))  # warm-up
+    rates, mixing = [], []
+    for e in range(1, epochs + 1):
+        t0, k = time.perf_counter(), 0
+        for b in epoch(e):
+            k += 1
+            if len(mixing) < 64:
+                mixing.append(len(np.unique(np.asarray(b["index"]) // chunk)))
+        rates.append(k / (time.perf_counter() - t0))
+    return {"batches_per_s": statistics.median(rates), "chunks_per_batch": float(np.mean(mixing))}
+
+
+def run(ctx: Context) -> dict[str, Any]:
+    store, epochs = fixtures.large_store(ctx.rows), 1 if ctx.smoke else 3
+    memmap = fixtures.memmap_files(ctx.rows)
+    names = {"loader8": "(a) chunkstore loader, shuffle", "loader32": "(a') window_chunks=32",
+             "memmap": "(b) numpy memmap, random gather", "oindex": "(c) zarr oindex",
+             "torch": "(d) loader in torch DataLoader, 2 workers"}
+    r = ctx.best({k: (lambda k=k: ctx.step(v, "loader:step", store=str(store), method=k,
+                                           epochs=5 if k == "oindex" else epochs,
+                                           memmap=str(memmap)))
+                  for k, v in names.items()}, key=lambda r: -r.result["batches_per_s"])
+    bps = {k: r[k].result["batches_per_s"] for k in names}
+    rows = [{"method": v, "batches/s": bps[k], "rows/s": bps[k] * BATCH, **r[k].fields(),
+             "vs (c)": bps[k] / bps["oindex"], "vs (b)": bps[k] / bps["memmap"],
+             "chunks/batch": r[k].result["chunks_per_batch"]} for k, v in names.items()]
+    return {"tables": [{"rows": rows}], "targets": [
+        target("(a) batches/s", bps["loader8"], ">=", 1000, "{:,.0f}"),
+        target("(a) / (c)", bps["loader8"] / bps["oindex"], ">=", 100, "{:,.0f}"),
+        target("(a) / (b)", bps["loader8"] / bps["memmap"], ">=", 1.0)],
+        "notes": ["peak RSS of (b) includes the page-cached file pages it maps; of (d) the two "
+                  "worker processes"]}
