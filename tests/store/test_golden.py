@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import zarr
 
-HERE = Path(__file__).parent / "fixtures"
+HERE = Path(__file__).parents[1] / "fixtures"
 
 
 def test_golden_store_reads_exactly_with_plain_zarr():

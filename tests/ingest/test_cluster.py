@@ -12,7 +12,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -22,18 +21,21 @@ import numpy as np
 import pytest
 import yaml
 import zarr
-from helpers import assert_store_equals, chunk_files, make_items, write_config, write_items
 from producers import process, process_slow
-from test_streaming import assert_exactly_once
-from test_streaming import config as streaming_config
 
 from chunkstore import ConfigError, IngestError, ingest
 from chunkstore.cli import main
 from chunkstore.ingest.executors import tune_worker
 from chunkstore.runtime.dask import dask_scheduler
 from chunkstore.store.journal import completed_tasks
+from chunkstore.testing import (
+    assert_store_equals,
+    chunk_files,
+    make_items,
+    write_config,
+    write_items,
+)
 
-SYNTHETIC = {"kind": "synthetic", "n_samples": 30_000, "seed": 3, "item_rows": [1, 700]}
 SYNTHETIC_TASKS = 118  # ceil(30000 / 256), one chunk per task
 
 
@@ -55,15 +57,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Any
         yield lc.scheduler_address, client
 
 
-def synthetic_config(store: Path, **ingest_options: Any) -> dict[str, Any]:
-    return {"store": str(store), "schema": {"features": 32, "heads": {"a": 7, "b": 3}},
-            "source": SYNTHETIC,
-            "ingest": {"workers": 2, "chunk_rows": 256, "task_chunks": 1, **ingest_options},
-            "stats": {"correlation": False}}
-
-
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
+def reference(synthetic_config, tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
     """Chunk files of the synthetic store written by the process pool."""
     store = tmp_path_factory.mktemp("ref") / "ref.zarr"
     ingest(synthetic_config(store), progress=False)
@@ -76,15 +71,6 @@ def arrays_under(store: Path | str, prefix: str) -> dict[str, np.ndarray]:
     return {name: np.asarray(a[...]) for name, a in g.arrays()} | {
         f"{name}/{k}": v for name, sub in g.groups() for k, v in arrays_under(
             store, f"{prefix}/{name}").items()}
-
-
-def wait_for_records(store: Path | str, n: int, proc: subprocess.Popen | None = None,
-                     seconds: float = 120) -> None:
-    deadline = time.time() + seconds
-    while len(completed_tasks(str(store))) < n:
-        assert proc is None or proc.poll() is None, "the ingest ended before the kill"
-        assert time.time() < deadline, "the ingest made no progress"
-        time.sleep(0.005)
 
 
 def test_ingest_on_the_cluster_is_identical_to_the_process_pool(tmp_path, cluster):
@@ -159,7 +145,8 @@ def test_zarr_concurrency_is_capped_by_worker_threads():
         zarr.config.set({"async.concurrency": before})
 
 
-def test_killed_worker_process_task_is_rerun_and_store_is_exact(tmp_path, cluster, reference):
+def test_killed_worker_process_task_is_rerun_and_store_is_exact(wait_for_records, synthetic_config,
+                                                                tmp_path, cluster, reference):
     address, client = cluster
     store = tmp_path / "s.zarr"
     with ThreadPoolExecutor(1) as pool:
@@ -177,8 +164,8 @@ def test_killed_worker_process_task_is_rerun_and_store_is_exact(tmp_path, cluste
     assert busy[0] not in client.scheduler_info()["workers"]
 
 
-def test_client_killed_mid_ingest_then_rerun_resumes_from_the_journal(tmp_path, cluster,
-                                                                      reference):
+def test_client_killed_mid_ingest_then_rerun_resumes_from_the_journal(
+        wait_for_records, synthetic_config, tmp_path, cluster, reference):
     address, _ = cluster
     store = tmp_path / "s.zarr"
     cfg = tmp_path / "c.yaml"
@@ -197,23 +184,27 @@ def test_client_killed_mid_ingest_then_rerun_resumes_from_the_journal(tmp_path, 
     assert chunk_files(store) == reference
 
 
-def test_streaming_ingest_on_the_cluster_is_exactly_once(tmp_path, cluster):
+def test_streaming_ingest_on_the_cluster_is_exactly_once(assert_exactly_once, python_config,
+                                                         tmp_path, cluster):
     address, _ = cluster
     items = [(k, n) for k, n in enumerate([0, 1, 5, 8, 30, 0, 17, 3, 9, 100, 2, 7, 8, 16, 1])]
-    summary = ingest(streaming_config(tmp_path / "s.zarr"), items=items, process=process,
+    summary = ingest(python_config(tmp_path / "s.zarr"), items=items, process=process,
                      scheduler=address, progress=False)
     assert summary.rows == sum(n for _, n in items) and summary.leftover_rows <= 2 * 8
     assert_exactly_once(tmp_path / "s.zarr", items)
 
 
-def test_streaming_worker_killed_is_detected_and_rerun_is_exactly_once(tmp_path, cluster):
+def test_streaming_worker_killed_is_detected_and_rerun_is_exactly_once(wait_for_records,
+                                                                       assert_exactly_once,
+                                                                       python_config, tmp_path,
+                                                                       cluster):
     address, client = cluster
     client.wait_for_workers(2, timeout=60)
     items = [(k, n) for k, n in enumerate(
         int(n) for n in np.random.default_rng(11).integers(1, 30, size=60))]
     store = tmp_path / "s.zarr"
     with ThreadPoolExecutor(1) as pool:
-        run = pool.submit(ingest, streaming_config(store), items=items, process=process_slow,
+        run = pool.submit(ingest, python_config(store), items=items, process=process_slow,
                           scheduler=address, progress=False)
         wait_for_records(store, 10)
         busy = [w for w, keys in client.processing().items() if keys]
@@ -225,7 +216,7 @@ def test_streaming_worker_killed_is_detected_and_rerun_is_exactly_once(tmp_path,
             assert "streaming worker was lost" in str(e)
             lost = True
     if lost:
-        summary = ingest(streaming_config(store), items=items, process=process_slow,
+        summary = ingest(python_config(store), items=items, process=process_slow,
                          scheduler=address, progress=False)
         assert summary.tasks_skipped > 0
     assert_exactly_once(store, items)

@@ -9,22 +9,22 @@ from pathlib import Path
 import numpy as np
 import pytest
 import zarr
-from helpers import HEADS, concat, make_items, write_config, write_items
-from test_stats import adversarial, reference, reference_corr
 
 import chunkstore
 from chunkstore import ingest
 from chunkstore.cli import main
 from chunkstore.errors import ReadError
 from chunkstore.stats.compute import compute_stats
+from chunkstore.testing import HEADS, concat, make_items, write_config, write_items
 
 SIZES = [100, 37, 250, 1, 0, 150, 62]  # 600 rows
 CHUNK = 32
 F = 12
 NAMES = ["train", "val", "test"]
+FIXTURES = Path(__file__).parents[1] / "fixtures"
 
 
-def _items(seed: int = 0) -> list[dict[str, np.ndarray]]:
+def _items(adversarial, seed: int = 0) -> list[dict[str, np.ndarray]]:
     items = make_items(SIZES, seed=seed, n_features=F)
     x = adversarial(sum(SIZES), seed=seed, chunk=CHUNK)  # column 10: one all-NaN chunk
     start = 0
@@ -52,9 +52,9 @@ def _write_split(store: Path, name: str, codes: np.ndarray) -> None:
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory):
+def built(tmp_path_factory, oracle):
     tmp = tmp_path_factory.mktemp("stats")
-    items = _items()
+    items = _items(oracle.adversarial)
     store = _ingest(tmp, items)
     rng = np.random.default_rng(1)
     n = sum(SIZES)
@@ -86,8 +86,8 @@ def _read(store: Path, scope: str) -> dict[str, np.ndarray]:
     return out
 
 
-def _check_against_reference(got: dict[str, np.ndarray], x: np.ndarray) -> None:
-    ref = reference(x)
+def _check_against_reference(oracle, got: dict[str, np.ndarray], x: np.ndarray) -> None:
+    ref = oracle.reference(x)
     np.testing.assert_array_equal(got["count"], ref["count"])
     np.testing.assert_array_equal(got["nan_count"], ref["nan"])
     np.testing.assert_array_equal(got["inf_count"], ref["inf"])
@@ -98,18 +98,18 @@ def _check_against_reference(got: dict[str, np.ndarray], x: np.ndarray) -> None:
     assert np.all(np.abs(got["mean"][seen] - ref["mean"][seen])
                   <= 1e-12 * np.maximum(np.abs(ref["mean"][seen]), std))
     np.testing.assert_allclose(got["std"][seen] ** 2, ref["var"][seen], rtol=1e-8, atol=0)
-    rc = reference_corr(x)
+    rc = oracle.reference_corr(x)
     np.testing.assert_array_equal(np.isnan(got["corr"]), np.isnan(rc))
     ok = ~np.isnan(rc)
     assert np.all(np.abs(got["corr"][ok] - rc[ok]) <= 1e-9)
 
 
-def test_ingest_stats_all_equals_dask_stats_and_numpy(store):
+def test_ingest_stats_all_equals_dask_stats_and_numpy(store, oracle):
     path, items, _ = store
     x = concat(items, "strategic_features")
     online = _read(path, "all")
     assert zarr.open_group(str(path))["stats/all"].attrs["method"] == "ingest"
-    _check_against_reference(online, x)
+    _check_against_reference(oracle, online, x)
     for h, k in HEADS.items():
         lab = concat(items, f"labels_{h}")
         np.testing.assert_array_equal(online[f"class_counts/{h}"], np.bincount(lab, minlength=k))
@@ -119,7 +119,7 @@ def test_ingest_stats_all_equals_dask_stats_and_numpy(store):
     st = compute_stats(str(path), bins=8, progress=False, block_mib=0.001)  # 1 chunk per block
     lazy = _read(path, "all")
     assert st.attrs["method"] == "dask" and st.rows == len(x)
-    _check_against_reference(lazy, x)
+    _check_against_reference(oracle, lazy, x)
     for name in ("count", "nan_count", "inf_count", "min", "max", "corr_count"):
         np.testing.assert_array_equal(lazy[name], online[name])
     for name in ("mean", "std", "skew", "kurtosis", "corr"):
@@ -133,13 +133,13 @@ def test_ingest_stats_all_equals_dask_stats_and_numpy(store):
     assert lazy["hist"].shape == (F, 8) and lazy["quantiles"].shape == (F, 7)
 
 
-def test_split_scope_covers_only_the_split_rows(store):
+def test_split_scope_covers_only_the_split_rows(store, oracle):
     path, items, codes = store
     x = concat(items, "strategic_features")
     train = codes == 0
     st = compute_stats(str(path), split="train", bins=8, progress=False)
     got = _read(path, "train")
-    _check_against_reference(got, x[train])
+    _check_against_reference(oracle, got, x[train])
     assert st.attrs["split"] == {"array": "splits/default", "name": "train", "code": 0}
     assert st.rows == int(train.sum())
     for h, k in HEADS.items():
@@ -250,8 +250,8 @@ def _ingest_small(tmp: Path, items, **extra) -> Path:
 
 
 def test_stats_of_the_golden_store_still_load():
-    here = Path(__file__).parent / "fixtures" / "golden.zarr"
-    expected = np.load(Path(__file__).parent / "fixtures" / "golden_expected.npz")
+    here = FIXTURES / "golden.zarr"
+    expected = np.load(FIXTURES / "golden_expected.npz")
     st = chunkstore.open(str(here)).stats()
     np.testing.assert_allclose(st.mean, expected["features"].astype(np.float64).mean(0),
                                rtol=1e-12)

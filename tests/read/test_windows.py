@@ -6,19 +6,19 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_loader import SIZES, assert_batch_matches, build_store, read_all, write_split
 
 import chunkstore
 from chunkstore import ReadError
 from chunkstore.read.windows import build_index
+from chunkstore.testing import assert_batch_matches, read_all
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory) -> str:
-    path = build_store(tmp_path_factory.mktemp("windows"), chunk_rows=8)
+def store(small_store, copy_store, small_sizes, write_split) -> str:
+    path = copy_store(small_store(8), "windows")
     # A grouped split: whole groups (items) go to train (0) or val (1).
     group_code = np.array([0, 1, 0, 0, 1, 0, 0, 1, 0, 0], dtype=np.int8)
-    write_split(path, np.repeat(group_code, SIZES))
+    write_split(path, np.repeat(group_code, small_sizes))
     return path
 
 
@@ -47,10 +47,11 @@ def assert_windows_match(batch: dict, full: dict[str, np.ndarray], length: int) 
 
 
 @pytest.mark.parametrize(("lookback", "horizon"), [(1, 0), (4, 1), (9, 3), (30, 0), (61, 17)])
-def test_windows_are_contiguous_group_rows_and_counted_right(store, full, lookback, horizon):
+def test_windows_are_contiguous_group_rows_and_counted_right(small_sizes, store, full, lookback,
+                                                             horizon):
     ds = chunkstore.open(store)
     w = ds.windows(lookback=lookback, horizon=horizon)
-    assert len(w) == expected_count(SIZES, lookback, horizon)
+    assert len(w) == expected_count(small_sizes, lookback, horizon)
     assert w.length == lookback + horizon
     if not len(w):
         return
@@ -59,7 +60,7 @@ def test_windows_are_contiguous_group_rows_and_counted_right(store, full, lookba
     assert batch["masks"]["move"].shape == (len(w), lookback + horizon, 5)
     assert_windows_match(batch, full, lookback + horizon)
     # every valid start appears once, in order
-    starts = [s for g0, n in zip(np.cumsum([0, *SIZES[:-1]]), SIZES, strict=True)
+    starts = [s for g0, n in zip(np.cumsum([0, *small_sizes[:-1]]), small_sizes, strict=True)
               for s in range(g0, g0 + max(0, n - lookback - horizon + 1))]
     np.testing.assert_array_equal(batch["start"], starts)
     one = w[len(w) - 1]
@@ -67,9 +68,9 @@ def test_windows_are_contiguous_group_rows_and_counted_right(store, full, lookba
     np.testing.assert_array_equal(one["features"], batch["features"][-1])
 
 
-def test_windows_of_a_split_and_by_none(store, full):
+def test_windows_of_a_split_and_by_none(small_sizes, store, full):
     ds = chunkstore.open(store)
-    train_sizes = [n for n, c in zip(SIZES, [0, 1, 0, 0, 1, 0, 0, 1, 0, 0], strict=True)
+    train_sizes = [n for n, c in zip(small_sizes, [0, 1, 0, 0, 1, 0, 0, 1, 0, 0], strict=True)
                    if c == 0]
     w = ds.windows(lookback=5, horizon=2, split="train")
     assert len(w) == expected_count(train_sizes, 5, 2)
@@ -77,9 +78,9 @@ def test_windows_of_a_split_and_by_none(store, full):
     assert set(np.unique(w[np.arange(len(w))]["group"])) == {1000, 1002, 1003, 1005, 1006,
                                                             1009}
     one_series = ds.windows(lookback=5, horizon=2, by=None)
-    assert len(one_series) == sum(SIZES) - 6
+    assert len(one_series) == sum(small_sizes) - 6
     b = one_series[[0, len(one_series) - 1]]
-    np.testing.assert_array_equal(b["start"], [0, sum(SIZES) - 7])
+    np.testing.assert_array_equal(b["start"], [0, sum(small_sizes) - 7])
 
 
 @pytest.mark.parametrize("batch_size", [1, 10, 64])

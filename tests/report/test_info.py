@@ -3,53 +3,22 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
-from helpers import HEADS, make_items, write_config, write_items
 
-from chunkstore import NotAStoreError, ingest
+from chunkstore import NotAStoreError
 from chunkstore.cli import main
 from chunkstore.report.info import JSON_KEYS, store_info
-from chunkstore.splits.write import run_split
-from chunkstore.stats.compute import compute_stats
 from chunkstore.store.journal import record_path
 from chunkstore.store.layout import update_attrs
+from chunkstore.testing import HEADS
 
-N_FEATURES = 6
-SIZES = [40, 50, 30, 40]  # 160 rows, 10 chunks of 16
-
-
-def build_store(tmp: Path, *, analysed: bool = True) -> str:
-    """A small complete store; with ``analysed``, also splits/default and stats all + train
-    (histograms, correlation, mutual information), written with the public functions."""
-    items = make_items(SIZES, n_features=N_FEATURES)
-    store = tmp / "s.zarr"
-    cfg = write_config(tmp / "c.yaml", store=store, n_features=N_FEATURES,
-                       paths=write_items(tmp / "b", items),
-                       ingest={"chunk_rows": 16, "task_chunks": 1})
-    ingest(cfg, progress=False)
-    if analysed:
-        run_split(str(store), seed=1)
-        compute_stats(str(store), bins=8, progress=False)
-        compute_stats(str(store), split="train", bins=8, progress=False)
-    return str(store)
-
-
-_ANALYSED: dict[str, str] = {}
-
-
-def analysed_store(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """One analysed store per test session, shared read-only by the info, report and notebook
-    tests."""
-    if "path" not in _ANALYSED:
-        _ANALYSED["path"] = build_store(tmp_path_factory.mktemp("analysed"))
-    return _ANALYSED["path"]
+N_FEATURES = 6  # conftest.analysed_store: 160 rows in 10 chunks of 16
 
 
 @pytest.fixture
-def store(tmp_path_factory: pytest.TempPathFactory) -> str:
-    return analysed_store(tmp_path_factory)
+def store(analysed_store: str) -> str:
+    return analysed_store
 
 
 def test_info_of_a_complete_analysed_store(store):
@@ -100,8 +69,8 @@ def test_info_text_cli(store, capsys):
     assert "status           complete" in capsys.readouterr().out
 
 
-def test_info_of_an_incomplete_store(tmp_path, capsys):
-    store = build_store(tmp_path, analysed=False)
+def test_info_of_an_incomplete_store(ingested_store, capsys):
+    store = ingested_store
     update_attrs(store, status="incomplete")  # as a killed ingest leaves it
     record_path(store, 3).unlink()
     record_path(store, 4).unlink()

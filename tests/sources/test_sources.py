@@ -1,60 +1,18 @@
-"""Every source kind passes :class:`SourceContract`; kind-specific checks follow."""
+"""Every source kind passes :class:`chunkstore.testing.SourceContract`; kind-specific checks
+follow. (parquet, hdf5, npy and legacy npz: test_file_sources.py.)"""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-from helpers import HEADS, N_FEATURES, make_items, write_items
 
 from chunkstore.core.schema import Schema, Where
 from chunkstore.errors import SourceError
-from chunkstore.sources import Source, check_batch, registry, source_class
+from chunkstore.sources import registry, source_class
 from chunkstore.sources.npz import npz_member_shape
+from chunkstore.testing import HEADS, N_FEATURES, SourceContract, make_items, write_items
 
 SCHEMA = Schema.from_dict({"features": N_FEATURES, "heads": HEADS})
-
-
-class SourceContract:
-    """Subclass and implement ``make_source``; every source kind must pass these."""
-
-    def make_source(self, tmp_path) -> Source:
-        raise NotImplementedError
-
-    def test_counts_are_non_negative_and_nonempty(self, tmp_path):
-        counts = self.make_source(tmp_path).counts()
-        assert counts and all(isinstance(c, int) and c >= 0 for c in counts)
-        assert sum(counts) > 0
-
-    def test_read_returns_valid_batches(self, tmp_path):
-        src = self.make_source(tmp_path)
-        for item, n in enumerate(src.counts()):
-            b = check_batch(src.read(item, 0, n), src.schema, where=src.describe(item),
-                            item_start=0, rows=n, has_group=src.has_group)
-            assert len(b) == n and b.features.dtype == np.float32
-            assert (b.group is not None) == src.has_group
-
-    def test_slices_equal_slices_of_whole_item(self, tmp_path):
-        src = self.make_source(tmp_path)
-        for item, n in enumerate(src.counts()):
-            if n < 2:
-                continue
-            whole, part = src.read(item, 0, n), src.read(item, 1, n - 1)
-            np.testing.assert_array_equal(np.asarray(part.features),
-                                          np.asarray(whole.features)[1:n - 1])
-            for h in src.schema.heads:
-                np.testing.assert_array_equal(part.labels[h.name], whole.labels[h.name][1:n - 1])
-                np.testing.assert_array_equal(part.masks[h.name], whole.masks[h.name][1:n - 1])
-
-    def test_deterministic_across_instances(self, tmp_path):
-        a, b = self.make_source(tmp_path), self.make_source(tmp_path)
-        assert a.counts() == b.counts()
-        n = a.counts()[-1]
-        np.testing.assert_array_equal(a.read(len(a.counts()) - 1, 0, n).features,
-                                      b.read(len(b.counts()) - 1, 0, n).features)
-
-    def test_describe_names_the_item(self, tmp_path):
-        src = self.make_source(tmp_path)
-        assert "0" in src.describe(0)
 
 
 class TestSyntheticSource(SourceContract):
@@ -98,5 +56,23 @@ class TestNpzSource(SourceContract):
             source_class("npz")(opts, SCHEMA).counts()
 
 
+class TestPythonSource(SourceContract):
+    """The python source with ``count`` (ordered placement): items are (key, rows) pairs."""
+
+    ITEMS = [(0, 5), (1, 1), (2, 0), (3, 9)]
+
+    def make_source(self, tmp_path):
+        opts = source_class("python").Options.from_dict(
+            {"items": "producers:items_from_env", "process": "producers:process",
+             "count": "producers:rows_of", "group": True}, Where("t"), SCHEMA)
+        return source_class("python")(opts.with_callables(items=self.ITEMS), SCHEMA)
+
+    def test_counts_come_from_count(self, tmp_path):
+        assert self.make_source(tmp_path).counts() == [5, 1, 0, 9]
+
+    def test_describe_shows_the_item(self, tmp_path):
+        assert "(3, 9)" in self.make_source(tmp_path).describe(3)
+
+
 def test_registry_lists_kinds():
-    assert {"synthetic", "npz"} <= set(registry)
+    assert {"synthetic", "npz", "python"} <= set(registry)

@@ -75,7 +75,7 @@ def test_yaml_tags_are_refused(tmp_path):
 
 
 def test_repo_configs_parse():
-    root = Path(__file__).parent.parent / "configs"
+    root = Path(__file__).parents[2] / "configs"
     for name in ("demo.yaml", "large.yaml"):
         cfg = load_config(root / name)
         assert cfg.schema.n_features == 893 and len(cfg.schema.heads) == 7

@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 import yaml
 import zarr
-from helpers import chunk_files, write_items
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from producers import HEADS, make, process
@@ -21,38 +20,7 @@ from producers import HEADS, make, process
 from chunkstore import SourceError, ingest
 from chunkstore.ingest.streaming import runs_of
 from chunkstore.store.journal import completed_tasks
-
-TESTS = str(Path(__file__).parent)
-
-
-def config(store: Path, **source) -> dict:
-    return {"store": str(store), "schema": {"features": 4, "heads": HEADS},
-            "source": {"kind": "python", "group": True, "path": [TESTS], **source},
-            "ingest": {"chunk_rows": 8, "workers": 2}}
-
-
-def assert_exactly_once(store: Path, items: list[tuple[int, int]]) -> None:
-    """Every (item, row) exactly once, each row equal to process(item)[row], no holes."""
-    g = zarr.open_group(str(store), mode="r")
-    n = sum(k for _, k in items)
-    assert g.attrs["chunkstore"]["status"] == "complete" and g.attrs["chunkstore"]["n_samples"] == n
-    assert g["features"].shape == (n, 4) and g["meta/source"].shape == (n, 2)
-    src = g["meta/source"][:]
-    assert sorted(map(tuple, src.tolist())) == [(k, r) for k, c in enumerate(
-        [c for _, c in items]) for r in range(c)]
-    x = g["features"][:]
-    by_item = {k: make(item) for k, item in enumerate(items) if item[1]}
-    expected_x = np.stack([by_item[k]["features"][r] for k, r in src]) if n else x
-    np.testing.assert_array_equal(x, expected_x)
-    for h in HEADS:
-        np.testing.assert_array_equal(g[f"labels/{h}"][:],
-                                      [by_item[k]["labels"][h][r] for k, r in src])
-        np.testing.assert_array_equal(g[f"masks/{h}"][:],
-                                      np.stack([by_item[k]["masks"][h][r] for k, r in src]))
-    np.testing.assert_array_equal(g["meta/group"][:], src[:, 0])
-    assert sorted(completed_tasks(str(store))) == list(range(-(-n // 8)))  # no chunk holes
-    np.testing.assert_allclose(g["stats/all/mean"][:], x.astype(np.float64).mean(0), rtol=1e-12)
-
+from chunkstore.testing import chunk_files, write_items
 
 SIZES = {
     "mixed": [0, 1, 5, 8, 30, 0, 17, 3, 9, 100, 2, 7, 8, 16, 1],
@@ -64,17 +32,17 @@ SIZES = {
 
 @pytest.mark.parametrize("workers", [1, 2, 4])
 @pytest.mark.parametrize("sizes", list(SIZES.values()), ids=list(SIZES))
-def test_streaming_exactly_once(tmp_path, sizes, workers):
+def test_streaming_exactly_once(assert_exactly_once, python_config, tmp_path, sizes, workers):
     items = [(k, n) for k, n in enumerate(sizes)]
-    cfg = config(tmp_path / "s.zarr")
+    cfg = python_config(tmp_path / "s.zarr")
     summary = ingest(cfg, items=items, process=process, workers=workers, progress=False)
     assert summary.rows == sum(sizes) and summary.leftover_rows <= workers * 8
     assert_exactly_once(tmp_path / "s.zarr", items)
 
 
-def test_ordered_with_count_equals_file_planner(tmp_path):
+def test_ordered_with_count_equals_file_planner(python_config, tmp_path):
     items = [(k, n) for k, n in enumerate([5, 0, 12, 1, 30, 7])]
-    ordered = ingest(config(tmp_path / "o.zarr"), items=items, process=process,
+    ordered = ingest(python_config(tmp_path / "o.zarr"), items=items, process=process,
                      count="producers:rows_of", progress=False)
     assert ordered.leftover_rows is None
     batches = []
@@ -89,16 +57,16 @@ def test_ordered_with_count_equals_file_planner(tmp_path):
     ingest(files, progress=False)
     a, b = chunk_files(tmp_path / "o.zarr"), chunk_files(tmp_path / "f.zarr")
     assert a.keys() == b.keys() and all(a[k] == b[k] for k in a)
-    counted = ingest(config(tmp_path / "c.zarr", counting_pass=True), items=items,
+    counted = ingest(python_config(tmp_path / "c.zarr", counting_pass=True), items=items,
                      process=process, progress=False)
     assert chunk_files(tmp_path / "c.zarr") == a and counted.rows == 55
 
 
-def test_count_disagreeing_with_process_is_an_error(tmp_path):
+def test_count_disagreeing_with_process_is_an_error(python_config, tmp_path):
     items = [(0, 5), (1, 4)]
     with pytest.raises(SourceError, match=r"item 1 \(\(1, 4\)\): process\(\) returned 4 rows; "
                                           r"count\(\) said 5"):
-        ingest(config(tmp_path / "s.zarr"), items=items, process=process,
+        ingest(python_config(tmp_path / "s.zarr"), items=items, process=process,
                count="producers:rows_of_plus_one_for_item_1", progress=False)
 
 
@@ -108,12 +76,14 @@ def run_cli(cfg_path: Path, env: dict) -> subprocess.Popen:
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-def write_yaml(tmp_path: Path, sizes: list[int], process_fn: str = "producers:process_slow"
+def write_yaml(python_config, tmp_path: Path, sizes: list[int],
+               process_fn: str = "producers:process_slow"
                ) -> tuple[Path, list[tuple[int, int]], dict]:
-    cfg = config(tmp_path / "s.zarr", items="producers:items_from_env", process=process_fn)
+    cfg = python_config(tmp_path / "s.zarr", items="producers:items_from_env", process=process_fn)
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump(cfg))
-    env = {"CHUNKSTORE_TEST_SIZES": ",".join(map(str, sizes)), "PYTHONPATH": TESTS}
+    env = {"CHUNKSTORE_TEST_SIZES": ",".join(map(str, sizes)),
+           "PYTHONPATH": cfg["source"]["path"][0]}
     return path, [(k, n) for k, n in enumerate(sizes)], env
 
 
@@ -121,8 +91,9 @@ KILL_SIZES = [int(n) for n in np.random.default_rng(7).integers(0, 40, size=160)
 
 
 @pytest.mark.parametrize("when", ["start", "mid-ingest", "pack", "pack-mid"])
-def test_sigkill_then_resume_is_exactly_once(tmp_path, when, monkeypatch):
-    path, items, env = write_yaml(tmp_path, KILL_SIZES)
+def test_sigkill_then_resume_is_exactly_once(assert_exactly_once, python_config, tmp_path, when,
+                                             monkeypatch):
+    path, items, env = write_yaml(python_config, tmp_path, KILL_SIZES)
     store = tmp_path / "s.zarr"
     jdir = store / "_chunkstore"
     if when != "mid-ingest":
@@ -142,18 +113,19 @@ def test_sigkill_then_resume_is_exactly_once(tmp_path, when, monkeypatch):
     for k, v in env.items():
         if k != "CHUNKSTORE_PAUSE_AT":
             monkeypatch.setenv(k, v)
-    monkeypatch.syspath_prepend(TESTS)
+    monkeypatch.syspath_prepend(env["PYTHONPATH"])
     summary = ingest(path, progress=False)
     if when != "start":
         assert summary.tasks_skipped > 0  # committed items were not redone
     assert_exactly_once(store, items)
 
 
-def test_failing_producer_names_item_and_rerun_skips_committed(tmp_path, monkeypatch):
-    path, items, env = write_yaml(tmp_path, [10] * 30, "producers:process_failing")
+def test_failing_producer_names_item_and_rerun_skips_committed(assert_exactly_once, python_config,
+                                                               tmp_path, monkeypatch):
+    path, items, env = write_yaml(python_config, tmp_path, [10] * 30, "producers:process_failing")
     for k, v in env.items():
         monkeypatch.setenv(k, v)
-    monkeypatch.syspath_prepend(TESTS)
+    monkeypatch.syspath_prepend(env["PYTHONPATH"])
     with pytest.raises(SourceError, match=r"item 13 \(\(13, 10\)\): process\(\) raised "
                                           r"RuntimeError: corrupt replay header"):
         ingest(path, workers=1, progress=False)
@@ -173,41 +145,43 @@ def test_runs_of_round_trips(segments):
     assert back == rows
 
 
-def test_changed_item_list_is_refused_and_overwrite_rebuilds(tmp_path):
+def test_changed_item_list_is_refused_and_overwrite_rebuilds(assert_exactly_once, python_config,
+                                                             tmp_path):
     from chunkstore import StoreExistsError
 
     items = [(0, 5), (1, 9)]
-    ingest(config(tmp_path / "s.zarr"), items=items, process=process, progress=False)
+    ingest(python_config(tmp_path / "s.zarr"), items=items, process=process, progress=False)
     more = [*items, (2, 3)]
     with pytest.raises(StoreExistsError, match=r"config keys that differ: \['source'\]"):
-        ingest(config(tmp_path / "s.zarr"), items=more, process=process, progress=False)
+        ingest(python_config(tmp_path / "s.zarr"), items=more, process=process, progress=False)
     assert_exactly_once(tmp_path / "s.zarr", items)  # untouched
-    ingest(config(tmp_path / "s.zarr"), items=more, process=process, progress=False,
+    ingest(python_config(tmp_path / "s.zarr"), items=more, process=process, progress=False,
            overwrite=True)
     assert_exactly_once(tmp_path / "s.zarr", more)
 
 
-def test_python_source_config_errors(tmp_path):
+def test_python_source_config_errors(python_config, tmp_path):
     from chunkstore import ConfigError
 
     with pytest.raises(ConfigError, match="ordered placement needs row counts"):
-        ingest(config(tmp_path / "s.zarr", placement="ordered"), items=[(0, 1)],
+        ingest(python_config(tmp_path / "s.zarr", placement="ordered"), items=[(0, 1)],
                process=process, progress=False)
     with pytest.raises(ConfigError, match="has no attribute 'nope'"):
-        ingest(config(tmp_path / "s.zarr", items=[[0, 1]], process="producers:nope"),
+        ingest(python_config(tmp_path / "s.zarr", items=[[0, 1]], process="producers:nope"),
                progress=False)
     with pytest.raises(ConfigError, match="need source kind 'python'"):
         ingest({"store": str(tmp_path / "x"), "schema": {"features": 1, "heads": {"a": 2}},
                 "source": {"kind": "synthetic", "n_samples": 3}}, items=[1], progress=False)
 
 
-def test_changed_item_function_output_is_refused(tmp_path, monkeypatch):
+def test_changed_item_function_output_is_refused(assert_exactly_once, python_config, tmp_path,
+                                                 monkeypatch):
     from chunkstore import StoreExistsError
 
-    path, items, env = write_yaml(tmp_path, [4, 0, 7], "producers:process")
+    path, items, env = write_yaml(python_config, tmp_path, [4, 0, 7], "producers:process")
     for k, v in env.items():
         monkeypatch.setenv(k, v)
-    monkeypatch.syspath_prepend(TESTS)
+    monkeypatch.syspath_prepend(env["PYTHONPATH"])
     ingest(path, progress=False)
     monkeypatch.setenv("CHUNKSTORE_TEST_SIZES", "4,0,7,2")
     with pytest.raises(StoreExistsError, match=r"item list changed .*\(4 items now\)"):

@@ -9,9 +9,8 @@ from pathlib import Path
 import nbformat
 import pytest
 from nbclient import NotebookClient
-from test_info import analysed_store
 
-NOTEBOOK = Path(__file__).parent.parent / "notebooks" / "explore.ipynb"
+NOTEBOOK = Path(__file__).parents[2] / "notebooks" / "explore.ipynb"
 KERNEL = "chunkstore-test"
 
 
@@ -28,9 +27,8 @@ def kernel(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     return KERNEL
 
 
-def test_notebook_runs_top_to_bottom(tmp_path, tmp_path_factory, kernel, monkeypatch):
-    store = analysed_store(tmp_path_factory)
-    monkeypatch.setenv("CHUNKSTORE_STORE", store)
+def test_notebook_runs_top_to_bottom(tmp_path, analysed_store, kernel, monkeypatch):
+    monkeypatch.setenv("CHUNKSTORE_STORE", analysed_store)
     nb = nbformat.read(NOTEBOOK, as_version=4)
     # The first code cells use plain zarr only: no chunkstore import before part 2.
     first = [c.source for c in nb.cells if c.cell_type == "code"][:3]

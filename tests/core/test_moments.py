@@ -17,90 +17,8 @@ from hypothesis import strategies as st
 from chunkstore.core.moments import CoMoments, Moments, Partial, block_stats, merge_partials
 from chunkstore.store.stats_io import partial_arrays
 
-OFFSET_COLS = (0, 1)  # columns at 1e4 and 1e6 with sigma 1
-HEADS = {"move": 5, "rare": 4}
-
-
-def adversarial(n: int = 3000, seed: int = 0, chunk: int = 256) -> np.ndarray:
-    """float32 columns built to break naive formulas; see the module docstring of the issue."""
-    rng = np.random.default_rng(seed)
-    cols = [
-        rng.normal(1e4, 1.0, n),                         # 0 offset 1e4
-        rng.normal(1e6, 1.0, n),                         # 1 offset 1e6
-        np.zeros(n),                                     # 2 constant 0
-        np.full(n, 3.0),                                 # 3 constant 3.0
-        np.full(n, 1e30),                                # 4 constant 1e30
-        np.where(rng.random(n) < 0.01, np.nan, rng.normal(0, 1, n)),  # 5 1% NaN
-        np.full(n, np.nan),                              # 6 all NaN
-        rng.normal(5, 2, n),                             # 7 +/-inf sprinkled below
-        base := rng.normal(0, 1, n),                     # 8 near-collinear with 9
-        base + rng.normal(0, 1e-3, n),                   # 9
-        rng.normal(-2, 0.5, n),                          # 10 an all-NaN chunk below
-        rng.exponential(1.0, n),                         # 11 skewed
-    ]
-    x = np.stack(cols, axis=1).astype(np.float32)
-    x[rng.choice(n, 5, replace=False), 7] = np.inf
-    x[rng.choice(n, 3, replace=False), 7] = -np.inf
-    x[chunk:2 * chunk, 10] = np.nan
-    return x
-
-
-def labels_for(n: int, seed: int = 0) -> dict[str, np.ndarray]:
-    """'rare': class 3 has one sample and classes are missing from most blocks."""
-    rng = np.random.default_rng(seed)
-    rare = np.where(np.arange(n) < n // 2, 0, 1)
-    rare[n - 7] = 3
-    return {"move": rng.integers(0, 5, n), "rare": rare}
-
-
-def masks_for(n: int, seed: int = 0) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(seed + 1)
-    return {h: (rng.random((n, k)) < 0.4).astype(np.int8) for h, k in HEADS.items()}
-
-
-def reference(x: np.ndarray) -> dict[str, np.ndarray]:
-    """Per-column statistics in float64 over finite values, one column at a time."""
-    v = x.astype(np.float64)
-    fin = np.isfinite(v)
-    out: dict[str, list[float]] = {k: [] for k in (
-        "count", "nan", "inf", "min", "max", "mean", "var", "skew", "kurt")}
-    for j in range(v.shape[1]):
-        c = v[fin[:, j], j]
-        out["count"].append(c.size)
-        out["nan"].append(int(np.isnan(v[:, j]).sum()))
-        out["inf"].append(int(np.isinf(v[:, j]).sum()))
-        if c.size == 0:
-            for k in ("min", "max", "mean", "var", "skew", "kurt"):
-                out[k].append(np.nan)
-            continue
-        d = c - c.mean()
-        m2, m3, m4 = (d ** 2).sum(), (d ** 3).sum(), (d ** 4).sum()
-        out["min"].append(c.min())
-        out["max"].append(c.max())
-        out["mean"].append(c.mean())
-        out["var"].append(m2 / c.size)
-        out["skew"].append(np.sqrt(c.size) * m3 / m2 ** 1.5 if m2 > 0 else np.nan)
-        out["kurt"].append(c.size * m4 / m2 ** 2 - 3.0 if m2 > 0 else np.nan)
-    return {k: np.array(a) for k, a in out.items()}
-
-
-def reference_corr(x: np.ndarray) -> np.ndarray:
-    v = x.astype(np.float64)
-    fin = np.isfinite(v)
-    f = v.shape[1]
-    r = np.full((f, f), np.nan)
-    for i in range(f):
-        for j in range(f):
-            ok = fin[:, i] & fin[:, j]
-            if not ok.any():
-                continue
-            a, b = v[ok, i] - v[ok, i].mean(), v[ok, j] - v[ok, j].mean()
-            den = np.sqrt((a * a).sum() * (b * b).sum())
-            if den > 0:
-                r[i, j] = (a * b).sum() / den
-    return r
-
-
+OFFSET_COLS = (0, 1)  # columns at 1e4 and 1e6 with sigma 1 (the oracle's adversarial data)
+N_BLOCKS = 10  # len(oracle.SIZES): zero- and one-row blocks, 3000 rows
 def assert_matches(m: Moments, ref: dict[str, np.ndarray], offset_cols=OFFSET_COLS) -> None:
     np.testing.assert_array_equal(m.count, ref["count"])
     np.testing.assert_array_equal(m.nan_count, ref["nan"])
@@ -127,19 +45,10 @@ def assert_corr(r: np.ndarray, ref: np.ndarray) -> None:
     assert np.all(np.abs(r[ok]) <= 1.0)
 
 
-SIZES = [0, 1, 255, 1, 0, 513, 2049, 7, 0, 174]  # zero- and one-row blocks; 3000 rows
-
-
-def blocks(x: np.ndarray, sizes=SIZES) -> list[slice]:
-    cuts = np.cumsum([0, *sizes])
-    assert cuts[-1] == len(x)
-    return [slice(a, b) for a, b in zip(cuts[:-1], cuts[1:], strict=True)]
-
-
 @pytest.fixture(scope="module")
-def data():
-    x = adversarial()
-    return x, reference(x), reference_corr(x)
+def data(oracle):
+    x = oracle.adversarial()
+    return x, oracle.reference(x), oracle.reference_corr(x)
 
 
 def test_one_block_matches_reference(data):
@@ -152,9 +61,9 @@ def test_one_block_matches_reference(data):
     assert 0.999 < c.correlation()[8, 9] < 1.0
 
 
-def test_merged_blocks_match_reference(data):
+def test_merged_blocks_match_reference(oracle, data):
     x, ref, rc = data
-    parts = [block_stats(x[s], correlation=True) for s in blocks(x)]
+    parts = [block_stats(x[s], correlation=True) for s in oracle.blocks(x)]
     m = reduce(Moments.merge, (p[0] for p in parts), Moments.empty(x.shape[1]))
     c = reduce(CoMoments.merge, (p[1] for p in parts), CoMoments.empty(x.shape[1]))
     assert_matches(m, ref)
@@ -172,10 +81,11 @@ def test_dense_blocks_only_keep_per_feature_form():
     assert_corr(c.correlation(), np.corrcoef(x.astype(np.float64), rowvar=False))
 
 
-def test_partial_round_trips_through_record_arrays(data):
+def test_partial_round_trips_through_record_arrays(oracle, data):
     x, ref, rc = data
     n = len(x)
-    p = Partial.of_block(x, labels_for(n), masks_for(n), HEADS, correlation=True)
+    p = Partial.of_block(x, oracle.labels_for(n), oracle.masks_for(n), oracle.HEADS,
+                         correlation=True)
     q = Partial.from_arrays(p.to_arrays())
     for name in ("count", "mean", "m2", "m3", "m4", "min", "max"):
         np.testing.assert_array_equal(getattr(q.moments, name), getattr(p.moments, name))
@@ -185,24 +95,25 @@ def test_partial_round_trips_through_record_arrays(data):
     assert p.to_arrays()["comoments/c"].size == x.shape[1] * (x.shape[1] + 1) // 2
 
 
-def test_class_and_mask_counts_merge_exactly(data):
+def test_class_and_mask_counts_merge_exactly(oracle, data):
     x, _, _ = data
     n = len(x)
-    lab, msk = labels_for(n), masks_for(n)
-    parts = [Partial.of_block(x[s], {h: lab[h][s] for h in HEADS}, {h: msk[h][s] for h in HEADS},
-                              HEADS, correlation=False) for s in blocks(x)]
-    total = merge_partials(parts, Partial.empty(x.shape[1], HEADS, False))
+    lab, msk, heads = oracle.labels_for(n), oracle.masks_for(n), oracle.HEADS
+    parts = [Partial.of_block(x[s], {h: lab[h][s] for h in heads}, {h: msk[h][s] for h in heads},
+                              heads, correlation=False) for s in oracle.blocks(x)]
+    total = merge_partials(parts, Partial.empty(x.shape[1], heads, False))
     assert total.rows == n and total.comoments is None
-    for h, k in HEADS.items():
+    for h, k in heads.items():
         np.testing.assert_array_equal(total.class_counts[h], np.bincount(lab[h], minlength=k))
         np.testing.assert_array_equal(total.mask_counts[h], msk[h].sum(axis=0))
     assert total.class_counts["rare"].tolist() == [n // 2, n - n // 2 - 1, 0, 1]
 
 
-def test_stored_form_of_partials(data):
+def test_stored_form_of_partials(oracle, data):
     x, ref, _ = data
     n = len(x)
-    p = Partial.of_block(x, labels_for(n), masks_for(n), HEADS, correlation=True)
+    p = Partial.of_block(x, oracle.labels_for(n), oracle.masks_for(n), oracle.HEADS,
+                         correlation=True)
     a = partial_arrays(p)
     assert np.isnan(a["mean"][6]) and np.isnan(a["min"][6]) and a["count"][6] == 0
     np.testing.assert_array_equal(a["std"][2:5], 0.0)
@@ -232,11 +143,11 @@ def _tree(parts: list, cuts: list[int], merge):
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(perm=st.permutations(list(range(len(SIZES)))),
+@given(perm=st.permutations(list(range(N_BLOCKS))),
        cuts=st.lists(st.integers(0, 100), min_size=1, max_size=8))
-def test_merge_order_and_tree_shape_do_not_matter(data, perm, cuts):
+def test_merge_order_and_tree_shape_do_not_matter(oracle, data, perm, cuts):
     x, ref, rc = data
-    parts = [block_stats(x[s], correlation=True) for s in blocks(x)]
+    parts = [block_stats(x[s], correlation=True) for s in oracle.blocks(x)]
     shuffled = [parts[i] for i in perm]
     m = _tree([p[0] for p in shuffled], cuts, Moments.merge)
     c = _tree([p[1] for p in shuffled], cuts, CoMoments.merge)
@@ -244,8 +155,8 @@ def test_merge_order_and_tree_shape_do_not_matter(data, perm, cuts):
     assert_corr(c.correlation(), rc)
 
 
-def test_empty_block_is_the_identity():
-    x = adversarial(300)
+def test_empty_block_is_the_identity(oracle):
+    x = oracle.adversarial(300)
     m, c = block_stats(x, correlation=True)
     e, ec = block_stats(x[:0], correlation=True)
     for got in (m.merge(e), e.merge(m)):

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import assert_store_equals, make_items, write_config, write_items
 
 from chunkstore import SourceError, ingest
 from chunkstore.store.journal import completed_tasks
+from chunkstore.testing import assert_store_equals, make_items, write_config, write_items
 
 SIZES = [8, 8, 8, 8, 8, 8]  # 6 items; with chunk_rows 8 and one chunk per task: task k = item k
 

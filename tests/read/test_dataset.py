@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from helpers import concat, make_items, write_config, write_items
 
 import chunkstore
 from chunkstore import IncompleteStoreWarning, NotAStoreError, ingest
 from chunkstore.store.journal import record_path
+from chunkstore.testing import concat, make_items, write_config, write_items
 
 
 def test_open_reads_arrays_names_heads_and_dask(tmp_path):

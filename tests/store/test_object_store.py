@@ -19,17 +19,14 @@ import numpy as np
 import pytest
 import yaml
 import zarr
-from helpers import concat, make_items, write_config, write_items
 from producers import process_failing
-from test_cluster import synthetic_config, wait_for_records
-from test_streaming import assert_exactly_once
-from test_streaming import config as streaming_config
 
 import chunkstore
 from chunkstore import ConfigError, SourceError, StoreLockedError, ingest
 from chunkstore.config import Config
 from chunkstore.store.journal import StoreLock, completed_tasks
 from chunkstore.store.urls import configure, store_path
+from chunkstore.testing import concat, make_items, write_config, write_items
 
 BUCKET = "chunkstore-test"
 SMALL = {"kind": "synthetic", "n_samples": 8000, "seed": 3, "item_rows": [1, 500]}
@@ -138,7 +135,8 @@ def test_s3_ingest_equals_the_local_store_and_plain_zarr_reads_it(tmp_path, s3):
     assert journal and s3["secret"].encode() not in journal
 
 
-def test_s3_sigkill_mid_ingest_then_resume_is_exact(tmp_path, s3):
+def test_s3_sigkill_mid_ingest_then_resume_is_exact(wait_for_records, synthetic_config, tmp_path,
+                                                    s3):
     reference = "memory://chunkstore-test/ref.zarr"  # threads: no worker processes to start
     ingest({**synthetic_config(tmp_path), "source": SMALL, "store": reference}, progress=False)
     url = f"s3://{BUCKET}/killed.zarr"
@@ -178,11 +176,12 @@ def test_s3_lock_is_create_if_absent_and_stale_locks_are_removed(s3, capsys):
     assert "removing stale lock" in capsys.readouterr().err and not lock.exists()
 
 
-def test_s3_streaming_ingest_fails_then_resumes_exactly_once(tmp_path, s3, monkeypatch):
+def test_s3_streaming_ingest_fails_then_resumes_exactly_once(assert_exactly_once, python_config,
+                                                             tmp_path, s3, monkeypatch):
     url = f"s3://{BUCKET}/streaming.zarr"
     items = [(k, n) for k, n in enumerate(
         int(n) for n in np.random.default_rng(5).integers(1, 12, size=16))]
-    cfg = {**streaming_config(tmp_path / "unused"), "store": url, "storage_options": s3}
+    cfg = {**python_config(tmp_path / "unused"), "store": url, "storage_options": s3}
     with pytest.raises(SourceError, match=r"item 13 .*corrupt replay header"):
         ingest(cfg, items=items, process=process_failing, workers=2, progress=False)
     assert completed_tasks(url)  # chunks committed before the error are kept
@@ -209,11 +208,13 @@ def test_memory_store_runs_in_threads_and_equals_the_local_store(tmp_path):
         ingest(cfg, scheduler="tcp://127.0.0.1:1", progress=False, overwrite=True)
 
 
-def test_streaming_on_a_memory_store_fails_then_resumes_exactly_once(tmp_path, monkeypatch):
+def test_streaming_on_a_memory_store_fails_then_resumes_exactly_once(assert_exactly_once,
+                                                                     python_config, tmp_path,
+                                                                     monkeypatch):
     url = "memory://chunkstore-test/s.zarr"
     items = [(k, n) for k, n in enumerate(
         int(n) for n in np.random.default_rng(6).integers(1, 25, size=40))]
-    cfg = {**streaming_config(tmp_path / "unused"), "store": url}
+    cfg = {**python_config(tmp_path / "unused"), "store": url}
     with pytest.raises(SourceError, match="corrupt replay header"):
         ingest(cfg, items=items, process=process_failing, workers=3, progress=False)
     monkeypatch.setenv("CHUNKSTORE_TEST_FIXED", "1")

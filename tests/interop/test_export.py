@@ -13,12 +13,12 @@ import h5py
 import numpy as np
 import pytest
 import zarr
-from helpers import HEADS, make_items, write_config, write_items
 
 from chunkstore import ingest
 from chunkstore.cli import main
 from chunkstore.errors import ExportError, NotAStoreError
 from chunkstore.interop.export import export
+from chunkstore.testing import HEADS, make_items, write_config, write_items
 
 CHUNK = 16
 NAMES = ["train", "val", "test"]

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import yaml
 import zarr
-from helpers import HEADS, concat, make_items, write_config, write_items
 
 import chunkstore
 from chunkstore import ConfigError, ingest
@@ -18,6 +17,7 @@ from chunkstore.core.splitspec import SplitSpec, kfold_fractions
 from chunkstore.errors import ReadError, SplitError
 from chunkstore.splits.graphs import split_codes
 from chunkstore.splits.write import write_split
+from chunkstore.testing import HEADS, concat, make_items, write_config, write_items
 
 SIZES = [int(x) for x in np.random.default_rng(5).integers(5, 60, size=90)]
 FR = (("train", 0.7), ("val", 0.2), ("test", 0.1))
@@ -393,7 +393,8 @@ def test_distributed_scheduler_gives_the_same_codes(tmp_path, store):
     np.testing.assert_array_equal(codes(s, "d"), codes(s))
 
 
-def test_streaming_built_stores_key_random_and_stratified_splits_by_source(tmp_path):
+def test_streaming_built_stores_key_random_and_stratified_splits_by_source(tmp_path,
+                                                                        producers_path):
     """Streaming ingest records (item, row) in meta/source; the codes follow the samples."""
     from producers import HEADS as PRODUCER_HEADS
     from producers import process
@@ -403,7 +404,7 @@ def test_streaming_built_stores_key_random_and_stratified_splits_by_source(tmp_p
     for workers in (1, 2):
         store = tmp_path / f"w{workers}.zarr"
         ingest({"store": str(store), "schema": {"features": 4, "heads": PRODUCER_HEADS},
-                "source": {"kind": "python", "group": True, "path": [str(Path(__file__).parent)]},
+                "source": {"kind": "python", "group": True, "path": [producers_path]},
                 "ingest": {"chunk_rows": 8, "workers": workers},
                 "splits": {"default": {"method": "random"},
                            "strat": {"method": "stratified", "by": "move"}}},

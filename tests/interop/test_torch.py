@@ -7,18 +7,19 @@ import pickle
 import numpy as np
 import pytest
 import torch
-from test_loader import SIZES, build_store, read_all, write_split
+import zarr
 from torch.utils.data import DataLoader
 
 from chunkstore.interop.torch import IterableDataset, MapDataset
-
-N = sum(SIZES)
+from chunkstore.testing import read_all
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory) -> str:
-    path = build_store(tmp_path_factory.mktemp("torch"), chunk_rows=8)
-    write_split(path, (np.arange(N) % 3 == 0).astype(np.int8), names=["train", "val"])
+def store(small_store, copy_store, write_split) -> str:
+    """The shared small store with splits/default: val = rows i % 3 == 0, train the rest."""
+    path = copy_store(small_store(8), "torch")
+    n = zarr.open_group(path, mode="r")["features"].shape[0]
+    write_split(path, (np.arange(n) % 3 == 0).astype(np.int8), names=["train", "val"])
     return path
 
 
@@ -39,23 +40,23 @@ def assert_tensors_match(batch: dict, full: dict[str, np.ndarray]) -> None:
 
 @pytest.mark.filterwarnings("ignore:This DataLoader will create:UserWarning")  # > 2 cores
 @pytest.mark.parametrize("num_workers", [0, 1, 2, 3, 4])
-def test_iterable_dataset_each_row_once_across_workers(store, full, num_workers):
+def test_iterable_dataset_each_row_once_across_workers(small_sizes, store, full, num_workers):
     ds = IterableDataset(store, batch_size=20, seed=3, window_chunks=2)
     dl = DataLoader(ds, batch_size=None, num_workers=num_workers)
     batches = list(dl)
     for b in batches:
         assert_tensors_match(b, full)
     idx = torch.cat([b["index"] for b in batches]).numpy()
-    np.testing.assert_array_equal(np.sort(idx), np.arange(N))
+    np.testing.assert_array_equal(np.sort(idx), np.arange(sum(small_sizes)))
     ds.set_epoch(1)  # a new epoch reaches the workers: a different order, still every row once
     again = torch.cat([b["index"] for b in dl]).numpy()
-    np.testing.assert_array_equal(np.sort(again), np.arange(N))
+    np.testing.assert_array_equal(np.sort(again), np.arange(sum(small_sizes)))
     assert not np.array_equal(idx, again)
 
 
 @pytest.mark.parametrize("world_size", [2, 3])
-def test_iterable_dataset_ranks_and_workers_partition_a_split(store, world_size):
-    want = np.flatnonzero(np.arange(N) % 3 != 0)  # code 0 = train for rows i % 3 != 0
+def test_iterable_dataset_ranks_and_workers_partition_a_split(small_sizes, store, world_size):
+    want = np.flatnonzero(np.arange(sum(small_sizes)) % 3 != 0)  # code 0 = train: i % 3 != 0
     seen = []
     for rank in range(world_size):
         ds = IterableDataset(store, batch_size=16, split="train", rank=rank,
@@ -64,10 +65,10 @@ def test_iterable_dataset_ranks_and_workers_partition_a_split(store, world_size)
     np.testing.assert_array_equal(np.sort(np.concatenate(seen)), want)
 
 
-def test_iterable_dataset_of_windows(store, full):
+def test_iterable_dataset_of_windows(small_sizes, store, full):
     ds = IterableDataset(store, batch_size=8, lookback=4, horizon=1, seed=0)
     batches = list(DataLoader(ds, batch_size=None, num_workers=2))
-    n_windows = sum(max(0, n - 4) for n in SIZES)
+    n_windows = sum(max(0, n - 4) for n in small_sizes)
     idx = torch.cat([b["index"] for b in batches]).numpy()
     np.testing.assert_array_equal(np.sort(idx), np.arange(n_windows))
     b = batches[0]
@@ -76,9 +77,9 @@ def test_iterable_dataset_of_windows(store, full):
     np.testing.assert_array_equal(b["features"][0].numpy(), full["features"][start:start + 5])
 
 
-def test_map_dataset_with_sampler_and_workers(store, full):
+def test_map_dataset_with_sampler_and_workers(small_sizes, store, full):
     ds = MapDataset(store, split="val")
-    rows = np.flatnonzero(np.arange(N) % 3 == 0)
+    rows = np.flatnonzero(np.arange(sum(small_sizes)) % 3 == 0)
     assert len(ds) == len(rows)
     item = ds[3]
     assert int(item["index"]) == rows[3] and item["features"].shape == (4,)

@@ -3,54 +3,15 @@
 from __future__ import annotations
 
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
 import zarr
-from helpers import make_items, write_config, write_items
 
 import chunkstore
-from chunkstore import ReadError, ingest
+from chunkstore import ReadError
 from chunkstore.read.stream import cut, plan_epoch
-
-SIZES = [37, 5, 60, 23, 41, 9, 77, 30, 1, 50]  # 333 rows, 42 chunks of 8 (the last short)
-SPLIT_NAMES = ["train", "val", "test"]
-
-
-def build_store(tmp: Path, sizes: list[int] = SIZES, chunk_rows: int = 8, seed: int = 3) -> str:
-    items = make_items(sizes, seed=seed)
-    cfg = write_config(tmp / "c.yaml", store=tmp / "s.zarr",
-                       paths=write_items(tmp / "b", items), ingest={"chunk_rows": chunk_rows})
-    ingest(cfg, progress=False)
-    return str(tmp / "s.zarr")
-
-
-def write_split(store: str, codes: np.ndarray, name: str = "default",
-                names: list[str] = SPLIT_NAMES) -> None:
-    """The splits layout: splits/<name> (N,) int8 codes, attrs names (code i = names[i])."""
-    g = zarr.open_group(store, mode="r+")
-    a = g.create_array(f"splits/{name}", shape=codes.shape, dtype="int8", chunks=(64,),
-                       overwrite=True)
-    a[:] = codes
-    a.attrs.update({"names": names, "complete": True})
-
-
-def read_all(store: str) -> dict[str, np.ndarray]:
-    g = zarr.open_group(store, mode="r")
-    out = {"features": g["features"][:]}
-    for kind in ("labels", "masks"):
-        for h in g[kind].array_keys():
-            out[f"{kind}/{h}"] = g[f"{kind}/{h}"][:]
-    return out
-
-
-def assert_batch_matches(batch: dict, full: dict[str, np.ndarray]) -> None:
-    idx = batch["index"]
-    np.testing.assert_array_equal(batch["features"], full["features"][idx])
-    for kind in ("labels", "masks"):
-        for h, a in batch[kind].items():
-            np.testing.assert_array_equal(a, full[f"{kind}/{h}"][idx])
+from chunkstore.testing import assert_batch_matches, read_all
 
 
 def epoch(loader) -> list[np.ndarray]:
@@ -58,11 +19,12 @@ def epoch(loader) -> list[np.ndarray]:
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory) -> str:
-    path = build_store(tmp_path_factory.mktemp("loader"))
-    codes = np.random.default_rng(7).choice(3, size=sum(SIZES), p=[0.7, 0.2, 0.1])
+def store(small_store, copy_store, small_sizes, write_split) -> str:
+    """The shared small store with splits/default (train/val/test) and splits/parity."""
+    path = copy_store(small_store(8), "loader")
+    codes = np.random.default_rng(7).choice(3, size=sum(small_sizes), p=[0.7, 0.2, 0.1])
     write_split(path, codes.astype(np.int8))
-    write_split(path, (np.arange(sum(SIZES)) % 2).astype(np.int8), name="parity",
+    write_split(path, (np.arange(sum(small_sizes)) % 2).astype(np.int8), name="parity",
                 names=["even", "odd"])
     return path
 
@@ -79,7 +41,7 @@ def ds(store):
 
 def split_rows(store: str, split: str | None, array: str = "default") -> np.ndarray:
     if split is None:
-        return np.arange(sum(SIZES))
+        return np.arange(zarr.open_group(store, mode="r")["features"].shape[0])
     a = zarr.open_array(store, path=f"splits/{array}", mode="r")
     return np.flatnonzero(a[:] == list(a.attrs["names"]).index(split))
 
@@ -141,12 +103,12 @@ def test_deterministic_per_seed_and_epoch(ds):
     np.testing.assert_array_equal(np.concatenate(epoch(b)), second)
 
 
-def test_no_shuffle_reads_store_order(ds):
+def test_no_shuffle_reads_store_order(small_sizes, ds):
     got = np.concatenate(epoch(ds.loader(batch_size=10, shuffle=False)))
-    np.testing.assert_array_equal(got, np.arange(sum(SIZES)))
+    np.testing.assert_array_equal(got, np.arange(sum(small_sizes)))
 
 
-def test_shuffle_quality_on_a_larger_store(tmp_path):
+def test_shuffle_quality_on_a_larger_store(build_store, tmp_path):
     # 4,000 rows in 250 chunks of 16: chunk order and rows within windows are shuffled.
     path = build_store(tmp_path, sizes=[400] * 10, chunk_rows=16)
     ds = chunkstore.open(path)
@@ -218,9 +180,9 @@ def test_shards_partition_the_epoch(ds, store, full, world_size, split):
         loader.shard(world_size, world_size)
 
 
-def test_other_split_array(ds, store):
+def test_other_split_array(small_sizes, ds, store):
     got = np.concatenate(epoch(ds.loader(batch_size=8, split="odd", splits="parity")))
-    np.testing.assert_array_equal(np.sort(got), np.arange(1, sum(SIZES), 2))
+    np.testing.assert_array_equal(np.sort(got), np.arange(1, sum(small_sizes), 2))
 
 
 def test_normalize_uses_stats_train(store, tmp_path):
@@ -256,8 +218,8 @@ def test_bad_arguments_are_clear_errors(ds):
         ds.loader(split="train", splits="kfold")
 
 
-def test_incomplete_split_array_is_refused(ds, store):
-    write_split(store, np.zeros(sum(SIZES), np.int8), name="half")
+def test_incomplete_split_array_is_refused(write_split, small_sizes, ds, store):
+    write_split(store, np.zeros(sum(small_sizes), np.int8), name="half")
     zarr.open_array(store, path="splits/half", mode="r+").attrs["complete"] = False
     with pytest.raises(ReadError, match="incomplete"):
         ds.loader(split="train", splits="half")

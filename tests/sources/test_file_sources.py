@@ -15,8 +15,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import zarr
-from helpers import HEADS, N_FEATURES, assert_store_equals, concat, make_items, write_items
-from test_sources import SourceContract
 
 from chunkstore import ingest
 from chunkstore.config import Config
@@ -24,6 +22,15 @@ from chunkstore.core.schema import Schema, Where
 from chunkstore.errors import ConfigError, SourceError
 from chunkstore.sources import source_class
 from chunkstore.sources.registry import resolved_schema
+from chunkstore.testing import (
+    HEADS,
+    N_FEATURES,
+    SourceContract,
+    assert_store_equals,
+    concat,
+    make_items,
+    write_items,
+)
 
 SCHEMA = Schema.from_dict({"features": N_FEATURES, "heads": HEADS})
 NAMES = ["speed", "hp", "x_pos", "y_pos"]

@@ -1,4 +1,10 @@
-"""Shared helpers: small datasets written as real npz batch files, and store readers."""
+"""Small datasets written as real batch files, configs that ingest them, and store checks.
+
+Items use the npz batch-file convention of the ``npz`` source: ``strategic_features`` (n, F)
+float32, ``labels_<head>`` (n,), ``masks_<head>`` (n, K) int8 and ``group`` (n,) int64. A source
+author writes the same items in their own format and checks the ingested store with
+:func:`assert_store_equals`.
+"""
 
 from __future__ import annotations
 
@@ -16,7 +22,13 @@ N_FEATURES = 4
 
 def make_items(sizes: Sequence[int], *, seed: int = 0, n_features: int = N_FEATURES,
                heads: dict[str, int] = HEADS) -> list[dict[str, np.ndarray]]:
-    """Batch-file dicts with the npz convention; group = item index."""
+    """Batch-file dicts with the npz convention, one per size; group = 1000 + item index.
+
+    Examples
+    --------
+    >>> [len(d["group"]) for d in make_items([3, 0, 2])]
+    [3, 0, 2]
+    """
     rng = np.random.default_rng(seed)
     items = []
     for k, n in enumerate(sizes):
@@ -34,6 +46,7 @@ def make_items(sizes: Sequence[int], *, seed: int = 0, n_features: int = N_FEATU
 
 
 def write_items(directory: Path, items: list[dict[str, np.ndarray]]) -> str:
+    """One ``batch_<k>.npz`` per item under ``directory``; returns the glob naming them."""
     directory.mkdir(parents=True, exist_ok=True)
     for k, d in enumerate(items):
         np.savez(directory / f"batch_{k:05d}.npz", **d)
@@ -41,12 +54,15 @@ def write_items(directory: Path, items: list[dict[str, np.ndarray]]) -> str:
 
 
 def concat(items: list[dict[str, np.ndarray]], key: str) -> np.ndarray:
+    """One member of every item, concatenated in item order (the store's row order)."""
     return np.concatenate([d[key] for d in items])
 
 
-def write_config(path: Path, *, store: Path, paths: str, n_features: int = N_FEATURES,
+def write_config(path: Path, *, store: Path, paths: str | None, n_features: int = N_FEATURES,
                  heads: dict[str, int] = HEADS, ingest: dict[str, Any] | None = None,
                  source: dict[str, Any] | None = None, **extra: Any) -> Path:
+    """A YAML config at ``path``: the npz source over ``paths`` unless ``source`` is given;
+    one worker unless ``ingest`` says otherwise; ``extra`` adds top-level keys."""
     cfg: dict[str, Any] = {
         "store": str(store),
         "schema": {"features": n_features, "heads": dict(heads)},
@@ -71,7 +87,7 @@ def assert_store_equals(store: Path | str, items: list[dict[str, np.ndarray]],
 
 
 def chunk_files(store: Path | str) -> dict[str, bytes]:
-    """Bytes of every chunk file and array metadata file of the sample arrays."""
+    """Bytes of every chunk file and array metadata file of the sample arrays (local store)."""
     out = {}
     root = Path(store)
     for sub in ("features", "labels", "masks", "meta"):
@@ -81,3 +97,20 @@ def chunk_files(store: Path | str) -> dict[str, bytes]:
     return out
 
 
+def read_all(store: str) -> dict[str, np.ndarray]:
+    """features, ``labels/<head>`` and ``masks/<head>`` of a store, read whole with plain zarr."""
+    g = zarr.open_group(store, mode="r")
+    out = {"features": g["features"][:]}
+    for kind in ("labels", "masks"):
+        for h in g[kind].array_keys():
+            out[f"{kind}/{h}"] = g[f"{kind}/{h}"][:]
+    return out
+
+
+def assert_batch_matches(batch: dict[str, Any], full: dict[str, np.ndarray]) -> None:
+    """A loader batch (numpy) equals the rows ``batch["index"]`` of :func:`read_all`'s arrays."""
+    idx = batch["index"]
+    np.testing.assert_array_equal(batch["features"], full["features"][idx])
+    for kind in ("labels", "masks"):
+        for h, a in batch[kind].items():
+            np.testing.assert_array_equal(a, full[f"{kind}/{h}"][idx])

@@ -12,7 +12,11 @@ import time
 import numpy as np
 import pytest
 import zarr
-from helpers import (
+
+from chunkstore import StoreExistsError, StoreLockedError, ingest, load_config
+from chunkstore.sources import open_source
+from chunkstore.store.journal import StoreLock, completed_tasks
+from chunkstore.testing import (
     HEADS,
     assert_store_equals,
     chunk_files,
@@ -21,10 +25,6 @@ from helpers import (
     write_config,
     write_items,
 )
-
-from chunkstore import StoreExistsError, StoreLockedError, ingest, load_config
-from chunkstore.sources import open_source
-from chunkstore.store.journal import StoreLock, completed_tasks
 
 GRID = {
     "single-row items": [1] * 7,

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from test_info import analysed_store, build_store
 
 from chunkstore.cli import main
 from chunkstore.report.plots import PLOTS, write_report
@@ -14,8 +13,8 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.fixture
-def store(tmp_path_factory: pytest.TempPathFactory) -> str:
-    return analysed_store(tmp_path_factory)
+def store(analysed_store: str) -> str:
+    return analysed_store
 
 
 def test_report_writes_every_plot_and_the_html_shows_them(store, tmp_path, capsys):
@@ -38,8 +37,8 @@ def test_report_of_a_split_scope(store, tmp_path):
     assert all(p.file for p in summary.plots)
 
 
-def test_report_skips_plots_whose_statistics_are_absent(tmp_path):
-    store = build_store(tmp_path, analysed=False)  # ingest only: moments, counts, correlation
+def test_report_skips_plots_whose_statistics_are_absent(ingested_store, tmp_path):
+    store = ingested_store  # ingest only: moments, counts, correlation
     summary = write_report(store, str(tmp_path / "r"))
     skipped = {p.name: p.note for p in summary.plots if p.file is None}
     assert set(skipped) == {"distributions", "split_sizes", "mutual_info"}

@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import zarr
-from test_loader import SIZES, build_store, read_all
 
 import chunkstore
 from chunkstore import ReadError
@@ -20,11 +19,13 @@ from chunkstore.store.chunkfiles import (
     default_decoder,
     read_chunk,
 )
+from chunkstore.testing import read_all
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory) -> str:
-    return build_store(tmp_path_factory.mktemp("access"), chunk_rows=16)
+def store(small_store) -> str:
+    """The shared small store in chunks of 16 (read only; tests that break it copy it)."""
+    return small_store(16)
 
 
 @pytest.fixture(scope="module")
@@ -32,9 +33,9 @@ def full(store) -> dict[str, np.ndarray]:
     return read_all(store)
 
 
-def test_getitem_int_array_slice_and_errors(store, full):
+def test_getitem_int_array_slice_and_errors(small_sizes, store, full):
     ds = chunkstore.open(store)
-    n = sum(SIZES)
+    n = sum(small_sizes)
     one = ds[17]
     np.testing.assert_array_equal(one["features"], full["features"][17])
     assert one["labels"]["move"] == full["labels/move"][17] and one["index"] == 17
@@ -107,7 +108,7 @@ def test_corrupt_chunk_is_a_clear_error(store, tmp_path):
     ds[40]  # other chunks still read
 
 
-def test_to_dask_and_to_xarray(store, full):
+def test_to_dask_and_to_xarray(small_sizes, store, full):
     ds = chunkstore.open(store)
     d = ds.to_dask()
     np.testing.assert_array_equal(d["labels/move"].compute(), full["labels/move"])
@@ -116,7 +117,7 @@ def test_to_dask_and_to_xarray(store, full):
     assert x["masks_target"].dims == ("sample", "target_class")
     assert x["labels_move"].dims == ("sample",) and x["meta_group"].dims == ("sample",)
     assert list(x["feature"].values) == ds.feature_names
-    assert x.attrs["n_samples"] == sum(SIZES) and x.attrs["heads"] == "move:5,target:3"
+    assert x.attrs["n_samples"] == sum(small_sizes) and x.attrs["heads"] == "move:5,target:3"
     np.testing.assert_array_equal(x["features"].isel(sample=slice(5, 9)).values,
                                   full["features"][5:9])
     np.testing.assert_array_equal(x["masks_move"].sel(sample=[3, 100]).values,
