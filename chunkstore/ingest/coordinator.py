@@ -35,10 +35,20 @@ from chunkstore.errors import (
     StoreExistsError,
 )
 from chunkstore.ingest.executors import check_reachable, executor
+from chunkstore.ingest.streaming import (
+    CAPACITY,
+    StreamingResult,
+    count_item,
+    python_source,
+    run_streaming,
+    streaming_chunk_rows,
+    streaming_plan,
+)
 from chunkstore.ingest.summary import IngestSummary
 from chunkstore.ingest.task import TaskSpec, init_worker, run_task
 from chunkstore.runtime.memory import peak_rss
 from chunkstore.sources import Source, open_source
+from chunkstore.sources.python import PythonSource
 from chunkstore.store import journal, layout
 from chunkstore.store import urls as storage
 from chunkstore.store.stats_io import partial_arrays, write_scope
@@ -136,61 +146,81 @@ def ingest_store(config: Config, *, workers: int | None = None, overwrite: bool 
     """
     t0 = started if started is not None else time.perf_counter()
     storage.configure(config.store, config.storage_options)
-    store = config.store
     source = open_source(config.source, config.schema)
     if validate is not None:
         validate(source.has_group)  # e.g. a bad split fails before any writing
     n_workers = resolve_workers(workers or config.ingest.workers)
     if is_streaming(config):
-        return _ingest_streaming(config, source, n_workers, overwrite, progress, t0)
+        return _ingest_streaming(config, python_source(source), n_workers, overwrite, progress,
+                                 t0)
+    store = config.store
+    plan, sha = plan_ingest(config, source, n_workers)
+    storage.store_path(store).parent.mkdir()
+    _check_existing(store, sha, config, overwrite)  # before creating anything
+    with journal.StoreLock(store):
+        state = open_or_create(config, plan, sha, source.has_group, overwrite)
+        done = journal.completed_tasks(store)
+        pending = [t for t in plan.tasks if t.task_id not in done]
+        rb = row_bytes(config, source.has_group)
+        worker_peak = _run(store, config, source, plan, pending, n_workers, progress, rb)
+        if state != "done" or pending:
+            finalize(store, plan, config)
+    return record_summary(IngestSummary(
+        store=store, rows=plan.n_samples, tasks_total=len(plan.tasks), tasks_run=len(pending),
+        tasks_skipped=len(plan.tasks) - len(pending), workers=n_workers,
+        raw_bytes=plan.n_samples * rb, stored_bytes=layout.stored_bytes(store),
+        wall_seconds=time.perf_counter() - t0, coordinator_peak_rss=peak_rss(),
+        worker_peak_rss=worker_peak, already_complete=state == "done" and not pending))
+
+
+def plan_ingest(config: Config, source: Source, workers: int) -> tuple[Plan, str]:
+    """Count the source's rows and plan chunk-aligned tasks: (plan, the config's content hash,
+    which covers the chunking)."""
     if config.source.kind == "python" and config.source.options.count is None:
-        counts = _counting_pass(config, source, n_workers)
+        counts = _counting_pass(config, python_source(source), workers)
     else:
         counts = source.counts()
     if sum(counts) == 0:
         raise SourceError(f"source {config.source.kind!r} in {config.file!r} holds no rows "
                           f"({len(counts)} items, all empty); nothing to ingest")
-    has_group = source.has_group
-    rb = row_bytes(config, has_group)
     feature_row = config.schema.n_features * np.dtype(config.schema.feature_dtype).itemsize
     chunk_rows = config.ingest.chunk_rows or choose_chunk_rows(
         feature_row, config.ingest.target_chunk_mib * 2**20)
     task_chunks = config.ingest.task_chunks or choose_task_chunks(
         sum(counts), chunk_rows, chunk_rows * feature_row)
     plan = plan_writes(counts, chunk_rows, task_chunks)
-    sha = config.content_sha256(chunk_rows, task_chunks)
+    return plan, config.content_sha256(chunk_rows, task_chunks)
 
-    storage.store_path(store).parent.mkdir()
-    state = _check_existing(store, sha, config, overwrite)  # before creating anything
-    with journal.StoreLock(store):
-        state = _check_existing(store, sha, config, overwrite)  # again, now that we hold it
-        jdir = journal.journal_dir(store)
-        if state == "create":
-            _clear(store)
-            layout.create_store(store, schema=config.schema, compression=config.compression,
-                                n_samples=plan.n_samples, chunk_rows=chunk_rows,
-                                has_group=has_group, config_sha256=sha)
-            journal.write_json(jdir / "config.json", config.to_dict())
-            journal.write_json(jdir / "plan.json", plan.to_dict())
-        elif journal.read_json(jdir / "plan.json") != plan.to_dict():
-            raise StoreExistsError(
-                f"the source's items changed since store {store!r} was started (row counts or "
-                "item list differ from _chunkstore/plan.json); rerun with --overwrite")
-        else:
-            layout.remove_partials(store)  # temp files of writers killed mid-chunk
-        done = journal.completed_tasks(store)
-        pending = [t for t in plan.tasks if t.task_id not in done]
-        worker_peak = _run(store, config, source, plan, pending, n_workers, progress, rb)
-        if state != "done" or pending:
-            finalize(store, plan, config)
-    summary = IngestSummary(
-        store=store, rows=plan.n_samples, tasks_total=len(plan.tasks), tasks_run=len(pending),
-        tasks_skipped=len(plan.tasks) - len(pending), workers=n_workers,
-        raw_bytes=plan.n_samples * rb, stored_bytes=layout.stored_bytes(store),
-        wall_seconds=time.perf_counter() - t0, coordinator_peak_rss=peak_rss(),
-        worker_peak_rss=worker_peak,
-    )
-    journal.write_json(journal.journal_dir(store) / "summary.json", summary.to_dict())
+
+def open_or_create(config: Config, plan: Plan, sha: str, has_group: bool, overwrite: bool
+                   ) -> str:
+    """Under the store's lock: create the store at its final shape, or check that a resumed
+    one was planned the same way. Returns "create", "resume" or "done"."""
+    store = config.store
+    state = _check_existing(store, sha, config, overwrite)  # again, now that we hold the lock
+    jdir = journal.journal_dir(store)
+    if state == "create":
+        _clear(store)
+        layout.create_store(store, schema=config.schema, compression=config.compression,
+                            n_samples=plan.n_samples, chunk_rows=plan.chunk_rows,
+                            has_group=has_group, config_sha256=sha)
+        journal.write_json(jdir / "config.json", config.to_dict())
+        journal.write_json(jdir / "plan.json", plan.to_dict())
+    elif journal.read_json(jdir / "plan.json") != plan.to_dict():
+        raise StoreExistsError(
+            f"the source's items changed since store {store!r} was started (row counts or "
+            "item list differ from _chunkstore/plan.json); rerun with --overwrite")
+    else:
+        layout.remove_partials(store)  # temp files of writers killed mid-chunk
+    return state
+
+
+def record_summary(summary: IngestSummary) -> IngestSummary:
+    """Save the summary as ``_chunkstore/summary.json``, unless the run did no work: the
+    summary of the run that built the store is kept then."""
+    if not summary.already_complete:
+        journal.write_json(journal.journal_dir(summary.store) / "summary.json",
+                           summary.to_dict())
     return summary
 
 
@@ -278,64 +308,64 @@ def is_streaming(config: Config) -> bool:
             and config.source.options.resolved_placement == "streaming")
 
 
-def _counting_pass(config: Config, source: Source, workers: int) -> list[int]:
+def _counting_pass(config: Config, source: PythonSource, workers: int) -> list[int]:
     """Row counts by running ``process`` on every item (opt-in: it doubles the work)."""
-    from chunkstore.ingest.streaming import count_item
-
-    n = len(source.items)  # type: ignore[attr-defined]
+    n = len(source.items)
     with make_executor(workers, config.ingest.scheduler,
                        (config.ingest.blosc_threads, source), store=config.store,
                        storage_options=config.storage_options) as ex:
         return list(ex.map(count_item, range(n), chunksize=max(1, n // (8 * workers))))
 
 
-def _ingest_streaming(config: Config, source: Source, workers: int, overwrite: bool,
+def _ingest_streaming(config: Config, source: PythonSource, workers: int, overwrite: bool,
                       progress: bool, t0: float) -> IngestSummary:
-    from chunkstore.ingest.streaming import (
-        CAPACITY,
-        run_streaming,
-        streaming_chunk_rows,
-        streaming_plan,
-    )
-
+    """The streaming path: create or resume the store, run the loops, finalize, summarize."""
     store = config.store
     chunk_rows = streaming_chunk_rows(config)
     sha = config.content_sha256(chunk_rows, 0)
     storage.store_path(store).parent.mkdir()
-    _check_existing(store, sha, config, overwrite)
-    n_items = len(source.items)  # type: ignore[attr-defined]
-    items_sha = hashlib.sha256("\n".join(map(repr, source.items)).encode()).hexdigest()
+    _check_existing(store, sha, config, overwrite)  # before creating anything
     with journal.StoreLock(store):
-        state = _check_existing(store, sha, config, overwrite)
-        jdir = journal.journal_dir(store)
-        if state != "create" and layout.read_attrs(store).get("items_sha256") != items_sha:
-            raise StoreExistsError(
-                f"the item list changed since store {store!r} was started ({n_items} items "
-                "now); rerun with --overwrite to rebuild it")
-        if state == "create":
-            _clear(store)
-            layout.create_store(store, schema=config.schema, compression=config.compression,
-                                n_samples=CAPACITY, chunk_rows=chunk_rows,
-                                has_group=source.has_group, config_sha256=sha, has_source=True,
-                                extra_attrs={"placement": "streaming", "n_items": n_items,
-                                             "items_sha256": items_sha, "n_samples": 0})
-            journal.write_json(jdir / "config.json", config.to_dict())
+        state = open_or_create_streaming(config, source, chunk_rows, sha, overwrite)
         if state == "done":
-            n = layout.read_attrs(store)["n_samples"]
-            run, skipped, leftover, peak = 0, n_items, 0, 0
+            n = int(layout.read_attrs(store)["n_samples"])
+            result = StreamingResult(n, 0, len(source.items), 0, 0)
         else:
-            n, run, skipped, leftover, peak = run_streaming(
-                config, source, store, workers=workers, chunk_rows=chunk_rows,  # type: ignore
-                progress=progress, scheduler=config.ingest.scheduler)
-            plan = streaming_plan(n, chunk_rows)
-            journal.write_json(jdir / "plan.json", plan.to_dict())
-            layout.update_attrs(store, n_samples=n)
+            result = run_streaming(config, source, store, workers=workers,
+                                   chunk_rows=chunk_rows, progress=progress,
+                                   scheduler=config.ingest.scheduler)
+            plan = streaming_plan(result.rows, chunk_rows)
+            journal.write_json(journal.journal_dir(store) / "plan.json", plan.to_dict())
+            layout.update_attrs(store, n_samples=result.rows)
             finalize(store, plan, config)
-    summary = IngestSummary(
-        store=store, rows=n, tasks_total=n_items, tasks_run=run, tasks_skipped=skipped,
-        workers=workers, raw_bytes=n * row_bytes(config, source.has_group, has_source=True),
+    n = result.rows
+    return record_summary(IngestSummary(
+        store=store, rows=n, tasks_total=len(source.items), tasks_run=result.items_run,
+        tasks_skipped=result.items_skipped, workers=workers,
+        raw_bytes=n * row_bytes(config, source.has_group, has_source=True),
         stored_bytes=layout.stored_bytes(store), wall_seconds=time.perf_counter() - t0,
-        coordinator_peak_rss=peak_rss(), worker_peak_rss=peak, leftover_rows=leftover,
-    )
-    journal.write_json(jdir / "summary.json", summary.to_dict())
-    return summary
+        coordinator_peak_rss=peak_rss(), worker_peak_rss=result.worker_peak_rss,
+        leftover_rows=result.leftover_rows, already_complete=state == "done"))
+
+
+def open_or_create_streaming(config: Config, source: PythonSource, chunk_rows: int, sha: str,
+                             overwrite: bool) -> str:
+    """Under the store's lock: create the store at ``CAPACITY`` rows, or check that a resumed
+    one has the same item list. Returns "create", "resume" or "done"."""
+    store = config.store
+    n_items = len(source.items)
+    items_sha = hashlib.sha256("\n".join(map(repr, source.items)).encode()).hexdigest()
+    state = _check_existing(store, sha, config, overwrite)
+    if state != "create" and layout.read_attrs(store).get("items_sha256") != items_sha:
+        raise StoreExistsError(
+            f"the item list changed since store {store!r} was started ({n_items} items "
+            "now); rerun with --overwrite to rebuild it")
+    if state == "create":
+        _clear(store)
+        layout.create_store(store, schema=config.schema, compression=config.compression,
+                            n_samples=CAPACITY, chunk_rows=chunk_rows,
+                            has_group=source.has_group, config_sha256=sha, has_source=True,
+                            extra_attrs={"placement": "streaming", "n_items": n_items,
+                                         "items_sha256": items_sha, "n_samples": 0})
+        journal.write_json(journal.journal_dir(store) / "config.json", config.to_dict())
+    return state

@@ -22,16 +22,17 @@ values for the local pool, scheduler-held ones on a Dask cluster. On a cluster t
 reruns the loop of a worker that dies, but that loop's item in progress and its partial chunk
 are gone; :func:`check_complete` detects it after the loops, and a rerun recovers exactly as
 after a crash. On object storage a chunk moves by server-side copy + delete instead of a hard
-link (see :mod:`chunkstore.storage`).
+link (see :mod:`chunkstore.store.urls`). Resume analysis and compaction live in
+:mod:`chunkstore.ingest.recovery`.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import FIRST_EXCEPTION, Future, wait
+from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -43,8 +44,9 @@ from zarr.core.sync import sync
 
 from chunkstore.config import Config
 from chunkstore.core.plan import Plan, WriteTask, choose_chunk_rows
-from chunkstore.errors import ChunkstoreError, IngestError
+from chunkstore.errors import ChunkstoreError, ConfigError, IngestError
 from chunkstore.ingest.executors import SharedCounter, executor, make_counters
+from chunkstore.ingest.recovery import chunk_rows_of, compact, concat_rows, item_record, recover
 from chunkstore.ingest.task import (
     init_worker,
     partial_stats,
@@ -53,13 +55,22 @@ from chunkstore.ingest.task import (
 )
 from chunkstore.runtime.faults import pause_point
 from chunkstore.runtime.memory import peak_rss
-from chunkstore.sources import check_batch
+from chunkstore.sources import Source, check_batch
 from chunkstore.sources.python import PythonSource
 from chunkstore.store import journal, layout
-from chunkstore.store.urls import StorePath, open_group, store_path
+from chunkstore.store.stats_io import node_array
+from chunkstore.store.urls import open_group, store_path
 
 CAPACITY = 2**40  # rows an array is created with; trimmed to N at the end (metadata only)
-ITEMS = "items"
+
+
+def python_source(source: Source | None) -> PythonSource:
+    """``source`` as the python source that streaming placement and the counting pass need."""
+    if not isinstance(source, PythonSource):
+        raise ConfigError(
+            "streaming placement and the counting pass run a python source's process(item); "
+            f"found a {type(source).__name__}: use source kind 'python' for them")
+    return source
 
 
 # ---------------------------------------------------------------------------- worker side
@@ -97,13 +108,13 @@ def empty_buffers(config: Config, rows: int, has_group: bool) -> dict[str, np.nd
 def batch_arrays(batch: Any, item: int, config: Config) -> dict[str, np.ndarray]:
     """A checked batch as ``{array path: rows}``, with its ``meta/source`` provenance."""
     n = len(batch)
-    out = {"features": batch.features}
+    out = {layout.FEATURES: batch.features}
     for h in config.schema.heads:
-        out[f"labels/{h.name}"] = batch.labels[h.name]
-        out[f"masks/{h.name}"] = batch.masks[h.name]
+        out[layout.label_path(h.name)] = batch.labels[h.name]
+        out[layout.mask_path(h.name)] = batch.masks[h.name]
     if batch.group is not None:
-        out["meta/group"] = batch.group
-    out["meta/source"] = np.stack([np.full(n, item, dtype=np.int64),
+        out[layout.GROUP] = batch.group
+    out[layout.SOURCE] = np.stack([np.full(n, item, dtype=np.int64),
                                    np.arange(n, dtype=np.int64)], axis=1)
     return out
 
@@ -122,20 +133,30 @@ def runs_of(source_rows: np.ndarray) -> np.ndarray:
 def write_chunk(group: zarr.Group, store: str, config: Config, chunk: int, rows: int,
                 data: dict[str, np.ndarray], moved_from: int = -1) -> None:
     """Write one chunk (``rows`` <= chunk_rows) of every array, then commit its record."""
-    r = int(group.attrs[layout.ATTR_KEY]["chunk_rows"])
+    r = chunk_rows_of(group)
     for name, values in data.items():
-        group[name][chunk * r:chunk * r + rows] = values[:rows]
+        node_array(group, name)[chunk * r:chunk * r + rows] = values[:rows]
     stats = partial_stats({k: v[:rows] for k, v in data.items()}, config)
-    stats["runs"] = runs_of(data["meta/source"][:rows])
+    stats["runs"] = runs_of(data[layout.SOURCE][:rows])
     journal.write_record(store, chunk, {"task_id": chunk, "start": chunk * r,
                                         "stop": chunk * r + rows, "moved_from": moved_from},
                          stats)
 
 
+def produce_item(spec: LoopSpec, config: Config, source: PythonSource, item: int
+                 ) -> dict[str, np.ndarray]:
+    """Run ``process(item)``, check its batch and record the item's row count."""
+    raw = source.run(item)
+    b = check_batch(raw, config.schema, where=source.describe(item), item_start=0,
+                    rows=len(raw), has_group=spec.has_group, nan_policy=config.ingest.nan_policy)
+    journal.write_json(item_record(spec.store, item), {"rows": len(b)})
+    return batch_arrays(b, item, config)
+
+
 def stream_loop(spec: LoopSpec) -> LoopResult:
     """A worker's whole share of a streaming ingest; returns its partial last chunk."""
     config, source = worker_config_and_source(spec.config_json)
-    assert isinstance(source, PythonSource)
+    python = python_source(source)
     next_item, next_chunk, stop, items_done, rows_done = _SHARED
     group = open_group(spec.store, mode="r+")
     r = spec.chunk_rows
@@ -147,13 +168,8 @@ def stream_loop(spec: LoopSpec) -> LoopResult:
             break
         if k in spec.skip:
             continue
-        raw = source.run(k)
-        b = check_batch(raw, config.schema, where=source.describe(k), item_start=0,
-                        rows=len(raw), has_group=spec.has_group,
-                        nan_policy=config.ingest.nan_policy)
-        rows = batch_arrays(b, k, config)
-        n = len(b)
-        journal.write_json(journal.journal_dir(spec.store) / ITEMS / f"{k:09d}.json", {"rows": n})
+        rows = produce_item(spec, config, python, k)
+        n = len(rows[layout.SOURCE])
         pos = 0
         while pos < n:
             take = min(r - fill, n - pos)
@@ -168,119 +184,56 @@ def stream_loop(spec: LoopSpec) -> LoopResult:
     return LoopResult({k: v[:fill].copy() for k, v in buf.items()}, peak_rss())
 
 
+def count_item(item: int) -> int:
+    """Worker side of the opt-in counting pass: rows ``process`` makes for ``item``."""
+    return len(python_source(worker_source()).run(item))
+
+
 # ---------------------------------------------------------------------------- coordinator side
 
-def _item_counts(store: str) -> dict[int, int]:
-    d = journal.journal_dir(store) / ITEMS
-    return {int(p.stem): int(json.loads(p.read_text())["rows"]) for p in d.iterdir()
-            if p.name.endswith(".json") and not p.name.startswith(".")}
+@dataclass(frozen=True)
+class StreamingResult:
+    """What :func:`run_streaming` did."""
+
+    rows: int  # N, the store's final row count
+    items_run: int  # items processed by this run
+    items_skipped: int  # items complete from an earlier run
+    leftover_rows: int  # rows packed by the coordinator into the last chunks
+    worker_peak_rss: int  # bytes, the largest worker's peak
 
 
-def recover(store: str, config: Config, has_group: bool
-            ) -> tuple[list[int], dict[str, np.ndarray], set[int]]:
-    """Resume analysis: (kept chunk indices, leftover rows re-read from reclaimed chunks,
-    complete items). Reclaimed chunk records and incomplete item records are deleted."""
-    records = {c: journal.read_record(store, c) for c in sorted(journal.completed_tasks(store))}
-    for meta, _ in list(records.values()):  # a move that crashed after its new record
-        src = meta.get("moved_from", -1)
-        if src >= 0 and src in records:
-            journal.record_path(store, src).unlink()
-            del records[src]
-    counts = _item_counts(store)
-    committed: Counter[int] = Counter()
-    for _, arrays in records.values():
-        for item, a, b in arrays["runs"]:
-            committed[int(item)] += int(b - a)
-    complete = {k for k, n in counts.items() if committed[k] == n}
-    group = open_group(store, mode="r")
-    r = int(group.attrs[layout.ATTR_KEY]["chunk_rows"])
-    parts: list[dict[str, np.ndarray]] = []
-    kept = []
-    for c, (meta, arrays) in records.items():
-        rows = meta["stop"] - meta["start"]
-        # A partial chunk (leftovers packed before a crash) is re-packed too: kept chunks are
-        # full, so that compaction leaves no fill rows behind.
-        if rows == r and all(int(item) in complete for item in arrays["runs"][:, 0]):
-            kept.append(c)
-            continue
-        data = {name: group[name][c * r:c * r + rows] for name in
-                layout.sample_arrays(config.schema, has_group, has_source=True)}
-        keep = np.isin(data["meta/source"][:, 0], list(complete))
-        parts.append({k: v[keep] for k, v in data.items()})
-        journal.record_path(store, c).unlink()
-    for k in set(counts) - complete:
-        (journal.journal_dir(store) / ITEMS / f"{k:09d}.json").unlink()
-    return kept, concat_rows(parts, config, has_group), complete
+def trim_rows(array: zarr.Array, rows: int) -> None:
+    """Set ``array``'s row count to ``rows``, writing only its metadata.
 
-
-def concat_rows(parts: list[dict[str, np.ndarray]], config: Config, has_group: bool
-                ) -> dict[str, np.ndarray]:
-    parts = [p for p in parts if len(p["meta/source"])]
-    if not parts:
-        return {k: v[:0] for k, v in empty_buffers(config, 0, has_group).items()}
-    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-
-
-def chunk_files(store: str, group: zarr.Group, chunk: int) -> list[StorePath]:
-    """The files of chunk ``chunk`` in every sample array."""
-    root = store_path(store)
-    return [root / name / layout.chunk_key(group[name], chunk)
-            for name in layout.stored_sample_arrays(group)]
-
-
-def move_chunk(store: str, group: zarr.Group, src: int, dst: int) -> None:
-    """Fill hole ``dst`` with chunk ``src`` by renaming files, crash-safely.
-
-    Hard links (copies on object storage) first (the record of ``src`` still owns the data),
-    then the record of ``dst`` (marked ``moved_from``, so a crash before the old record is
-    deleted is resolved on resume), then the old record and files go.
+    ``zarr.Array.resize`` deletes the chunks outside the new shape by enumerating every chunk
+    coordinate of the old shape: 2**40 / chunk_rows of them for a streaming store, which never
+    ends. The public async API (``Array.async_array.resize``) has the switch that skips it,
+    ``delete_outside_chunks=False``; zarr's ``sync`` runs that coroutine on zarr's own event
+    loop, the one the store's I/O is bound to. The chunks past the end are deleted by
+    :func:`pack_and_trim`, which lists only the files that exist.
     """
-    for a, b in zip(chunk_files(store, group, src), chunk_files(store, group, dst), strict=True):
-        if a.exists():
-            a.copy_to(b)
-        else:  # an all-fill chunk zarr did not write
-            b.unlink(missing_ok=True)
-    meta, arrays = journal.read_record(store, src)
-    r = meta["stop"] - meta["start"]
-    chunk_rows = int(group.attrs[layout.ATTR_KEY]["chunk_rows"])
-    journal.write_record(store, dst, {**meta, "task_id": dst, "start": dst * chunk_rows,
-                                      "stop": dst * chunk_rows + r, "moved_from": src}, arrays)
-    journal.record_path(store, src).unlink()
-    for a in chunk_files(store, group, src):
-        a.unlink(missing_ok=True)
-
-
-def compact(store: str, group: zarr.Group, kept: list[int]) -> int:
-    """Move the highest chunks into the holes below them; return the number of chunks."""
-    kept = sorted(kept)
-    n = len(kept)
-    holes = sorted(set(range(n)) - set(kept))
-    movers = [c for c in reversed(kept) if c >= n]
-    for hole, src in zip(holes, movers, strict=True):
-        move_chunk(store, group, src, hole)
-    return n
+    sync(array.async_array.resize((rows, *array.shape[1:]), delete_outside_chunks=False))
 
 
 def pack_and_trim(store: str, config: Config, full_chunks: int,
                   leftovers: dict[str, np.ndarray]) -> int:
     """Write leftovers (sorted by provenance) after the full chunks; trim arrays to N."""
     group = open_group(store, mode="r+")
-    r = int(group.attrs[layout.ATTR_KEY]["chunk_rows"])
-    order = np.lexsort((leftovers["meta/source"][:, 1], leftovers["meta/source"][:, 0]))
+    r = chunk_rows_of(group)
+    order = np.lexsort((leftovers[layout.SOURCE][:, 1], leftovers[layout.SOURCE][:, 0]))
     rows = {k: v[order] for k, v in leftovers.items()}
     total = len(order)
     for i, start in enumerate(range(0, total, r)):
         part = {k: v[start:start + r] for k, v in rows.items()}
-        write_chunk(group, store, config, full_chunks + i, len(part["meta/source"]), part)
+        write_chunk(group, store, config, full_chunks + i, len(part[layout.SOURCE]), part)
         pause_point("pack-mid", journal.journal_dir(store))
     n = full_chunks * r + total
     last = -(-n // r)
     for name in layout.stored_sample_arrays(group):
-        arr = group[name]  # garbage of reclaimed chunks past the end
-        for p in (store_path(store) / name / "c").iterdir():
+        for p in (store_path(store) / name / "c").iterdir():  # reclaimed chunks past the end
             if p.name.isdigit() and int(p.name) >= last:
                 p.remove()
-        sync(arr._async_array.resize((n, *arr.shape[1:]), delete_outside_chunks=False))
+        trim_rows(node_array(group, name), n)
     return n
 
 
@@ -291,59 +244,73 @@ def streaming_plan(n: int, chunk_rows: int) -> Plan:
 
 
 def run_streaming(config: Config, source: PythonSource, store: str, *, workers: int,
-                  chunk_rows: int, progress: bool, scheduler: str | None
-                  ) -> tuple[int, int, int, int, int]:
-    """Recover, run the worker loops, pack leftovers, trim.
+                  chunk_rows: int, progress: bool, scheduler: str | None) -> StreamingResult:
+    """Recover what an earlier run left, run the worker loops, pack the leftovers, trim.
 
-    Returns (N, items processed now, items skipped, leftover rows packed, worker peak RSS).
+    Raises
+    ------
+    IngestError
+        A worker loop failed or its process died; committed chunks and complete items are
+        kept, and rerunning the same command resumes.
     """
     has_group = source.has_group
     kept, reclaimed, complete = recover(store, config, has_group)
     layout.remove_partials(store)  # temp files of writers killed mid-chunk
     pause_point("start", journal.journal_dir(store))
-    shared = make_counters(5, scheduler)  # next_item, next_chunk, stop, items_done, rows_done
+    spec = LoopSpec(store, json.dumps({"config": config.to_dict(), "file": config.file}),
+                    len(source.items), frozenset(complete), chunk_rows, has_group)
     first_chunk = max(kept, default=-1) + 1
-    n_items = len(source.items)
-    todo = n_items - len(complete)
-    config_json = json.dumps({"config": config.to_dict(), "file": config.file})
-    spec = LoopSpec(store, config_json, n_items, frozenset(complete), chunk_rows, has_group)
-    parts, worker_peak, loop_leftovers = [reclaimed], 0, 0
+    results = run_loops(config, source, spec, workers=workers, scheduler=scheduler,
+                        first_chunk=first_chunk, progress=progress)
+    leftovers = concat_rows([reclaimed, *(r.leftovers for r in results)], config, has_group)
+    pause_point("pack", journal.journal_dir(store))
+    full = compact(store, open_group(store, mode="r+"), sorted(journal.completed_tasks(store)))
+    n = pack_and_trim(store, config, full, leftovers)
+    return StreamingResult(rows=n, items_run=spec.n_items - len(complete),
+                           items_skipped=len(complete),
+                           leftover_rows=len(leftovers[layout.SOURCE]),
+                           worker_peak_rss=max((r.peak_rss for r in results), default=0))
+
+
+def run_loops(config: Config, source: PythonSource, spec: LoopSpec, *, workers: int,
+              scheduler: str | None, first_chunk: int, progress: bool) -> list[LoopResult]:
+    """Run the worker loops to the end of the items; check nothing was lost on the way."""
+    todo = spec.n_items - len(spec.skip)
+    shared = make_counters(5, scheduler)  # next_item, next_chunk, stop, items_done, rows_done
+    loops = max(1, min(workers, todo))
     bar = tqdm(total=todo, unit="items", desc="ingest (streaming)", disable=not progress,
                dynamic_ncols=True)
-    t0 = time.perf_counter()
     try:
-        loops = max(1, min(workers, todo))
         # No retries: a loop that raised lost its item; rerunning it would hide the error.
         with executor(loops, scheduler, init_stream_worker,
-                      (config.ingest.blosc_threads, source, shared), store=store,
+                      (config.ingest.blosc_threads, source, shared), store=spec.store,
                       storage_options=config.storage_options, retries=0) as ex, \
                 counters_at(shared, (0, first_chunk, 0, 0, 0)):
-            futures: list[Future[Any]] = [ex.submit(stream_loop, spec) for _ in range(loops)]
-            pending = set(futures)
-            while pending:
-                done, pending = wait(pending, timeout=0.2, return_when=FIRST_EXCEPTION)
-                bar.n = shared[3].get()
-                rows, secs = shared[4].get(), time.perf_counter() - t0
-                bar.set_postfix_str(f"{rows:,} rows, {rows / secs:,.0f} rows/s", refresh=True)
-                failed = [f for f in done if f.exception() is not None]
-                if failed:
-                    shared[2].set(1)  # stop the other loops at their next item
-                    wait(pending)
-                    raise _failure(failed[0].exception(), store)
-            for f in futures:
-                result: LoopResult = f.result()
-                parts.append(result.leftovers)
-                loop_leftovers += len(result.leftovers["meta/source"])
-                worker_peak = max(worker_peak, result.peak_rss)
-            check_complete(store, shared, todo, first_chunk, chunk_rows, loop_leftovers)
+            futures = [ex.submit(stream_loop, spec) for _ in range(loops)]
+            watch(futures, shared, bar, spec.store)
+            results: list[LoopResult] = [f.result() for f in futures]
+            check_complete(spec.store, shared, todo, first_chunk, spec.chunk_rows,
+                           sum(len(r.leftovers[layout.SOURCE]) for r in results))
     finally:
         bar.close()
-    leftovers = concat_rows(parts, config, has_group)
-    pause_point("pack", journal.journal_dir(store))
-    group = open_group(store, mode="r+")
-    full = compact(store, group, sorted(journal.completed_tasks(store)))
-    n = pack_and_trim(store, config, full, leftovers)
-    return n, todo, len(complete), len(leftovers["meta/source"]), worker_peak
+    return results
+
+
+def watch(futures: list[Future[Any]], shared: tuple[SharedCounter, ...], bar: Any,
+          store: str) -> None:
+    """Show progress until every loop ends; at the first failure stop the others and raise."""
+    t0 = time.perf_counter()
+    pending = set(futures)
+    while pending:
+        done, pending = wait(pending, timeout=0.2, return_when=FIRST_EXCEPTION)
+        bar.n = shared[3].get()
+        rows, secs = shared[4].get(), time.perf_counter() - t0
+        bar.set_postfix_str(f"{rows:,} rows, {rows / secs:,.0f} rows/s", refresh=True)
+        failed = [f for f in done if f.exception() is not None]
+        if failed:
+            shared[2].set(1)  # stop the other loops at their next item
+            wait(pending)
+            raise loop_failure(failed[0].exception(), store) from failed[0].exception()
 
 
 @contextmanager
@@ -379,11 +346,16 @@ def check_complete(store: str, shared: tuple[SharedCounter, ...], todo: int, fir
             "journal: rerun the same command to resume")
 
 
-def _failure(e: BaseException | None, store: str) -> BaseException:
+def loop_failure(e: BaseException | None, store: str) -> BaseException:
+    """The error to show for a failed worker loop: what happened and how to resume."""
     tail = ("\n[committed chunks and completed items are kept in the journal; fix the problem "
             "and rerun the same command to resume]")
     if isinstance(e, ChunkstoreError):
         return type(e)(f"{e}{tail}")
+    if isinstance(e, BrokenProcessPool):
+        return IngestError(f"a streaming worker process died (killed, or out of memory) during "
+                           f"the ingest of {store!r}; if it ran out of memory, lower "
+                           f"ingest.workers or make process(item) return smaller batches{tail}")
     return IngestError(f"a streaming worker failed: {type(e).__name__}: {e}{tail}")
 
 
@@ -391,9 +363,3 @@ def streaming_chunk_rows(config: Config) -> int:
     feature_row = config.schema.n_features * np.dtype(config.schema.feature_dtype).itemsize
     return config.ingest.chunk_rows or choose_chunk_rows(
         feature_row, config.ingest.target_chunk_mib * 2**20)
-
-def count_item(item: int) -> int:
-    """Worker side of the opt-in counting pass: rows ``process`` makes for ``item``."""
-    source = worker_source()
-    assert isinstance(source, PythonSource)
-    return len(source.run(item))

@@ -33,7 +33,7 @@ from chunkstore.core.histograms import (
     quantiles,
 )
 from chunkstore.core.moments import Partial
-from chunkstore.errors import ReadError
+from chunkstore.errors import ChunkstoreError, ReadError
 from chunkstore.runtime.dask import dask_client
 from chunkstore.runtime.messages import say
 from chunkstore.store import layout
@@ -133,14 +133,48 @@ def block_rows(chunk_rows: int, n_features: int, itemsize: int, block_mib: float
     return chunk_rows * max(1, int(block_mib * 2**20 // per_chunk))
 
 
+class CheckedReads:
+    """A store array as Dask reads it, whose failed reads name the array and rows.
+
+    zarr raises a plain exception from inside a Dask task when a chunk is unreadable (its
+    crc32c checksum does not match, its file is truncated): this turns it into a ReadError
+    that says where and what to do, which the CLI prints as one line.
+    """
+
+    def __init__(self, array: zarr.Array, path: str) -> None:
+        self.array = array
+        self.path = path
+        self.shape = tuple(array.shape)
+        self.dtype = array.dtype
+        self.ndim = array.ndim
+
+    def __getitem__(self, key: Any) -> Any:
+        try:
+            return self.array[key]
+        except Exception as e:
+            first = key[0] if isinstance(key, tuple) and key else key
+            rows = (f"rows [{first.start}, {first.stop})" if isinstance(first, slice)
+                    else f"rows {first!r}")
+            raise ReadError(
+                f"reading {self.path!r} {rows} of store {self.array.store_path} failed: "
+                f"{type(e).__name__}: {e}; a chunk whose checksum does not match was changed "
+                "or damaged after it was written: restore the store from a copy, or rebuild "
+                "it (chunkstore ingest CONFIG --overwrite)") from e
+
+
 def _blocks(group: zarr.Group, heads: Mapping[str, int], rows: int, sel: Selection,
             with_masks: bool) -> list[tuple[Any, ...]]:
     """Per block: delayed (features, labels, masks, codes) chunks of ``da.from_zarr`` arrays."""
     import dask.array as da
+    from dask.base import tokenize
 
     def delayed_blocks(name: str) -> list[Any]:
         a = node_array(group, name)
-        return list(da.from_zarr(a, chunks=(rows, *a.shape[1:])).to_delayed().ravel())
+        chunks = (rows, *a.shape[1:])
+        lazy = da.from_array(CheckedReads(a, name), chunks=chunks,
+                             name=f"read-{name}-{tokenize(a, chunks)}",
+                             meta=np.empty((0,) * a.ndim, dtype=a.dtype))
+        return list(lazy.to_delayed().ravel())
 
     feats = delayed_blocks("features")
     labels = {h: delayed_blocks(f"labels/{h}") for h in heads}
@@ -191,8 +225,31 @@ def read_graph(group: zarr.Group, sel: Selection, *, rows: int) -> Any:
 
 
 @contextmanager
-def _runner(scheduler: str | None, progress: bool) -> Iterator[Callable[[Any, str], Any]]:
-    """``compute(graph, what)``: threads locally (progress bar on stderr), or a cluster."""
+def _runner(scheduler: str | None, progress: bool, store: str
+            ) -> Iterator[Callable[[Any, str], Any]]:
+    """``compute(graph, what)``: threads locally (progress bar on stderr), or a cluster.
+
+    An exception from inside a task that is not a ChunkstoreError (a lost worker, a bug)
+    becomes a ReadError naming the store and the pass, so the CLI shows one line.
+    """
+    with _runner_of(scheduler, progress) as compute:
+
+        def checked(graph: Any, what: str) -> Any:
+            try:
+                return compute(graph, what)
+            except ChunkstoreError:
+                raise
+            except Exception as e:
+                raise ReadError(
+                    f"statistics of store {store!r} failed in {what}: {type(e).__name__}: "
+                    f"{e}; nothing was written: fix the problem and rerun chunkstore stats"
+                ) from e
+
+        yield checked
+
+
+@contextmanager
+def _runner_of(scheduler: str | None, progress: bool) -> Iterator[Callable[[Any, str], Any]]:
     import dask
 
     if scheduler:
@@ -269,6 +326,21 @@ def compute_stats(
     """
     from chunkstore.store.view import StoreView
 
+    group, sel, rows = _prepare(store, split, splits, bins, block_mib)
+    with _runner(scheduler, progress, store) as compute:
+        first: Partial = compute(moments_graph(group, sel, correlation=correlation, rows=rows),
+                                 f"pass 1/2 (moments{', correlation' if correlation else ''})")
+        binning = Binning.from_moments(first.moments, bins)
+        second: HistPartial = compute(histogram_graph(group, sel, binning, rows=rows),
+                                      "pass 2/2 (histograms, mutual information)")
+    arrays, bias = result_arrays(first, second, binning, _heads(group))
+    write_scope(group, sel.scope, arrays, scope_attrs(sel, first.rows, correlation, bins, bias))
+    return load_stats(StoreView(store), sel.scope)
+
+
+def _prepare(store: str, split: str | None, splits: str, bins: int, block_mib: float
+             ) -> tuple[zarr.Group, Selection, int]:
+    """Check the request against the store: (open group, selected rows, rows per block)."""
     attrs = layout.read_attrs(store)
     if attrs.get("status") != layout.COMPLETE:
         raise ReadError(f"store {store!r} is incomplete (status {attrs.get('status')!r}); "
@@ -277,17 +349,15 @@ def compute_stats(
         raise ReadError(f"bins must be an integer >= 2, found {bins!r}")
     group = open_group(store, mode="r+")
     sel = select_rows(group, store, split, splits)
-    heads = _heads(group)
-    feats = node_array(group, "features")
+    feats = node_array(group, layout.FEATURES)
     rows = block_rows(int(attrs["chunk_rows"]), int(feats.shape[1]), feats.dtype.itemsize,
                       block_mib)
-    with _runner(scheduler, progress) as compute:
-        first: Partial = compute(moments_graph(group, sel, correlation=correlation, rows=rows),
-                                 f"pass 1/2 (moments{', correlation' if correlation else ''})")
-        binning = Binning.from_moments(first.moments, bins)
-        second: HistPartial = compute(histogram_graph(group, sel, binning, rows=rows),
-                                      "pass 2/2 (histograms, mutual information)")
+    return group, sel, rows
 
+
+def result_arrays(first: Partial, second: HistPartial, binning: Binning,
+                  heads: Mapping[str, int]) -> tuple[dict[str, NDArray[Any]], dict[str, float]]:
+    """Every array of the scope from the two passes, and the mutual-information bias per head."""
     arrays = partial_arrays(first)
     arrays["hist"] = second.hist(binning)
     arrays["hist_edges"] = binning.edges()
@@ -297,14 +367,19 @@ def compute_stats(
         table = second.contingency(h)
         arrays[f"contingency/{h}"] = table
         arrays[f"mutual_info/{h}"] = mutual_info(table)
-        bias[h] = mi_bias(bins, k, int(first.class_counts[h].sum()))
-    write_scope(group, sel.scope, arrays, {
-        "computed_at": layout.now_iso(), "rows": first.rows, "method": "dask",
+        bias[h] = mi_bias(binning.bins, k, int(first.class_counts[h].sum()))
+    return arrays, bias
+
+
+def scope_attrs(sel: Selection, rows: int, correlation: bool, bins: int,
+                bias: Mapping[str, float]) -> dict[str, Any]:
+    """The attributes of ``stats/<scope>``: what was computed, how, and over which rows."""
+    return {
+        "computed_at": layout.now_iso(), "rows": rows, "method": "dask",
         "scope": sel.scope, "split": sel.describe(), "ddof": 0, "correlation": correlation,
         "bins": bins, "quantile_probs": list(QUANTILE_PROBS),
         "note": "moments over finite values; nan_count and inf_count count the rest; "
                 "correlation over the rows where both features are finite",
-        "mutual_info": {"units": "nats", "estimator": "plug-in", "bias": bias,
+        "mutual_info": {"units": "nats", "estimator": "plug-in", "bias": dict(bias),
                         "bias_formula": "(B-1)(K-1)/(2N), not subtracted"},
-    })
-    return load_stats(StoreView(store), sel.scope)
+    }
