@@ -73,6 +73,7 @@ def arrays_under(store: Path | str, prefix: str) -> dict[str, np.ndarray]:
             store, f"{prefix}/{name}").items()}
 
 
+@pytest.mark.cluster
 def test_ingest_on_the_cluster_is_identical_to_the_process_pool(tmp_path, cluster):
     address, _ = cluster
     items = make_items([30, 5, 70, 1, 44, 90, 12, 0, 33])
@@ -94,6 +95,7 @@ def test_ingest_on_the_cluster_is_identical_to_the_process_pool(tmp_path, cluste
     assert chunk_files(tmp_path / "p.zarr") == chunk_files(tmp_path / "d.zarr")
 
 
+@pytest.mark.cluster
 def test_stats_and_split_on_the_cluster_equal_local_results(tmp_path, cluster, capsys):
     address, _ = cluster
     items = make_items([40, 25, 60, 17, 80], seed=4)
@@ -113,6 +115,7 @@ def test_stats_and_split_on_the_cluster_equal_local_results(tmp_path, cluster, c
             np.testing.assert_array_equal(got[name], want[name], err_msg=f"{prefix}/{name}")
 
 
+@pytest.mark.cluster
 def test_cluster_local_option_starts_and_stops_a_local_cluster(tmp_path, capsys):
     items = make_items([20, 30])
     cfg = write_config(tmp_path / "c.yaml", store=tmp_path / "s.zarr",
@@ -145,6 +148,8 @@ def test_zarr_concurrency_is_capped_by_worker_threads():
         zarr.config.set({"async.concurrency": before})
 
 
+@pytest.mark.cluster
+@pytest.mark.slow
 def test_killed_worker_process_task_is_rerun_and_store_is_exact(wait_for_records, synthetic_config,
                                                                 tmp_path, cluster, reference):
     address, client = cluster
@@ -164,6 +169,8 @@ def test_killed_worker_process_task_is_rerun_and_store_is_exact(wait_for_records
     assert busy[0] not in client.scheduler_info()["workers"]
 
 
+@pytest.mark.cluster
+@pytest.mark.slow
 def test_client_killed_mid_ingest_then_rerun_resumes_from_the_journal(
         wait_for_records, synthetic_config, tmp_path, cluster, reference):
     address, _ = cluster
@@ -184,6 +191,7 @@ def test_client_killed_mid_ingest_then_rerun_resumes_from_the_journal(
     assert chunk_files(store) == reference
 
 
+@pytest.mark.cluster
 def test_streaming_ingest_on_the_cluster_is_exactly_once(assert_exactly_once, python_config,
                                                          tmp_path, cluster):
     address, _ = cluster
@@ -194,6 +202,8 @@ def test_streaming_ingest_on_the_cluster_is_exactly_once(assert_exactly_once, py
     assert_exactly_once(tmp_path / "s.zarr", items)
 
 
+@pytest.mark.cluster
+@pytest.mark.slow
 def test_streaming_worker_killed_is_detected_and_rerun_is_exactly_once(wait_for_records,
                                                                        assert_exactly_once,
                                                                        python_config, tmp_path,

@@ -90,6 +90,7 @@ def write_yaml(python_config, tmp_path: Path, sizes: list[int],
 KILL_SIZES = [int(n) for n in np.random.default_rng(7).integers(0, 40, size=160)]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("when", ["start", "mid-ingest", "pack", "pack-mid"])
 def test_sigkill_then_resume_is_exactly_once(assert_exactly_once, python_config, tmp_path, when,
                                              monkeypatch):

@@ -383,6 +383,7 @@ def test_config_splits_do_not_change_the_store_hash(tmp_path):
             Config.from_dict({**d, "splits": {"s": bad}})
 
 
+@pytest.mark.cluster
 def test_distributed_scheduler_gives_the_same_codes(tmp_path, store):
     from distributed import LocalCluster
 

@@ -167,6 +167,7 @@ def test_split_scope_covers_only_the_split_rows(store, oracle):
     assert ds.stats("train").rows == int(train.sum())
 
 
+@pytest.mark.cluster
 def test_distributed_cluster_gives_the_same_result_as_threads(store):
     from distributed import LocalCluster
 

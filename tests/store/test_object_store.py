@@ -100,6 +100,7 @@ def s3_config(path: Path, url: str, options: dict[str, Any], base: dict[str, Any
     return path
 
 
+@pytest.mark.s3
 def test_s3_ingest_equals_the_local_store_and_plain_zarr_reads_it(tmp_path, s3):
     items = make_items([30, 5, 70, 1, 44, 90, 12], seed=9)
     paths = write_items(tmp_path / "b", items)
@@ -135,6 +136,8 @@ def test_s3_ingest_equals_the_local_store_and_plain_zarr_reads_it(tmp_path, s3):
     assert journal and s3["secret"].encode() not in journal
 
 
+@pytest.mark.s3
+@pytest.mark.slow
 def test_s3_sigkill_mid_ingest_then_resume_is_exact(wait_for_records, synthetic_config, tmp_path,
                                                     s3):
     reference = "memory://chunkstore-test/ref.zarr"  # threads: no worker processes to start
@@ -160,6 +163,7 @@ def test_s3_sigkill_mid_ingest_then_resume_is_exact(wait_for_records, synthetic_
     assert object_chunks(url) == object_chunks(reference)
 
 
+@pytest.mark.s3
 def test_s3_lock_is_create_if_absent_and_stale_locks_are_removed(s3, capsys):
     url = f"s3://{BUCKET}/locked.zarr"
     configure(url, s3)
@@ -176,6 +180,7 @@ def test_s3_lock_is_create_if_absent_and_stale_locks_are_removed(s3, capsys):
     assert "removing stale lock" in capsys.readouterr().err and not lock.exists()
 
 
+@pytest.mark.s3
 def test_s3_streaming_ingest_fails_then_resumes_exactly_once(assert_exactly_once, python_config,
                                                              tmp_path, s3, monkeypatch):
     url = f"s3://{BUCKET}/streaming.zarr"
@@ -222,7 +227,7 @@ def test_streaming_on_a_memory_store_fails_then_resumes_exactly_once(assert_exac
     assert_exactly_once(url, items)  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("where", ["local", "memory", "s3"])
+@pytest.mark.parametrize("where", ["local", "memory", pytest.param("s3", marks=pytest.mark.s3)])
 def test_store_path_operations(tmp_path, where, request):
     if where == "s3":
         url = f"s3://{BUCKET}/ops"
