@@ -326,12 +326,13 @@ def config_json_schema() -> dict[str, Any]:
             options = source_class(kind).Options
         except ConfigError:  # optional dependency missing: that kind cannot be used here
             continue
+        fields: dict[str, Any] = {"kind": (Literal[kind], Field(description="source kind"))}
         model = create_model(f"{options.__name__}_{kind}", __base__=options,
-                             __doc__=options.__doc__ or f"source kind {kind!r}",
-                             kind=(Literal[kind], Field(description="source kind")))
+                             __doc__=options.__doc__ or f"source kind {kind!r}", **fields)
         variants.append(Annotated[model, Tag(kind)])
-    union = Annotated[Union[tuple(variants)], Field(discriminator="kind")]  # noqa: UP007
+    union: Any = Annotated[Union[tuple(variants)], Field(discriminator="kind")]  # noqa: UP007
+    fields = {"source": (union, Field(description="kind plus that kind's options"))}
     full = create_model("ChunkstoreConfig", __base__=ConfigFile, __doc__=ConfigFile.__doc__,
-                        source=(union, Field(description="kind plus that kind's options")))
+                        **fields)
     schema = full.model_json_schema(by_alias=True)
     return {"$schema": "https://json-schema.org/draft/2020-12/schema", **schema}

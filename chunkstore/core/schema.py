@@ -182,8 +182,9 @@ def parse(kind: type[T], data: Any, where: Where, context: dict[str, Any] | None
     Traceback (most recent call last):
     chunkstore.errors.ConfigError: config 'demo.yaml', key 'schema.heads.move.classes': ...
     """
+    key: Any = kind  # a class: hashable, so one cached adapter per class
     try:
-        value: T = adapter(kind).validate_python(data, context=context)
+        value: T = adapter(key).validate_python(data, context=context)
     except ValidationError as e:
         raise config_error(e, where) from None
     return value
@@ -329,11 +330,10 @@ def _head(name: str, spec: int | HeadSection) -> HeadSpec:
 
 @pydantic_dataclass(frozen=True, config=ConfigDict(extra="forbid"))
 class Compression:
-    """``compression:`` Blosc settings for every sample array, plus the crc32c checksum codec.
+    """``compression:`` Blosc settings for every sample array, plus the crc32c checksum codec."""
 
-    A pydantic dataclass (validated like a :class:`Section`, copied with
-    ``dataclasses.replace``); ``codec`` is always ``blosc``.
-    """
+    # A pydantic dataclass rather than a Section: Config holds it and code copies values with
+    # dataclasses.replace, which BaseModel does not support.
 
     cname: Literal["lz4", "lz4hc", "zstd", "zlib", "blosclz"] = "lz4"
     clevel: Annotated[StrictInt, Field(ge=0, le=9)] = 5
