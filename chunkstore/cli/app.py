@@ -92,7 +92,7 @@ def _unexpected(e: BaseException) -> int:
         _say_error(f"this command needs the optional package {name!r}, which is not installed: "
                    f"pip install 'chunkstore[{EXTRAS[name]}]'")
         return EXIT_ERROR
-    _say_error(f"unexpected {what}. This is a bug in chunkstore: please report it; rerun with "
+    _say_error(f"unexpected {what} -- this is a bug in chunkstore, please report it; rerun with "
                "--debug for the traceback")
     return EXIT_USAGE
 
