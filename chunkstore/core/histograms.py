@@ -21,6 +21,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from chunkstore.core.moments import F64, I64, Moments
+from chunkstore.errors import ReadError
 
 FINE_BINS = 1024  # quantile resolution: a quantile is exact to (max - min) / FINE_BINS
 QUANTILE_PROBS = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
@@ -40,7 +41,7 @@ class Binning:
     def from_moments(cls, m: Moments, bins: int) -> Binning:
         """Edges from the finite min and max; a feature with no finite value gets [0, 0]."""
         if bins < 1:
-            raise ValueError(f"bins must be >= 1, found {bins}")
+            raise ReadError(f"bins must be >= 1, found {bins}")
         seen = m.count > 0
         lo = np.where(seen, m.min, 0.0).astype(np.float64)
         hi = np.where(seen, m.max, 0.0).astype(np.float64)

@@ -26,6 +26,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from chunkstore.errors import IngestError
+
 F64 = NDArray[np.float64]
 I64 = NDArray[np.int64]
 
@@ -367,7 +369,9 @@ class Partial:
 
     def merge(self, other: Partial) -> Partial:
         if (self.comoments is None) != (other.comoments is None):
-            raise ValueError("cannot merge partials with and without co-moments")
+            raise IngestError("cannot merge partials with and without co-moments: task records "
+                              "written with stats.correlation on and off are mixed; rebuild "
+                              "with --overwrite, or recompute with chunkstore stats STORE")
         com = (None if self.comoments is None or other.comoments is None
                else self.comoments.merge(other.comoments))
         return Partial(self.rows + other.rows, self.moments.merge(other.moments), com,
