@@ -226,7 +226,7 @@ def record_summary(summary: IngestSummary) -> IngestSummary:
 
 def source_for_workers(source: Source) -> Source | None:
     """The source object to ship to workers: python sources carry the user's items/callables."""
-    return source if source.__class__.__name__ == "PythonSource" else None
+    return source if isinstance(source, PythonSource) else None
 
 
 def _run(store: str, config: Config, source: Source, plan: Plan, pending: list[Any],
@@ -311,10 +311,20 @@ def is_streaming(config: Config) -> bool:
 def _counting_pass(config: Config, source: PythonSource, workers: int) -> list[int]:
     """Row counts by running ``process`` on every item (opt-in: it doubles the work)."""
     n = len(source.items)
-    with make_executor(workers, config.ingest.scheduler,
-                       (config.ingest.blosc_threads, source), store=config.store,
-                       storage_options=config.storage_options) as ex:
-        return list(ex.map(count_item, range(n), chunksize=max(1, n // (8 * workers))))
+    try:
+        with make_executor(workers, config.ingest.scheduler,
+                           (config.ingest.blosc_threads, source), store=config.store,
+                           storage_options=config.storage_options) as ex:
+            return list(ex.map(count_item, range(n), chunksize=max(1, n // (8 * workers))))
+    except ChunkstoreError:
+        raise
+    except BrokenProcessPool as e:
+        raise IngestError("a worker process died (killed, or out of memory) during the "
+                          "counting pass (source.counting_pass), before anything was written; "
+                          "lower ingest.workers or give the source a count function") from e
+    except Exception as e:
+        raise SourceError(f"the counting pass (source.counting_pass) failed in process(): "
+                          f"{type(e).__name__}: {e}; fix process() and rerun") from e
 
 
 def _ingest_streaming(config: Config, source: PythonSource, workers: int, overwrite: bool,

@@ -208,8 +208,9 @@ def trim_rows(array: zarr.Array, rows: int) -> None:
     ``zarr.Array.resize`` deletes the chunks outside the new shape by enumerating every chunk
     coordinate of the old shape: 2**40 / chunk_rows of them for a streaming store, which never
     ends. The public async API (``Array.async_array.resize``) has the switch that skips it,
-    ``delete_outside_chunks=False``; zarr's ``sync`` runs that coroutine on zarr's own event
-    loop, the one the store's I/O is bound to. The chunks past the end are deleted by
+    ``delete_outside_chunks=False``; ``zarr.core.sync.sync`` (what zarr's own synchronous API
+    wraps every coroutine in) runs it on zarr's event loop, the one the store's I/O is bound
+    to. The chunks past the end are deleted by
     :func:`pack_and_trim`, which lists only the files that exist.
     """
     sync(array.async_array.resize((rows, *array.shape[1:]), delete_outside_chunks=False))
