@@ -9,8 +9,8 @@
   task's chunks are written.
 - ``plan.json`` and ``config.json``: the plan and config the store was created with.
 
-Paths are :class:`~chunkstore.storage.StorePath` objects, so the store may be a local
-directory or an fsspec URL (see :mod:`chunkstore.storage`); functions taking a path also accept
+Paths are :class:`~chunkstore.store.urls.StorePath` objects, so the store may be a local
+directory or an fsspec URL (see :mod:`chunkstore.store.urls`); functions taking a path also accept
 a plain ``str`` or ``pathlib.Path``.
 """
 
