@@ -17,10 +17,9 @@ SMOKE = harness.WORK / "smoke-results"  # runs below a case's full size: never r
 
 def meta() -> dict:
     import platform
+    from importlib.metadata import version
 
     import psutil
-
-    from importlib.metadata import version
 
     def git(*a: str) -> str:
         return subprocess.run(["git", "-C", str(harness.REPO), *a], capture_output=True,

@@ -1,4 +1,4 @@
-"""The same ingest on the process pool, on a running Dask cluster and on --cluster local (issue 7)."""
+"""The same ingest on the process pool, on a running Dask cluster and with --cluster local."""
 
 from __future__ import annotations
 

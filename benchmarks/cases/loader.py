@@ -80,7 +80,7 @@ def run(ctx: Context) -> dict[str, Any]:
     names = {"loader8": "(a) chunkstore loader, shuffle", "loader32": "(a') window_chunks=32",
              "memmap": "(b) numpy memmap, random gather", "oindex": "(c) zarr oindex",
              "torch": "(d) loader in torch DataLoader, 2 workers"}
-    r = ctx.best({k: (lambda k=k: ctx.step(v, "loader:step", store=str(store), method=k,
+    r = ctx.best({k: (lambda k=k, v=v: ctx.step(v, "loader:step", store=str(store), method=k,
                                            epochs=5 if k == "oindex" else epochs,
                                            memmap=str(memmap)))
                   for k, v in names.items()}, key=lambda r: -r.result["batches_per_s"])

@@ -60,7 +60,7 @@ def run(ctx: Context) -> dict[str, Any]:
              "read-batched": "(a') the same, codec_pipeline.batch_size=128",
              "read-dask": "(a'') the same with Dask", "idle": "idle process (imports, 1 chunk)",
              **{m: f"({'b' if m == 'stratified-group' else 'c'}) split {m}" for m in METHODS}}
-    r = ctx.best({k: (lambda k=k: ctx.step(v, "splits:step", store=str(store), method=k))
+    r = ctx.best({k: (lambda k=k, v=v: ctx.step(v, "splits:step", store=str(store), method=k))
                   for k, v in names.items()}, key=lambda r: r.result["seconds"])
     idle = r["idle"].max_process
     f = zarr.open_group(str(store), mode="r")["features"]
