@@ -276,13 +276,13 @@ def test_view_errors_name_what_exists(store):
 def test_cli_writes_and_prints_sizes_groups_and_balance(tmp_path, store, capsys):
     s = copy(store, tmp_path / "s.zarr")
     rc = main(["split", s, "--method", "stratified-group", "--by", "target", "--fractions",
-               "train=0.8,val=0.1,test=0.1", "--seed", "3", "--name", "sg"])
+               "train=0.8,val=0.1,test=0.1", "--seed", "3", "--split-set", "sg"])
     out = capsys.readouterr().out
     assert rc == 0 and "splits/sg" in out and "class balance of head 'target'" in out
     rows = np.bincount(codes(s, "sg"), minlength=3)
     for part, n in zip(["train", "val", "test"], rows, strict=True):
         assert f"{part}" in out and f"{n:,}" in out
-    assert main(["split", s, "--method", "kfold", "--k", "5", "--group", "--name", "cv"]) == 0
+    assert main(["split", s, "--method", "kfold", "--k", "5", "--group", "--split-set", "cv"]) == 0
     assert np.unique(codes(s, "cv")).tolist() == [0, 1, 2, 3, 4]
 
 
@@ -296,7 +296,7 @@ def test_cli_writes_and_prints_sizes_groups_and_balance(tmp_path, store, capsys)
     (["--method", "kfold"], "kfold needs 2 <= k"),
     (["--method", "kfold", "--k", "3", "--fractions", "a=1"], "not used with --method kfold"),
     (["--method", "ordered", "--by", "meta/time"], "order key 'meta/time' is not"),
-    (["--name", "default"], "already exists"),
+    (["--split-set", "default"], "already exists"),
 ])
 def test_cli_bad_input_is_a_clear_error_and_the_store_is_unchanged(small, capsys, args,
                                                                     message):
@@ -356,8 +356,9 @@ def test_config_splits_rerun_writes_new_ones_and_refuses_changed_ones(tmp_path, 
     changed = {"default": {**base["default"], "seed": 7}}
     config(cfg, store=Path(s), paths=str(tmp_path / "s" / "*.npz"), ingest={"chunk_rows": 32},
            splits=changed)
-    with pytest.raises(SplitError, match="was written with .*chunkstore split .* --name default "
-                       "--method group --fractions train=0.9,test=0.1 --seed 7 --overwrite"):
+    with pytest.raises(SplitError, match="was written with .*chunkstore split .* --split-set "
+                                         "default --method group --fractions train=0.9,test=0.1 "
+                                         "--seed 7 --overwrite"):
         ingest(cfg, progress=False)
     assert snapshot(s) == after
     ingest(cfg, progress=False, overwrite=True)
