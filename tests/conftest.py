@@ -169,9 +169,12 @@ def _python_config(store: Path | str, **source: Any) -> dict[str, Any]:
             "ingest": {"chunk_rows": 8, "workers": 2}}
 
 
-def _assert_exactly_once(store: Path | str, items: list[tuple[int, int]]) -> None:
-    """Every (item, row) exactly once, each row equal to process(item)[row], no holes."""
-    g = zarr.open_group(str(store), mode="r")
+def _assert_exactly_once(store: Path | str, items: list[tuple[int, int]],
+                         storage_options: dict[str, Any] | None = None) -> None:
+    """Every (item, row) exactly once, each row equal to process(item)[row], no holes
+    (``storage_options`` for a store on object storage, read with plain zarr)."""
+    options = {"storage_options": storage_options} if storage_options else {}
+    g = zarr.open_group(str(store), mode="r", **options)
     n = sum(k for _, k in items)
     assert g.attrs["chunkstore"]["status"] == "complete" and g.attrs["chunkstore"]["n_samples"] == n
     assert g["features"].shape == (n, 4) and g["meta/source"].shape == (n, 2)
@@ -205,8 +208,9 @@ def python_config() -> Callable[..., dict[str, Any]]:
 
 
 @pytest.fixture(scope="session")
-def assert_exactly_once() -> Callable[[Path | str, list[tuple[int, int]]], None]:
-    """``assert_exactly_once(store, items)`` for a store of ``producers.process`` items."""
+def assert_exactly_once() -> Callable[..., None]:
+    """``assert_exactly_once(store, items, storage_options=None)`` for a store of
+    ``producers.process`` items."""
     return _assert_exactly_once
 
 

@@ -156,11 +156,12 @@ def test_s3_sigkill_mid_ingest_then_resume_is_exact(wait_for_records, synthetic_
         proc.wait()
     done = len(completed_tasks(url))
     assert done < SMALL_TASKS, "the kill came too late to test anything"
-    assert zarr.open(url, mode="r").attrs["chunkstore"]["status"] == "incomplete"
+    status = zarr.open(url, mode="r", storage_options=s3).attrs["chunkstore"]["status"]
+    assert status == "incomplete"
     summary = ingest(cfg, progress=False)  # the dead coordinator's lock on S3 is stale
     assert summary.tasks_skipped >= done
     assert summary.tasks_run == SMALL_TASKS - summary.tasks_skipped
-    assert object_chunks(url) == object_chunks(reference)
+    assert object_chunks(url, s3) == object_chunks(reference)
 
 
 @pytest.mark.s3
@@ -193,7 +194,7 @@ def test_s3_streaming_ingest_fails_then_resumes_exactly_once(assert_exactly_once
     monkeypatch.setenv("CHUNKSTORE_TEST_FIXED", "1")
     summary = ingest(cfg, items=items, process=process_failing, workers=2, progress=False)
     assert summary.tasks_skipped > 0
-    assert_exactly_once(url, items)  # type: ignore[arg-type]
+    assert_exactly_once(url, items, storage_options=s3)
 
 
 def test_memory_store_runs_in_threads_and_equals_the_local_store(tmp_path):
