@@ -127,6 +127,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
                           text=True, timeout=120)
 
 
+@pytest.mark.slow
 def test_cli_error_exits_1_with_message_and_no_traceback(tmp_path):
     cfg, _, _ = setup(tmp_path, 0, set_("labels_move", 1, 99))
     r = run_cli("ingest", str(cfg), "--quiet")

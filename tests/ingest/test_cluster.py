@@ -73,6 +73,7 @@ def arrays_under(store: Path | str, prefix: str) -> dict[str, np.ndarray]:
             store, f"{prefix}/{name}").items()}
 
 
+@pytest.mark.slow
 @pytest.mark.cluster
 def test_ingest_on_the_cluster_is_identical_to_the_process_pool(tmp_path, cluster):
     address, _ = cluster
@@ -95,6 +96,7 @@ def test_ingest_on_the_cluster_is_identical_to_the_process_pool(tmp_path, cluste
     assert chunk_files(tmp_path / "p.zarr") == chunk_files(tmp_path / "d.zarr")
 
 
+@pytest.mark.slow
 @pytest.mark.cluster
 def test_stats_and_split_on_the_cluster_equal_local_results(tmp_path, cluster, capsys):
     address, _ = cluster
@@ -115,6 +117,7 @@ def test_stats_and_split_on_the_cluster_equal_local_results(tmp_path, cluster, c
             np.testing.assert_array_equal(got[name], want[name], err_msg=f"{prefix}/{name}")
 
 
+@pytest.mark.slow
 @pytest.mark.cluster
 def test_cluster_local_option_starts_and_stops_a_local_cluster(tmp_path, capsys):
     items = make_items([20, 30])
@@ -191,6 +194,7 @@ def test_client_killed_mid_ingest_then_rerun_resumes_from_the_journal(
     assert chunk_files(store) == reference
 
 
+@pytest.mark.slow
 @pytest.mark.cluster
 def test_streaming_ingest_on_the_cluster_is_exactly_once(assert_exactly_once, python_config,
                                                          tmp_path, cluster):

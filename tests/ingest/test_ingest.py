@@ -62,6 +62,7 @@ def test_round_trip_equals_source(tmp_path, sizes, workers, task_chunks):
                                       np.bincount(concat(items, f"labels_{h}"), minlength=k))
 
 
+@pytest.mark.slow
 def test_one_and_many_workers_write_identical_bytes(tmp_path):
     items = make_items([7, 30, 1, 0, 22, 5, 16], seed=9)
     paths = write_items(tmp_path / "b", items)
@@ -144,6 +145,7 @@ ingest: {{workers: 2, chunk_rows: 512, task_chunks: 1}}
 """
 
 
+@pytest.mark.slow
 def test_sigkill_mid_ingest_then_resume_is_exact(tmp_path):
     store = tmp_path / "s.zarr"
     cfg = tmp_path / "c.yaml"

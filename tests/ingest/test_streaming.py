@@ -40,6 +40,7 @@ def test_streaming_exactly_once(assert_exactly_once, python_config, tmp_path, si
     assert_exactly_once(tmp_path / "s.zarr", items)
 
 
+@pytest.mark.slow
 def test_ordered_with_count_equals_file_planner(python_config, tmp_path):
     items = [(k, n) for k, n in enumerate([5, 0, 12, 1, 30, 7])]
     ordered = ingest(python_config(tmp_path / "o.zarr"), items=items, process=process,
@@ -121,6 +122,7 @@ def test_sigkill_then_resume_is_exactly_once(assert_exactly_once, python_config,
     assert_exactly_once(store, items)
 
 
+@pytest.mark.slow
 def test_failing_producer_names_item_and_rerun_skips_committed(assert_exactly_once, python_config,
                                                                tmp_path, monkeypatch):
     path, items, env = write_yaml(python_config, tmp_path, [10] * 30, "producers:process_failing")
@@ -146,6 +148,7 @@ def test_runs_of_round_trips(segments):
     assert back == rows
 
 
+@pytest.mark.slow
 def test_changed_item_list_is_refused_and_overwrite_rebuilds(assert_exactly_once, python_config,
                                                              tmp_path):
     from chunkstore import StoreExistsError

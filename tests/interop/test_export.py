@@ -140,6 +140,7 @@ def test_npy_export_equals_the_store(store, tmp_path, split):
         [f"X{sfx}.npy", f"labels{sfx}.npz", f"masks{sfx}.npz"])
 
 
+@pytest.mark.slow
 def test_exports_ingest_back_unchanged(store, tmp_path):
     """HDF5 export -> hdf5 source, npy export -> npy source: the same arrays and names."""
     g = zarr.open_group(str(store), mode="r")

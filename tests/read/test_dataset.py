@@ -11,6 +11,7 @@ from chunkstore.store.journal import record_path
 from chunkstore.testing import concat, make_items, write_config, write_items
 
 
+@pytest.mark.slow
 def test_open_reads_arrays_names_heads_and_dask(tmp_path):
     items = make_items([6, 9, 2])
     cfg = write_config(tmp_path / "c.yaml", store=tmp_path / "s.zarr",
@@ -28,6 +29,7 @@ def test_open_reads_arrays_names_heads_and_dask(tmp_path):
     assert "17 samples" in repr(ds)
 
 
+@pytest.mark.slow
 def test_open_incomplete_store_warns_with_missing_rows(tmp_path):
     items = make_items([8, 8, 8])
     cfg = write_config(tmp_path / "c.yaml", store=tmp_path / "s.zarr",

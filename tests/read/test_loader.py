@@ -108,6 +108,7 @@ def test_no_shuffle_reads_store_order(small_sizes, ds):
     np.testing.assert_array_equal(got, np.arange(sum(small_sizes)))
 
 
+@pytest.mark.slow
 def test_shuffle_quality_on_a_larger_store(build_store, tmp_path):
     # 4,000 rows in 250 chunks of 16: chunk order and rows within windows are shuffled.
     path = build_store(tmp_path, sizes=[400] * 10, chunk_rows=16)

@@ -27,6 +27,7 @@ def kernel(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     return KERNEL
 
 
+@pytest.mark.slow
 @pytest.mark.notebook
 def test_notebook_runs_top_to_bottom(tmp_path, analysed_store, kernel, monkeypatch):
     monkeypatch.setenv("CHUNKSTORE_STORE", analysed_store)

@@ -17,6 +17,7 @@ def store(analysed_store: str) -> str:
     return analysed_store
 
 
+@pytest.mark.slow
 def test_report_writes_every_plot_and_the_html_shows_them(store, tmp_path, capsys):
     out = tmp_path / "report"
     assert main(["report", store, "--out", str(out), "--features", "4"]) == 0
@@ -31,6 +32,7 @@ def test_report_writes_every_plot_and_the_html_shows_them(store, tmp_path, capsy
     assert "status           complete" in page and "top MI move" in page
 
 
+@pytest.mark.slow
 def test_report_of_a_split_scope(store, tmp_path):
     summary = write_report(store, str(tmp_path / "r"), features=3, scope="train")
     assert [p.name for p in summary.plots] == list(PLOTS)

@@ -96,6 +96,7 @@ class TestParquetSource(SourceContract):
         assert "row group 1" in src.describe(1) and "part-000" in src.describe(1)
 
 
+@pytest.mark.slow
 def test_parquet_round_trip_many_files_nulls_and_selectors(tmp_path):
     """Several files and row groups, prefix-selected features with nulls, scalar mask columns."""
     items = make_items([7, 12, 3, 9, 10], seed=2)
@@ -253,6 +254,7 @@ def test_parquet_config_errors():
         make_source("parquet", {"paths": "x", "masks": {"move": "m"}})
 
 
+@pytest.mark.slow
 def test_missing_extra_names_the_pip_extra():
     code = ("import sys; sys.modules['pyarrow'] = None\n"
             "from chunkstore.sources import source_class\n"
@@ -292,6 +294,7 @@ class TestHdf5Source(SourceContract):
         assert self.make_source(tmp_path).counts() == [6, 13]
 
 
+@pytest.mark.slow
 def test_hdf5_round_trip_with_nan_and_names(tmp_path):
     items = make_items([10, 17, 5], seed=6)
     items[1]["strategic_features"][4] = np.nan
@@ -396,6 +399,7 @@ class TestNpyFlatSource(SourceContract):
         assert src.read(2, 0, 9).group.tolist() == [1002] * 9
 
 
+@pytest.mark.slow
 def test_npy_round_trips_both_layouts(tmp_path):
     items = make_items([40, 3, 25], seed=8)
     items[0]["strategic_features"][7, 1] = np.nan

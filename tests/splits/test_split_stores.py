@@ -149,6 +149,7 @@ def test_split_codes_is_lazy_and_equals_the_written_array(store):
 
 # --------------------------------------------------------------------------- determinism --
 
+@pytest.mark.slow
 def test_same_codes_with_2_workers_at_ingest(tmp_path, items, store):
     some = ("default", "random", "kfold_group")
     two = build(tmp_path, items, name="w2", workers=2, splits={k: DECLARED[k] for k in some})
@@ -159,6 +160,7 @@ def test_same_codes_with_2_workers_at_ingest(tmp_path, items, store):
         assert files and files == {k: v for k, v in snapshot(two).items() if k in files}
 
 
+@pytest.mark.slow
 def test_same_codes_with_other_chunk_rows_and_many_dask_blocks(tmp_path, items, store,
                                                                monkeypatch):
     import chunkstore.splits.graphs as sd
@@ -174,6 +176,7 @@ def test_same_codes_with_other_chunk_rows_and_many_dask_blocks(tmp_path, items, 
     np.testing.assert_array_equal(codes(other_chunks), codes(store))
 
 
+@pytest.mark.slow
 def test_same_seed_same_codes_different_seed_different_codes(store):
     ds = chunkstore.open(store)
     for name, spec in METHODS.items():
@@ -183,6 +186,7 @@ def test_same_seed_same_codes_different_seed_different_codes(store):
             assert (other != codes(store, name)).any(), name
 
 
+@pytest.mark.slow
 def test_adding_rows_keeps_existing_random_assignments(tmp_path, items, store):
     first = build(tmp_path, items[:60], name="a",
                   splits={k: DECLARED[k] for k in ("random", "kfold", "group")})
@@ -210,6 +214,7 @@ def add_source(store: str, source: np.ndarray, perm: np.ndarray | None = None) -
                    fill_value=-1)[...] = source
 
 
+@pytest.mark.slow
 def test_meta_source_keys_make_codes_follow_samples_not_rows(tmp_path, store):
     a, b = copy(store, tmp_path / "a.zarr"), copy(store, tmp_path / "b.zarr")
     source = np.concatenate([np.stack([np.full(n, k), np.arange(n)], axis=1)
@@ -229,6 +234,7 @@ def test_meta_source_keys_make_codes_follow_samples_not_rows(tmp_path, store):
 
 # --------------------------------------------------------------------------------- views --
 
+@pytest.mark.slow
 def test_views_are_the_arrays_at_the_indices(store, items):
     ds = chunkstore.open(store)
     c = codes(store)
@@ -340,6 +346,7 @@ def test_incomplete_store_is_refused(tmp_path, small):
 
 # -------------------------------------------------------------------- declared in config --
 
+@pytest.mark.slow
 def test_config_splits_rerun_writes_new_ones_and_refuses_changed_ones(tmp_path, items):
     base = {"default": {"method": "group", "fractions": {"train": 0.9, "test": 0.1}}}
     s = build(tmp_path, items[:30], splits=base)
@@ -395,6 +402,7 @@ def test_distributed_scheduler_gives_the_same_codes(tmp_path, store):
     np.testing.assert_array_equal(codes(s, "d"), codes(s))
 
 
+@pytest.mark.slow
 def test_streaming_built_stores_key_random_and_stratified_splits_by_source(tmp_path,
                                                                         producers_path):
     """Streaming ingest records (item, row) in meta/source; the codes follow the samples."""

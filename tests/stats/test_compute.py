@@ -228,6 +228,7 @@ def test_cli_prints_a_summary_and_errors_exit_1(store, capsys):
     assert chunkstore.open(str(path)).stats().corr is None
 
 
+@pytest.mark.slow
 def test_online_stats_options(tmp_path):
     items = make_items([40, 25], seed=4)
     path = _ingest_small(tmp_path / "a", items, stats={"correlation": False})

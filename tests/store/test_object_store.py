@@ -100,6 +100,7 @@ def s3_config(path: Path, url: str, options: dict[str, Any], base: dict[str, Any
     return path
 
 
+@pytest.mark.slow
 @pytest.mark.s3
 def test_s3_ingest_equals_the_local_store_and_plain_zarr_reads_it(tmp_path, s3):
     items = make_items([30, 5, 70, 1, 44, 90, 12], seed=9)
@@ -181,6 +182,7 @@ def test_s3_lock_is_create_if_absent_and_stale_locks_are_removed(s3, capsys):
     assert "removing stale lock" in capsys.readouterr().err and not lock.exists()
 
 
+@pytest.mark.slow
 @pytest.mark.s3
 def test_s3_streaming_ingest_fails_then_resumes_exactly_once(assert_exactly_once, python_config,
                                                              tmp_path, s3, monkeypatch):
