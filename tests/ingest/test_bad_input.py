@@ -64,7 +64,11 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("corrupt, message", list(CASES.values()), ids=list(CASES))
+QUICK = {"label outside classes", "wrong feature count", "missing label array"}  # -m "not slow"
+
+
+@pytest.mark.parametrize("corrupt, message", [
+    pytest.param(*v, id=k, marks=() if k in QUICK else pytest.mark.slow) for k, v in CASES.items()])
 def test_bad_batch_names_file_row_and_keeps_committed_work(tmp_path, corrupt, message):
     cfg, items, bad_file = setup(tmp_path, 3, corrupt)
     with pytest.raises(SourceError, match=message) as e:

@@ -35,7 +35,8 @@ GRID = {
 }
 
 
-@pytest.mark.parametrize("workers, task_chunks", [(1, 1), (2, 3)])
+@pytest.mark.parametrize("workers, task_chunks",
+                         [(1, 1), pytest.param(2, 3, marks=pytest.mark.slow)])
 @pytest.mark.parametrize("sizes", list(GRID.values()), ids=list(GRID))
 def test_round_trip_equals_source(tmp_path, sizes, workers, task_chunks):
     items = make_items(sizes, seed=len(sizes))

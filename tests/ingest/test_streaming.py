@@ -30,8 +30,10 @@ SIZES = {
 }
 
 
-@pytest.mark.parametrize("workers", [1, 2, 4])
-@pytest.mark.parametrize("sizes", list(SIZES.values()), ids=list(SIZES))
+@pytest.mark.parametrize("workers", [1, 2, pytest.param(4, marks=pytest.mark.slow)])
+@pytest.mark.parametrize("sizes", [  # the quick loop runs "mixed" only
+    pytest.param(v, id=k, marks=() if k == "mixed" else pytest.mark.slow)
+    for k, v in SIZES.items()])
 def test_streaming_exactly_once(assert_exactly_once, python_config, tmp_path, sizes, workers):
     items = [(k, n) for k, n in enumerate(sizes)]
     cfg = python_config(tmp_path / "s.zarr")
