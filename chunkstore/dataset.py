@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, Literal
 
-from chunkstore.errors import ChunkstoreError
+from chunkstore.errors import UsageError
 from chunkstore.interop.xarray import to_xarray
 from chunkstore.read.loader import Loader
 from chunkstore.read.rows import RowReader
@@ -151,5 +151,5 @@ def open(path: str, mode: Literal["r", "r+"] = "r", *,  # noqa: A001 - mirrors z
     (5, 893)
     """
     if mode not in ("r", "r+"):
-        raise ChunkstoreError(f"mode must be 'r' or 'r+', found {mode!r}")
+        raise UsageError(f"mode must be 'r' or 'r+', found {mode!r}")
     return Dataset(path, mode=mode, storage_options=storage_options)

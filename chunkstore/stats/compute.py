@@ -13,7 +13,6 @@ the result does not depend on the scheduler, the number of workers or their timi
 from __future__ import annotations
 
 import operator
-import sys
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -34,8 +33,7 @@ from chunkstore.core.histograms import (
 )
 from chunkstore.core.moments import Partial
 from chunkstore.errors import ChunkstoreError, ReadError
-from chunkstore.runtime.dask import dask_client
-from chunkstore.runtime.messages import say
+from chunkstore.runtime.dask import compute, dask_client
 from chunkstore.store import layout
 from chunkstore.store.membership import split_array
 from chunkstore.store.stats_io import (
@@ -250,34 +248,23 @@ def _runner(scheduler: str | None, progress: bool, store: str
 
 @contextmanager
 def _runner_of(scheduler: str | None, progress: bool) -> Iterator[Callable[[Any, str], Any]]:
-    import dask
-
     if scheduler:
-        from distributed import progress as show_progress
-
         with dask_client(scheduler, "stats") as client:
 
             def run_remote(graph: Any, what: str) -> Any:
-                fut = client.compute(graph)
-                if progress:
-                    say(f"stats: {what}")
-                    show_progress(fut)
-                return fut.result()
+                return compute(graph, scheduler=client, progress=progress,
+                               what=f"stats: {what}")[0]
 
             yield run_remote
         return
 
     def run_local(graph: Any, what: str) -> Any:
-        from dask.diagnostics import ProgressBar
         from threadpoolctl import threadpool_limits
 
         # one BLAS thread per Dask thread: nested threading made correlation ~2x slower
         with threadpool_limits(1, user_api="blas"):
-            if not progress:
-                return dask.compute(graph, scheduler="threads")[0]
-            say(f"stats: {what}")
-            with ProgressBar(out=sys.stderr):
-                return dask.compute(graph, scheduler="threads")[0]
+            return compute(graph, scheduler="threads", progress=progress,
+                           what=f"stats: {what}")[0]
 
     yield run_local
 

@@ -63,12 +63,12 @@ def split_array(group: zarr.Group, store: str, name: str, n_samples: int) -> Spl
         have = sorted(sub.array_keys()) if isinstance(sub, zarr.Group) else []
         raise SplitLookupError(
             f"store {store!r} has no split array {path!r} (it has {have or 'none'}); write one "
-            f"with `chunkstore split {store} --name {name}`, declare it in the config, or "
+            f"with `chunkstore split {store} --split-set {name}`, declare it in the config, or "
             "choose another split array")
     if node.attrs.get("complete") is not True:
         raise SplitLookupError(
             f"split array {path!r} of store {store!r} is incomplete (its writer stopped before "
-            f"it set complete: true); rewrite it with `chunkstore split {store} --name {name} "
+            f"it set complete: true); rewrite it with `chunkstore split {store} --split-set {name} "
             "--overwrite`")
     names = node.attrs.get("names")
     if not isinstance(names, list) or not all(isinstance(n, str) for n in names):

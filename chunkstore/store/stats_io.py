@@ -256,7 +256,7 @@ def load_stats(dataset: StoreView, scope: str = "all") -> Stats:
     if path not in group or "mean" not in node_group(group, path):
         have = available_scopes(group)
         array, _, name = scope.rpartition("/")
-        split = "" if scope == "all" else f" --split {name}" + (f" --splits {array}" if array
+        split = "" if scope == "all" else f" --split {name}" + (f" --split-set {array}" if array
                                                                  else "")
         raise ReadError(f"store {dataset.path!r} has no statistics for scope {scope!r} (no "
                         f"{path}/ group; scopes present: {have or 'none'}); compute them with "
