@@ -118,6 +118,7 @@ def test_old_split_set_spellings_are_refused_with_the_new_one(store, tmp_path, a
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_split_set_names_the_same_array_in_split_stats_and_export(store, tmp_path):
     r = cli("split", store, "--split-set", "cv", "--method", "kfold", "--k", "3", "--quiet")
     assert r.returncode == 0, r.stderr
@@ -162,6 +163,7 @@ def config(tmp_path) -> Path:
                                                                           "workers": 1})
 
 
+@pytest.mark.slow
 def test_quiet_turns_off_every_progress_bar(config, tmp_path):
     store = str(tmp_path / "s.zarr")
     runs = {
@@ -185,6 +187,7 @@ def test_quiet_turns_off_every_progress_bar(config, tmp_path):
 
 # ------------------------------------------------------------------------------ --workers --
 
+@pytest.mark.slow
 def test_workers_without_a_cluster_sets_local_threads(store):
     for args in (["split", store, "--split-set", "w", "--workers", "1", "--quiet"],
                  ["stats", store, "--bins", "4", "--workers", "2", "--quiet"]):

@@ -97,6 +97,7 @@ def memory_stores() -> Iterator[str]:
         memory.rm("/chunkstore-test-options", recursive=True)
 
 
+@pytest.mark.slow
 def test_two_endpoints_in_one_process_each_store_uses_its_own(endpoints, memory_stores):
     conf_before = copy.deepcopy(fsspec.config.conf)
     stores = [("s3://bucket-0/a.zarr", 300, 1), ("s3://bucket-1/b.zarr", 450, 2)]
