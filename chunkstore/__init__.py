@@ -6,9 +6,9 @@ merge step, bounded memory, resumable after a crash. The store is plain Zarr v3.
 
 from __future__ import annotations
 
+from typing import Any
+
 from chunkstore._version import __version__
-from chunkstore.config import Config, load_config
-from chunkstore.dataset import Dataset, open
 from chunkstore.errors import (
     ChunkstoreError,
     ChunkstoreWarning,
@@ -28,13 +28,37 @@ from chunkstore.errors import (
     StoreLockedError,
     UsageError,
 )
-from chunkstore.ingest.summary import IngestSummary
-from chunkstore.read.loader import Loader
-from chunkstore.read.windows import Windows
-from chunkstore.stats.compute import compute_stats
 
-# Last: binds the name ``ingest`` to the function, over the ``chunkstore.ingest`` subpackage.
+# Bound eagerly, and last: the name ``ingest`` must be the function, over the
+# ``chunkstore.ingest`` subpackage that importing the pipeline loads first.
 from chunkstore.pipeline import ingest  # noqa: E402  isort: skip
+
+# The rest is imported on first use, so that a worker process (which imports only what its
+# tasks need) does not pay for the readers, Dask statistics and xarray at start-up.
+_LAZY = {
+    "Config": "chunkstore.config",
+    "load_config": "chunkstore.config",
+    "Dataset": "chunkstore.dataset",
+    "open": "chunkstore.dataset",
+    "IngestSummary": "chunkstore.ingest.summary",
+    "Loader": "chunkstore.read.loader",
+    "Windows": "chunkstore.read.windows",
+    "compute_stats": "chunkstore.stats.compute",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'chunkstore' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
 
 __all__ = [
     "ChunkstoreError",

@@ -14,7 +14,6 @@ from chunkstore.config import Config
 from chunkstore.ingest.coordinator import ingest_store, resolve_config, with_scheduler
 from chunkstore.ingest.summary import IngestSummary
 from chunkstore.runtime.dask import dask_scheduler
-from chunkstore.splits.write import check_config_splits, write_config_splits
 
 
 def ingest(
@@ -58,6 +57,9 @@ def ingest(
     >>> summary = ingest("configs/demo.yaml")  # doctest: +SKIP
     >>> print(summary.format())  # doctest: +SKIP
     """
+    # Imported here: worker processes import this module with the package, never call it.
+    from chunkstore.splits.write import check_config_splits, write_config_splits
+
     t0 = time.perf_counter()
     config = resolve_config(config, items, process, count)
     with dask_scheduler(scheduler, cluster, workers or config.ingest.workers) as address:
