@@ -177,3 +177,12 @@ def check_plan(plan: Plan, counts: Sequence[int]) -> None:
                                 f"[{p.item_start}, {p.item_stop}); expected item {cursor[0]} "
                                 f"from row {cursor[1]}")
             cursor[1] = p.item_stop
+
+
+def whole_chunk_rows(chunk_rows: int, row_bytes: int, target_bytes: float) -> int:
+    """Rows per read block: a whole number (at least one) of chunks of about ``target_bytes``.
+
+    Blocks on chunk boundaries decode every chunk once; statistics, splits and export all size
+    their blocks here.
+    """
+    return chunk_rows * max(1, int(target_bytes // max(1, chunk_rows * row_bytes)))

@@ -31,6 +31,7 @@ import numpy as np
 import zarr
 from numpy.typing import NDArray
 
+from chunkstore.core.plan import whole_chunk_rows
 from chunkstore.errors import ExportError
 from chunkstore.interop.hdf5 import require_h5py, write_hdf5
 from chunkstore.interop.npy import refuse_existing, write_npy
@@ -177,7 +178,7 @@ def open_export(store: str, split: str | None, splits: str, *, with_splits: bool
     row_bytes = sum(int(np.prod(a.shape[1:], dtype=np.int64)) * a.dtype.itemsize
                     for a in arrays.values())
     chunk_rows = int(attrs["chunk_rows"])
-    block_rows = chunk_rows * max(1, int(block_mib * 2**20 // max(1, chunk_rows * row_bytes)))
+    block_rows = whole_chunk_rows(chunk_rows, row_bytes, block_mib * 2**20)
     return ExportSource(group, attrs, arrays, rows,
                         int(attrs["n_samples"]) if rows is None else len(rows), row_bytes,
                         chunk_rows, block_rows)

@@ -20,6 +20,7 @@ import zarr
 
 from chunkstore.core import assign as splits
 from chunkstore.core import splitspec
+from chunkstore.core.plan import whole_chunk_rows
 from chunkstore.core.splitspec import SplitSpec
 from chunkstore.errors import SplitError
 from chunkstore.store import layout
@@ -44,7 +45,7 @@ class Inputs:
         self.ds = ds
         self.n = ds.n_samples
         r = ds.chunk_rows
-        self.block_rows = r * max(1, BLOCK_ROWS // r)
+        self.block_rows = whole_chunk_rows(r, 1, BLOCK_ROWS)  # codes: 1 byte a row
 
     def read(self, path: str) -> da.Array:
         import dask.array as da

@@ -32,6 +32,7 @@ from chunkstore.core.histograms import (
     quantiles,
 )
 from chunkstore.core.moments import Partial
+from chunkstore.core.plan import whole_chunk_rows
 from chunkstore.errors import ChunkstoreError, ReadError
 from chunkstore.runtime.dask import compute, dask_client
 from chunkstore.store import layout
@@ -127,8 +128,7 @@ def tree_reduce(leaves: list[Any], merge: Callable[[Any, Any], Any],
 
 def block_rows(chunk_rows: int, n_features: int, itemsize: int, block_mib: float) -> int:
     """Rows per Dask block: whole store chunks, about ``block_mib`` MiB of features."""
-    per_chunk = chunk_rows * n_features * itemsize
-    return chunk_rows * max(1, int(block_mib * 2**20 // per_chunk))
+    return whole_chunk_rows(chunk_rows, n_features * itemsize, block_mib * 2**20)
 
 
 class CheckedReads:
