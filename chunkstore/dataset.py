@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from functools import cached_property
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from chunkstore.errors import UsageError
 from chunkstore.interop.xarray import to_xarray
@@ -22,6 +22,11 @@ from chunkstore.store.view import StoreView
 
 if TYPE_CHECKING:
     import xarray as xr
+    import xgboost as xgb
+
+    from chunkstore.interop.training import Fold, Parts
+
+E = TypeVar("E")
 
 
 class Dataset(StoreView):
@@ -123,6 +128,45 @@ class Dataset(StoreView):
         See :func:`chunkstore.interop.xarray.to_xarray`.
         """
         return to_xarray(self, self._dask)
+
+    def to_xgboost(self, split: str | Parts | None = None, label: str | None = None, *,
+                   splits: str = "default", weight: str | None = None,
+                   missing: float = float("nan"), ref: xgb.DMatrix | None = None,
+                   external_memory: bool = False, **options: Any) -> xgb.DMatrix:
+        """The rows of ``split`` as an XGBoost ``QuantileDMatrix``, read chunk by chunk.
+
+        ``weight``: None ignores masks, ``"mask"`` weighs rows by the label head's mask at
+        the labelled class, or an (N,) array path. ``external_memory=True`` builds an
+        ``ExtMemQuantileDMatrix``. Needs the ``xgboost`` extra; see
+        :func:`chunkstore.interop.xgboost.to_xgboost` for every option.
+        """
+        from chunkstore.interop.xgboost import to_xgboost  # imports xgboost: on first use
+
+        return to_xgboost(self, split, label, splits=splits, weight=weight, missing=missing,
+                          ref=ref, external_memory=external_memory, **options)
+
+    def folds(self, name: str) -> list[Fold]:
+        """The (train, valid) folds of the k-fold split set ``splits/<name>``.
+
+        ``for train, valid in ds.folds("cv"): ds.to_xgboost(split=train, label=...)``; see
+        :func:`chunkstore.interop.training.folds`.
+        """
+        from chunkstore.interop.training import folds
+
+        return folds(self, name)
+
+    def partial_fit(self, estimator: E, *, split: str | Parts | None = "train",
+                    label: str | None = None, batch_size: int = 4096, epochs: int = 1,
+                    classes: Any = None, normalize: bool = False, **options: Any) -> E:
+        """Train an estimator with ``partial_fit`` over the shuffled loader of ``split``.
+
+        Every row of the split once per epoch; returns the estimator. See
+        :func:`chunkstore.interop.sklearn.partial_fit` for every option.
+        """
+        from chunkstore.interop.sklearn import partial_fit
+
+        return partial_fit(self, estimator, split=split, label=label, batch_size=batch_size,
+                           epochs=epochs, classes=classes, normalize=normalize, **options)
 
 
 def open(path: str, mode: Literal["r", "r+"] = "r", *,  # noqa: A001 - mirrors zarr.open
