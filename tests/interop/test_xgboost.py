@@ -156,3 +156,15 @@ def test_missing_xgboost_gives_the_install_hint(store: str) -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout
     assert "HINT" in out and "pip install 'chunkstore[xgboost]'" in out
+
+
+def test_the_grouped_cv_example_runs_every_fold(store: str, capsys: pytest.CaptureFixture
+                                                ) -> None:
+    from examples.boosting_cv import main
+
+    results = main([store, "--label", "target", "--folds", "cv", "--rounds", "5"])
+    ds = chunkstore.open(store)
+    assert [r["fold"] for r in results] == ["fold0", "fold1", "fold2"]
+    assert sum(r["valid_rows"] for r in results) == ds.n_samples
+    assert all(np.isfinite(r["valid_mlogloss"]) for r in results)
+    assert "mean over 3 folds" in capsys.readouterr().out
