@@ -72,7 +72,6 @@ def _stream_logloss(ds: Any, clf: Any) -> float:
 
 
 def step(store: str, method: str) -> dict[str, Any]:
-    import numpy as np
     import xgboost as xgb
     from sklearn.linear_model import SGDClassifier
     from sklearn.metrics import log_loss
