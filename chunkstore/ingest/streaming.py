@@ -50,6 +50,7 @@ from chunkstore.ingest.recovery import chunk_rows_of, compact, concat_rows, item
 from chunkstore.ingest.task import (
     init_worker,
     partial_stats,
+    use_zarrs,
     worker_config_and_source,
     worker_source,
 )
@@ -158,6 +159,7 @@ def stream_loop(spec: LoopSpec) -> LoopResult:
     config, source = worker_config_and_source(spec.config_json)
     python = python_source(source)
     next_item, next_chunk, stop, items_done, rows_done = _SHARED
+    use_zarrs(spec.store)
     group = open_group(spec.store, mode="r+")
     r = spec.chunk_rows
     buf = empty_buffers(config, r, spec.has_group)

@@ -10,6 +10,8 @@ is ever torn).
 from __future__ import annotations
 
 import json
+import multiprocessing
+import os
 import time
 from dataclasses import dataclass
 from functools import lru_cache
@@ -23,7 +25,9 @@ from chunkstore.errors import ChunkstoreError, SourceError
 from chunkstore.runtime.memory import peak_rss
 from chunkstore.sources import Source, check_batch, open_source
 from chunkstore.store import journal, layout
-from chunkstore.store.urls import open_group
+from chunkstore.store.urls import is_local, open_group
+
+ZARRS_PIPELINE = "zarrs.ZarrsCodecPipeline"
 
 
 @dataclass(frozen=True)
@@ -58,6 +62,37 @@ def init_worker(blosc_threads: int, source: Source | None = None) -> None:
     global _SOURCE
     blosc.set_nthreads(blosc_threads)
     _SOURCE = source
+    _WORKER["blosc_threads"] = blosc_threads
+
+
+_WORKER: dict[str, int] = {"blosc_threads": 1}
+
+
+@lru_cache(maxsize=1)
+def use_zarrs(store: str) -> bool:
+    """Switch this worker process to the zarrs (Rust) codec pipeline when it can help.
+
+    Only in a worker process (a process-wide zarr setting must not leak into the caller, as it
+    would from the threads executor), only for local stores (zarrs-python's native path is for
+    file stores; others would warn and fall back), only when ``zarrs`` is installed and the user
+    has not chosen a pipeline (``ZARR_CODEC_PIPELINE__PATH``). zarrs writes the same bytes as
+    zarr-python's pipeline for our codecs (tests/ingest/test_zarrs.py), so the choice never
+    changes a store. ``CHUNKSTORE_ZARRS=0`` turns it off.
+    """
+    if (multiprocessing.parent_process() is None or not is_local(store)
+            or os.environ.get("CHUNKSTORE_ZARRS", "1") == "0"
+            or "ZARR_CODEC_PIPELINE__PATH" in os.environ):
+        return False
+    try:
+        import zarrs  # noqa: F401
+    except ImportError:
+        return False
+    import zarr
+
+    # zarrs sizes its thread pool from threading.max_workers: one process per core already
+    zarr.config.set({"codec_pipeline.path": ZARRS_PIPELINE,
+                     "threading.max_workers": _WORKER["blosc_threads"]})
+    return True
 
 
 def worker_source() -> Source | None:
@@ -125,6 +160,7 @@ def run_task(spec: TaskSpec) -> TaskResult:
     task = spec.task
     buffers = assemble(task, config, source, spec.has_group)
     stats = partial_stats(buffers, config)
+    use_zarrs(spec.store)
     group = open_group(spec.store, mode="r+")
     for name, data in buffers.items():
         group[name][task.start:task.stop] = data
