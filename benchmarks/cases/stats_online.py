@@ -1,4 +1,4 @@
-"""What online statistics add to ingest: per task, and for the whole command (issue 3)."""
+"""What online statistics add to ingest: per task, and for the whole command (issues 3, 13)."""
 
 from __future__ import annotations
 
@@ -13,14 +13,15 @@ from typing import Any
 from .. import fixtures
 from ..harness import Context, info, summary, target
 
-TITLE = "Online statistics during ingest (issue 3)"
+TITLE = "Online statistics during ingest (issues 3, 13)"
 DEFAULT_ROWS = 547_000
 ABOUT = """\
 Per task (one process, mean of 3 full tasks of the store's own plan, warm cache): assemble
-(source read + checks), zarr write of features and of the 15 small arrays into a scratch store,
-and `partial_stats` with moments only and with the co-moment matrix (the default). Whole
-ingest: `chunkstore ingest` of `configs/large.yaml` with `stats.online: false`, with moments
-only (`correlation: false`) and with the default; journal = `_chunkstore/tasks/` bytes."""
+(source read + checks), zarr write of features and of the 15 small arrays into a scratch store
+with zarr-python's codec pipeline and (when installed) with zarrs', and `partial_stats` with
+moments only and with the co-moment matrix. Whole ingest: `chunkstore ingest` of
+`configs/large.yaml` with `stats.online: false`, with moments only (`correlation: false`) and
+with `correlation: true`; journal = `_chunkstore/tasks/` bytes."""
 VARIANTS = {"off": {"online": False}, "moments": {"online": True, "correlation": False},
             "corr": {"online": True, "correlation": True}}
 
@@ -41,22 +42,31 @@ def task_profile(store: str, scratch: str) -> dict[str, Any]:
     chunk_rows = zarr.open_group(store, mode="r").attrs["chunkstore"]["chunk_rows"]
     mid = len(plan.tasks) // 2
     tasks = [t for t in plan.tasks[mid:mid + 4] if t.rows == plan.tasks[mid].rows][:3]
-    out = dict.fromkeys(("assemble", "write features", "write small arrays", "moments", "corr"),
-                        0.0)
+    try:
+        import zarrs  # noqa: F401
+        pipelines = {"": None, " (zarrs)": "zarrs.ZarrsCodecPipeline"}
+    except ImportError:
+        pipelines = {"": None}
+    out = dict.fromkeys(["assemble", *(f"write {w}{p}" for p in pipelines
+                                       for w in ("features", "small arrays")),
+                         "moments", "corr"], 0.0)
     for task in tasks:
         t0 = time.perf_counter()
         buffers = assemble(task, config, source, source.has_group)
         out["assemble"] += time.perf_counter() - t0
-        g = create_store(f"{scratch}/{task.task_id}.zarr", schema=config.schema,
-                         compression=config.compression, n_samples=task.rows,
-                         chunk_rows=chunk_rows, has_group=source.has_group, config_sha256="b")
-        for name, data in buffers.items():
-            t0 = time.perf_counter()
-            g[name][:] = data
-            out["write features" if name == "features" else "write small arrays"] += (
-                time.perf_counter() - t0)
+        for p, path in pipelines.items():
+            with zarr.config.set({"codec_pipeline.path": path} if path else {}):
+                g = create_store(f"{scratch}/{task.task_id}{p.strip()}.zarr",
+                                 schema=config.schema, compression=config.compression,
+                                 n_samples=task.rows, chunk_rows=chunk_rows,
+                                 has_group=source.has_group, config_sha256="b")
+                for name, data in buffers.items():
+                    t0 = time.perf_counter()
+                    g[name][:] = data
+                    what = "features" if name == "features" else "small arrays"
+                    out[f"write {what}{p}"] += time.perf_counter() - t0
         for name, opts in (("moments", StatsOptions(correlation=False)),
-                           ("corr", StatsOptions())):
+                           ("corr", StatsOptions(correlation=True))):
             t0 = time.perf_counter()
             partial_stats(buffers, replace(config, stats=opts))
             out[name] += time.perf_counter() - t0
