@@ -130,7 +130,8 @@ def build_info_store(tmp: Path, *, analysed: bool = True) -> str:
     store = tmp / "s.zarr"
     cfg = write_config(tmp / "c.yaml", store=store, n_features=INFO_FEATURES,
                        paths=write_items(tmp / "b", items),
-                       ingest={"chunk_rows": 16, "task_chunks": 1})
+                       ingest={"chunk_rows": 16, "task_chunks": 1},
+                       stats={"correlation": True})  # the report draws it from ingest alone
     ingest(cfg, progress=False)
     if analysed:
         run_split(str(store), seed=1)

@@ -38,7 +38,8 @@ def _ingest(tmp: Path, items, **extra) -> Path:
     store = tmp / "s.zarr"
     cfg = write_config(tmp / "c.yaml", store=store, paths=write_items(tmp / "b", items),
                        n_features=F, ingest={"workers": 2, "chunk_rows": CHUNK,
-                                             "task_chunks": 3}, **extra)
+                                             "task_chunks": 3},
+                       **{"stats": {"correlation": True}, **extra})
     ingest(cfg, progress=False)
     return store
 
