@@ -22,7 +22,7 @@ import sys
 from collections.abc import Sequence
 
 from chunkstore._version import __version__
-from chunkstore.cli.commands import COMMANDS
+from chunkstore.cli import commands, dedup, grow, integrity
 from chunkstore.cli.options import debug_option
 from chunkstore.errors import ChunkstoreError, UsageError
 from chunkstore.runtime.messages import to_stderr
@@ -56,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"chunkstore {__version__}")
     sub = parser.add_subparsers(title="commands", metavar="COMMAND", dest="command",
                                 required=True)
-    for add in COMMANDS:
+    for add in (*commands.COMMANDS, *grow.COMMANDS, *integrity.COMMANDS, *dedup.COMMANDS):
         add(sub)
     return parser
 

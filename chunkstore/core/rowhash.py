@@ -1,0 +1,38 @@
+"""Row fingerprints: a 64-bit xxh3 hash of each row's bytes, NaN canonicalised.
+
+Equal rows hash equally whatever their NaN payloads (every NaN is replaced by the one quiet NaN
+of its dtype before hashing), so ``meta/row_hash`` finds exact duplicates. A hash is only a
+candidate: :mod:`chunkstore.dedup` compares candidate rows byte for byte (through
+:func:`canonical`), so a collision never merges two different rows.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import xxhash
+from numpy.typing import NDArray
+
+U64 = NDArray[np.uint64]
+
+
+def canonical(rows: np.ndarray) -> np.ndarray:
+    """``rows`` as a C-contiguous 2-D array with every NaN the canonical quiet NaN (a copy only
+    when there is a NaN to replace or the input is not contiguous)."""
+    rows = np.ascontiguousarray(rows.reshape(len(rows), int(np.prod(rows.shape[1:]))))
+    if rows.dtype.kind == "f":
+        nan = np.isnan(rows)
+        if nan.any():
+            rows = rows.copy()
+            rows[nan] = np.nan
+    return rows
+
+
+def row_hashes(rows: np.ndarray) -> U64:
+    """(N,) uint64: the xxh3-64 digest of each row of ``rows`` (any shape (N, ...)), NaN
+    canonicalised; a row's hash depends on its bytes only (not on N or its position)."""
+    block = canonical(rows)
+    width = block[0].nbytes if len(block) else 0
+    data = memoryview(block.view(np.uint8).reshape(-1))
+    digest = xxhash.xxh3_64_intdigest
+    return np.fromiter((digest(data[i * width:(i + 1) * width]) for i in range(len(block))),
+                       np.uint64, len(block))
