@@ -32,7 +32,7 @@ def row_hashes(rows: np.ndarray) -> U64:
     canonicalised; a row's hash depends on its bytes only (not on N or its position)."""
     block = canonical(rows)
     width = block[0].nbytes if len(block) else 0
-    data = memoryview(block.view(np.uint8).reshape(-1))
+    data = memoryview(block.view(np.uint8).reshape(-1).data)
     digest = xxhash.xxh3_64_intdigest
     return np.fromiter((digest(data[i * width:(i + 1) * width]) for i in range(len(block))),
                        np.uint64, len(block))
