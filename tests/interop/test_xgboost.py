@@ -157,6 +157,7 @@ def test_missing_xgboost_gives_the_install_hint(store: str) -> None:
     assert "HINT" in out and "pip install 'chunkstore[xgboost]'" in out
 
 
+@pytest.mark.slow  # ~25 s: three folds of real XGBoost training
 def test_the_grouped_cv_example_runs_every_fold(store: str, capsys: pytest.CaptureFixture
                                                 ) -> None:
     from examples.boosting_cv import main
