@@ -77,6 +77,11 @@ class UsageError(ChunkstoreError, ValueError):
     (the cluster has its own workers). The CLI exits 2 for it, as for any usage error."""
 
 
+class DedupError(ChunkstoreError, ValueError):
+    """Duplicate detection cannot run as asked (incomplete store, unknown ``by``, an existing
+    ``meta/duplicate_of`` that no longer covers the store's rows); nothing was written."""
+
+
 class ChunkstoreWarning(UserWarning):
     """Base class of every warning chunkstore emits."""
 
@@ -89,6 +94,7 @@ __all__ = [
     "ChunkstoreError",
     "ChunkstoreWarning",
     "ConfigError",
+    "DedupError",
     "ExportError",
     "IncompleteStoreWarning",
     "IngestError",
