@@ -49,7 +49,7 @@ class Dataset(StoreView):
                seed: int = 0, window_chunks: int = 8, prefetch: int = 2,
                drop_last: bool = False, normalize: bool = False,
                heads: Sequence[str] | None = None, *, splits: str = "default",
-               threads: int = 2) -> Loader:
+               threads: int = 2, unique: bool = False) -> Loader:
         """A chunk-aware shuffled batch loader over all rows, or over one split.
 
         Each batch is ``{"features": (b, F), "labels": {head: (b,)}, "masks": {head: (b, K)},
@@ -70,6 +70,8 @@ class Dataset(StoreView):
         heads : the heads whose labels and masks to read; None = all.
         splits : the split array under ``splits/`` that defines ``split``.
         threads : background decode threads.
+        unique : yield only first occurrences of duplicate rows (``meta/duplicate_of == -1``,
+            written by ``chunkstore dedup STORE``, which must have run).
 
         Raises
         ------
@@ -86,7 +88,8 @@ class Dataset(StoreView):
         """
         return Loader(self, batch_size=batch_size, split=split, shuffle=shuffle, seed=seed,
                       window_chunks=window_chunks, prefetch=prefetch, drop_last=drop_last,
-                      normalize=normalize, heads=heads, splits=splits, threads=threads)
+                      normalize=normalize, heads=heads, splits=splits, threads=threads,
+                      unique=unique)
 
     def windows(self, lookback: int, horizon: int = 0, by: str | None = "group", *,
                 split: str | None = None, splits: str = "default",

@@ -118,6 +118,7 @@ class IterableDataset(_Reopening, tud.IterableDataset):  # type: ignore[misc]
     lookback, horizon, by : when ``lookback`` is given, yield batches of sequence windows
         instead (see :meth:`chunkstore.Dataset.windows`).
     rank, world_size : this process's shard in distributed training.
+    unique : only first occurrences of duplicate rows (needs ``chunkstore dedup STORE``).
 
     Call :meth:`set_epoch` before iterating the DataLoader each epoch: workers get a fresh
     copy of this object per epoch, except with ``persistent_workers=True``, where they keep
@@ -139,7 +140,8 @@ class IterableDataset(_Reopening, tud.IterableDataset):  # type: ignore[misc]
                  prefetch: int = 2, drop_last: bool = False, normalize: bool = False,
                  heads: Sequence[str] | None = None, splits: str = "default",
                  threads: int = 2, lookback: int | None = None, horizon: int = 0,
-                 by: str | None = "group", rank: int = 0, world_size: int = 1) -> None:
+                 by: str | None = "group", rank: int = 0, world_size: int = 1,
+                 unique: bool = False) -> None:
         super().__init__()
         self.path = str(path)
         self.options: dict[str, Any] = dict(
@@ -148,6 +150,10 @@ class IterableDataset(_Reopening, tud.IterableDataset):  # type: ignore[misc]
         self.split, self.splits, self.heads = split, splits, heads
         self.lookback, self.horizon, self.by = lookback, horizon, by
         self.rank, self.world_size = rank, world_size
+        self.unique = unique
+        if unique and lookback is not None:
+            raise ReadError("unique=True applies to row batches, not sequence windows "
+                            "(lookback=): a window needs its consecutive rows")
         self.epoch = 0
         self.loader()  # validate every option now, in the main process
 
@@ -160,7 +166,7 @@ class IterableDataset(_Reopening, tud.IterableDataset):  # type: ignore[misc]
         ds = self.dataset()
         if self.lookback is None:
             stream: Any = Loader(ds, split=self.split, splits=self.splits, heads=self.heads,
-                                 **self.options)
+                                 unique=self.unique, **self.options)
         else:
             stream = Windows(ds, lookback=self.lookback, horizon=self.horizon, by=self.by,
                              split=self.split, splits=self.splits,

@@ -63,6 +63,34 @@ def split_membership(dataset: StoreView, split: str | None,
     return dataset.split_array(splits).mask(split)
 
 
+DUPLICATE_OF = "meta/duplicate_of"
+
+
+def unique_membership(dataset: StoreView) -> NDArray[np.bool_]:
+    """Boolean (N,) of the rows that are first occurrences (``meta/duplicate_of == -1``)."""
+    try:
+        dup = dataset.array(DUPLICATE_OF)
+    except KeyError:
+        raise ReadError(f"unique=True needs {DUPLICATE_OF!r} in store {dataset.path!r}, which "
+                        "has none: run `chunkstore dedup STORE` first") from None
+    if tuple(dup.shape) != (dataset.n_samples,):
+        raise ReadError(f"{DUPLICATE_OF!r} of store {dataset.path!r} has shape {dup.shape}, "
+                        f"expected ({dataset.n_samples},): rerun `chunkstore dedup STORE` "
+                        "(the store grew since it ran)")
+    return np.asarray(dup[...]) == -1
+
+
+def row_membership(dataset: StoreView, split: str | None, splits: str, unique: bool
+                   ) -> NDArray[np.bool_] | None:
+    """The rows a loader reads: of ``split`` (all if None), first occurrences only if
+    ``unique``; None for every row."""
+    member = split_membership(dataset, split, splits)
+    if not unique:
+        return member
+    first = unique_membership(dataset)
+    return first if member is None else member & first
+
+
 def train_normalization(dataset: StoreView) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
     """(mean, 1 / std) as float32 from ``stats/train``, guarded like ``stats.normalization``:
     a zero, tiny or undefined std counts as 1 and an undefined mean as 0."""
@@ -96,25 +124,27 @@ class Loader(BatchStream):
 
     Use :meth:`chunkstore.reader.StoreView.loader` to make one. Each batch is
     ``{"features": (b, F), "labels": {head: (b,)}, "masks": {head: (b, K)}, "index": (b,)}``
-    with ``index`` the store rows. Memory: about ``(threads + prefetch + 2) x window_chunks``
-    decoded chunks of all arrays read.
+    with ``index`` the store rows. ``unique=True`` skips the rows that ``chunkstore dedup``
+    marked as duplicates (``meta/duplicate_of != -1``). Memory: about
+    ``(threads + prefetch + 2) x window_chunks`` decoded chunks of all arrays read.
     """
 
     def __init__(self, dataset: StoreView, *, batch_size: int = 256, split: str | None = None,
                  shuffle: bool = True, seed: int = 0, window_chunks: int = 8,
                  prefetch: int = 2, drop_last: bool = False, normalize: bool = False,
                  heads: Sequence[str] | None = None, splits: str = "default",
-                 threads: int = 2) -> None:
+                 threads: int = 2, unique: bool = False) -> None:
         super().__init__(batch_size=batch_size, shuffle=shuffle, seed=seed,
                          window_chunks=window_chunks, prefetch=prefetch, drop_last=drop_last,
                          threads=threads)
         self.dataset = dataset
         self.split = split
+        self.unique = bool(unique)
         self.heads = resolve_heads(dataset, heads)
         self.sources = sample_sources(dataset, self.heads)
         self._norm = train_normalization(dataset) if normalize else None
         r, n = dataset.chunk_rows, dataset.n_samples
-        self._member = split_membership(dataset, split, splits)
+        self._member = row_membership(dataset, split, splits, self.unique)
         if self._member is None:
             rows = np.full(-(-n // r), r, dtype=np.int64)
             rows[-1:] = n - r * (len(rows) - 1)
@@ -147,7 +177,9 @@ class Loader(BatchStream):
         return other
 
     def _fingerprint(self) -> dict[str, Any]:
-        return {**super()._fingerprint(), "split": self.split}
+        # "unique" only when set, so states saved before the option existed still load
+        return {**super()._fingerprint(), "split": self.split,
+                **({"unique": True} if self.unique else {})}
 
     def _items(self, job: WindowJob) -> NDArray[np.int64]:
         r, n = self.dataset.chunk_rows, self.dataset.n_samples
