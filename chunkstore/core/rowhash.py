@@ -31,8 +31,8 @@ def row_hashes(rows: np.ndarray) -> U64:
     """(N,) uint64: the xxh3-64 digest of each row of ``rows`` (any shape (N, ...)), NaN
     canonicalised; a row's hash depends on its bytes only (not on N or its position)."""
     block = canonical(rows)
-    width = block[0].nbytes if len(block) else 0
-    data = memoryview(block.view(np.uint8).reshape(-1).data)
-    digest = xxhash.xxh3_64_intdigest
-    return np.fromiter((digest(data[i * width:(i + 1) * width]) for i in range(len(block))),
-                       np.uint64, len(block))
+    if block.dtype.kind == "b":  # the buffer protocol has no bool rows; same bytes as uint8
+        block = block.view(np.uint8)
+    # Each row of a C-contiguous 2-D array is a contiguous buffer xxhash reads in place: no
+    # slicing of a memoryview per row (~20% of the time for 3.5 KB rows).
+    return np.fromiter(map(xxhash.xxh3_64_intdigest, block), np.uint64, len(block))

@@ -44,6 +44,7 @@ from zarr.core.sync import sync
 
 from chunkstore.config import Config
 from chunkstore.core.plan import Plan, WriteTask, choose_chunk_rows
+from chunkstore.core.rowhash import row_hashes
 from chunkstore.errors import ChunkstoreError, ConfigError, IngestError
 from chunkstore.ingest.executors import SharedCounter, executor, make_counters
 from chunkstore.ingest.recovery import chunk_rows_of, compact, concat_rows, item_record, recover
@@ -133,8 +134,13 @@ def runs_of(source_rows: np.ndarray) -> np.ndarray:
 
 def write_chunk(group: zarr.Group, store: str, config: Config, chunk: int, rows: int,
                 data: dict[str, np.ndarray], moved_from: int = -1) -> None:
-    """Write one chunk (``rows`` <= chunk_rows) of every array, then commit its record."""
+    """Write one chunk (``rows`` <= chunk_rows) of every array, then commit its record.
+
+    ``meta/row_hash`` is computed here from the chunk's features, whatever ``data`` holds for
+    it: the loops' buffers and the re-packed leftovers all pass through this one place.
+    """
     r = chunk_rows_of(group)
+    data = {**data, layout.ROW_HASH: row_hashes(data[layout.FEATURES][:rows])}
     for name, values in data.items():
         node_array(group, name)[chunk * r:chunk * r + rows] = values[:rows]
     stats = partial_stats({k: v[:rows] for k, v in data.items()}, config)

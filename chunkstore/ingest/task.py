@@ -21,6 +21,7 @@ import numpy as np
 from chunkstore.config import Config
 from chunkstore.core.moments import Partial
 from chunkstore.core.plan import WriteTask
+from chunkstore.core.rowhash import row_hashes
 from chunkstore.errors import ChunkstoreError, SourceError
 from chunkstore.runtime.memory import peak_rss
 from chunkstore.sources import Source, check_batch, open_source
@@ -109,7 +110,8 @@ def worker_config_and_source(config_json: str) -> tuple[Config, Source]:
 
 def assemble(task: WriteTask, config: Config, source: Source, has_group: bool
              ) -> dict[str, np.ndarray]:
-    """Read and check the task's pieces into one buffer per array (store dtypes)."""
+    """Read and check the task's pieces into one buffer per array (store dtypes), with the
+    rows' fingerprints (``meta/row_hash``) computed from the stored features."""
     schema = config.schema
     out = layout.sample_buffers(schema, task.rows, has_group)
     row = 0
@@ -132,6 +134,7 @@ def assemble(task: WriteTask, config: Config, source: Source, has_group: bool
         if b.group is not None:
             out["meta/group"][sl] = b.group
         row += p.rows
+    out[layout.ROW_HASH][:] = row_hashes(out[layout.FEATURES])
     return out
 
 

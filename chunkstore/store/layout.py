@@ -1,4 +1,7 @@
-"""The store layout, format version 1: every node name, the sample arrays, group attrs.
+"""The store layout, format version 2: every node name, the sample arrays, group attrs.
+
+Version 2 added ``meta/row_hash`` (a fingerprint of every row's features) and packs the small
+sample arrays into shards; version 1 stores (neither) still open and read.
 
 A store is a plain Zarr v3 group; everything a reader needs is inside it, so ``zarr.open(path)``
 works with no chunkstore import. See DESIGN.md, "Store layout".
@@ -20,7 +23,7 @@ from chunkstore.core.schema import Compression, Schema
 from chunkstore.errors import NotAStoreError
 from chunkstore.store.urls import is_local, open_group, store_path
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 ATTR_KEY = "chunkstore"
 JOURNAL_DIR = "_chunkstore"
 INCOMPLETE, COMPLETE = "incomplete", "complete"
@@ -32,6 +35,7 @@ MASKS = "masks"
 META = "meta"
 GROUP = "meta/group"
 SOURCE = "meta/source"
+ROW_HASH = "meta/row_hash"  # (N,) uint64 xxh3 of each row's features (core.rowhash), v2+
 SPLITS = "splits"  # splits/<name>: one int8 code per row
 DEFAULT_SPLITS = "default"  # the split array read when none is named
 STATS = "stats"  # stats/<scope>/...
@@ -84,6 +88,7 @@ def sample_arrays(schema: Schema, has_group: bool, has_source: bool = False
         arrays[GROUP] = ((), "int64", GROUP_FILL)
     if has_source:
         arrays[SOURCE] = ((2,), "int64", GROUP_FILL)  # (item, row within item)
+    arrays[ROW_HASH] = ((), "uint64", 0)
     return arrays
 
 

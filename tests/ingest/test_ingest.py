@@ -49,7 +49,7 @@ def test_round_trip_equals_source(tmp_path, sizes, workers, task_chunks):
     g = zarr.open_group(str(tmp_path / "s.zarr"), mode="r")
     meta = g.attrs["chunkstore"]
     assert meta["n_samples"] == sum(sizes) and meta["chunk_rows"] == 4
-    assert meta["format_version"] == 1 and meta["feature_names"] == ["f0", "f1", "f2", "f3"]
+    assert meta["format_version"] == 2 and meta["feature_names"] == ["f0", "f1", "f2", "f3"]
     assert meta["heads"]["move"]["classes"] == 5
     assert g["features"].chunks == (4, 4) and g["masks/target"].chunks == (4, 3)
     # statistics merged from the tasks' records equal numpy on the stored values
