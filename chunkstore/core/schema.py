@@ -32,7 +32,9 @@ from pydantic_core import ErrorDetails, PydanticCustomError
 
 from chunkstore.errors import ConfigError
 
-FEATURE_DTYPES = ("float32", "float16", "float64")
+FLOAT_FEATURE_DTYPES = ("float32", "float16", "float64")
+INT_FEATURE_DTYPES = ("uint8", "uint16", "int32", "int64")  # token ids, categorical codes
+FEATURE_DTYPES = FLOAT_FEATURE_DTYPES + INT_FEATURE_DTYPES
 LABEL_DTYPES = ("int8", "int16", "int32", "int64")
 MASK_DTYPES = ("int8", "uint8", "bool", "int16")
 BLOSC_CNAMES = ("lz4", "lz4hc", "zstd", "zlib", "blosclz")
@@ -40,7 +42,7 @@ BLOSC_SHUFFLES = ("bitshuffle", "shuffle", "noshuffle")
 NAN_POLICIES = ("allow", "error")
 MAX_SHOWN = 200  # characters of a found value quoted in a message
 
-FeatureDtype = Literal["float32", "float16", "float64"]
+FeatureDtype = Literal["float32", "float16", "float64", "uint8", "uint16", "int32", "int64"]
 LabelDtype = Literal["int8", "int16", "int32", "int64"]
 MaskDtype = Literal["int8", "uint8", "bool", "int16"]
 PositiveInt = Annotated[StrictInt, Field(ge=1)]
@@ -213,15 +215,26 @@ class HeadSpec:
 
 @dataclass(frozen=True)
 class Schema:
-    """What every sample holds: F features and one label + mask per head."""
+    """What every sample holds: F features and one label + mask per head (zero heads is valid:
+    a token corpus has features only).
+
+    ``vocab_size`` (integer features only) declares that every feature value lies in
+    ``[0, vocab_size)``: the size of ``stats/<scope>/value_counts``.
+    """
 
     feature_names: tuple[str, ...]
     heads: tuple[HeadSpec, ...]
     feature_dtype: str = "float32"
+    vocab_size: int | None = None
 
     @property
     def n_features(self) -> int:
         return len(self.feature_names)
+
+    @property
+    def integer_features(self) -> bool:
+        """True for token ids / categorical codes: no NaN, correlation off by default."""
+        return self.feature_dtype in INT_FEATURE_DTYPES
 
     def head(self, name: str) -> HeadSpec:
         for h in self.heads:
@@ -230,11 +243,11 @@ class Schema:
         raise KeyError(name)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "features": {"count": self.n_features, "names": list(self.feature_names),
-                         "dtype": self.feature_dtype},
-            "heads": {h.name: h.to_dict() for h in self.heads},
-        }
+        features: dict[str, Any] = {"count": self.n_features, "names": list(self.feature_names),
+                                    "dtype": self.feature_dtype}
+        if self.vocab_size is not None:  # only when declared: older configs hash unchanged
+            features["vocab_size"] = self.vocab_size
+        return {"features": features, "heads": {h.name: h.to_dict() for h in self.heads}}
 
     @classmethod
     def from_dict(cls, d: Any, where: Where | None = None) -> Schema:
@@ -248,11 +261,27 @@ def default_feature_names(count: int) -> tuple[str, ...]:
 
 
 class FeaturesSection(Section):
-    """``features: {count, names, dtype}`` (the long form of ``features: 893``)."""
+    """``features: {count, names, dtype, vocab_size}`` (the long form of ``features: 893``)."""
 
     count: PositiveInt | None = None
     names: list[StrictStr] | None = None
-    dtype: FeatureDtype = "float32"
+    dtype: FeatureDtype = Field("float32", description="float32 | float16 | float64, or an "
+                                "integer dtype for token ids / codes: uint8 | uint16 | int32 | "
+                                "int64")
+    vocab_size: PositiveInt | None = Field(None, description="integer features only: every "
+                                           "value is in [0, vocab_size); sizes value_counts")
+
+    @model_validator(mode="after")
+    def _vocab_fits(self) -> FeaturesSection:
+        if self.vocab_size is None:
+            return self
+        if self.dtype not in INT_FEATURE_DTYPES:
+            raise invalid(f"vocab_size needs an integer dtype ({' | '.join(INT_FEATURE_DTYPES)}"
+                          f"), found dtype {self.dtype}", "vocab_size")
+        if self.vocab_size - 1 > np.iinfo(self.dtype).max:
+            raise invalid(f"vocab_size {self.vocab_size} does not fit dtype {self.dtype} "
+                          f"(values up to {np.iinfo(self.dtype).max})", "vocab_size")
+        return self
 
     @model_validator(mode="after")
     def _names_agree(self) -> FeaturesSection:
@@ -296,12 +325,13 @@ class SchemaSection(Section):
     """``schema:`` — ``features`` (a count or ``{count, names, dtype}``) and ``heads``."""
 
     features: FeaturesValue = Field(description="a feature count, or {count, names, dtype}")
-    heads: dict[str, HeadValue] = Field(description="head name -> classes or {classes, ...}")
+    # Optional: no heads (``heads: {}`` or no key) is a features-only store, e.g. token
+    # sequences for a language model; a misspelt key (``head:``) is still refused as unknown.
+    heads: dict[str, HeadValue] = Field(default_factory=dict, description="head name -> classes "
+                                        "or {classes, ...}; {} or omitted: features only")
 
     @model_validator(mode="after")
     def _heads_fit(self) -> SchemaSection:
-        if not self.heads:
-            raise invalid("expected at least one head, e.g. {action_type: 12}", "heads")
         for name, spec in self.heads.items():
             if not name.isidentifier():
                 raise invalid(f"head name must be an identifier-like string, found {name!r}",
@@ -315,7 +345,7 @@ class SchemaSection(Section):
     def to_schema(self) -> Schema:
         f = self.features
         if isinstance(f, FeaturesSection):
-            return Schema(f.feature_names(), self._heads(), f.dtype)
+            return Schema(f.feature_names(), self._heads(), f.dtype, f.vocab_size)
         return Schema(default_feature_names(f), self._heads())
 
     def _heads(self) -> tuple[HeadSpec, ...]:

@@ -79,3 +79,76 @@ def test_repo_configs_parse():
     for name in ("demo.yaml", "large.yaml"):
         cfg = load_config(root / name)
         assert cfg.schema.n_features == 893 and len(cfg.schema.heads) == 7
+
+
+# ---------------------------------------------------------------- integer features, no heads
+# (issue 19: token ids / categorical codes as features; a features-only store)
+
+TOKENS = """
+store: out.zarr
+schema:
+  features: {count: 8, dtype: uint16, vocab_size: 1000}
+  heads: {}
+source: {kind: synthetic, n_samples: 10}
+"""
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "uint16", "int32", "int64"])
+def test_integer_feature_dtypes_parse_and_round_trip(tmp_path, dtype):
+    vocab = 200 if dtype == "uint8" else 1000
+    cfg = load_config(write(tmp_path, TOKENS.replace("uint16", dtype).replace("1000",
+                                                                              str(vocab))))
+    s = cfg.schema
+    assert (s.feature_dtype, s.vocab_size, s.heads, s.integer_features) == (dtype, vocab, (),
+                                                                            True)
+    again = type(cfg).from_dict(cfg.to_dict(), file=cfg.file)
+    assert again.to_dict() == cfg.to_dict()
+    assert again.schema.vocab_size == vocab
+    assert again.content_sha256(8, 1) == cfg.content_sha256(8, 1)
+
+
+def test_heads_may_be_omitted_and_mean_no_heads(tmp_path):
+    omitted = load_config(write(tmp_path, TOKENS.replace("  heads: {}\n", "")))
+    empty = load_config(write(tmp_path, TOKENS))
+    assert omitted.schema.heads == () and omitted.to_dict() == empty.to_dict()
+    assert omitted.content_sha256(8, 1) == empty.content_sha256(8, 1)
+
+
+def test_vocab_size_changes_the_hash_and_is_absent_when_not_declared(tmp_path):
+    a = load_config(write(tmp_path, TOKENS))
+    b = load_config(write(tmp_path, TOKENS.replace("1000", "1001")))
+    c = load_config(write(tmp_path, TOKENS.replace(", vocab_size: 1000", "")))
+    assert a.content_sha256(8, 1) != b.content_sha256(8, 1) != c.content_sha256(8, 1)
+    assert "vocab_size" not in c.to_dict()["schema"]["features"]
+    assert c.schema.vocab_size is None and not load_config(
+        write(tmp_path, GOOD)).schema.integer_features
+
+
+@pytest.mark.parametrize("features, message", [
+    ("{count: 8, dtype: float32, vocab_size: 10}", "vocab_size needs an integer dtype"),
+    ("{count: 8, dtype: uint8, vocab_size: 257}", "vocab_size 257 does not fit dtype uint8"),
+    ("{count: 8, dtype: uint16, vocab_size: 0}", "expected an integer >= 1, found 0"),
+    ("{count: 8, dtype: int8}", "expected one of"),
+    ("{count: 8, dtype: uint32}", "expected one of"),
+])
+def test_bad_integer_features_name_the_key(tmp_path, features, message):
+    p = write(tmp_path, TOKENS.replace("{count: 8, dtype: uint16, vocab_size: 1000}", features))
+    with pytest.raises(ConfigError) as e:
+        load_config(p)
+    assert message in str(e.value) and "schema.features" in str(e.value)
+
+
+def test_misspelt_heads_key_is_still_refused(tmp_path):
+    with pytest.raises(ConfigError, match="unknown key 'head'"):
+        load_config(write(tmp_path, TOKENS.replace("  heads: {}", "  head: {a: 2}")))
+
+
+def test_json_schema_publishes_integer_dtypes_vocab_size_and_optional_heads():
+    from chunkstore.config import config_json_schema
+
+    text = str(config_json_schema())
+    for word in ("uint8", "uint16", "int32", "int64", "vocab_size"):
+        assert word in text
+    schema = config_json_schema()
+    section = schema["$defs"]["SchemaSection"]
+    assert section["required"] == ["features"]
