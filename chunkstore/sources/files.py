@@ -6,16 +6,22 @@
   explicit mapping.
 - :func:`npy_header` / :func:`npz_member_memmap`: ``.npy`` headers and memory maps of members
   stored uncompressed inside an ``.npz``, so counting and slicing never load whole arrays.
+- :func:`npz_member_index` / :func:`read_member_rows`: where each uncompressed member's data
+  starts, and one ``pread`` of just the rows a task needs (zip CRC checked on whole members).
 """
 
 from __future__ import annotations
 
+import functools
 import glob
+import math
 import os
+import re
 import zipfile
+import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import IO, Annotated, Any
+from typing import IO, Annotated, Any, cast
 
 import numpy as np
 from pydantic import PlainSerializer, PlainValidator, ValidationInfo
@@ -226,3 +232,110 @@ def npz_member_memmap(path: str, key: str) -> np.memmap[Any, Any]:
                           "array")
     return np.memmap(path, dtype=dtype, mode="r", offset=data_offset, shape=shape,
                      order="F" if fortran else "C")
+
+
+@dataclass(frozen=True)
+class NpzMember:
+    """An array stored uncompressed (``np.savez``) inside an ``.npz``: where its data starts.
+
+    ``head`` is the member's ``.npy`` header bytes and ``crc`` the zip's CRC-32 of the whole
+    member (header + data), so a whole-member read is checked as ``np.load`` checks it.
+    """
+
+    offset: int
+    shape: tuple[int, ...]
+    dtype: np.dtype[Any]
+    crc: int
+    head: bytes
+
+
+def npz_member_index(path: str) -> dict[str, NpzMember]:
+    """The uncompressed, numeric, C-ordered members of an ``.npz`` by key (cached per file
+    version: an item cut by a task edge is indexed once per worker)."""
+    st = os.stat(path)
+    return _member_index(path, st.st_mtime_ns, st.st_size)
+
+
+@functools.lru_cache(maxsize=16)
+def _member_index(path: str, mtime_ns: int, size: int) -> dict[str, NpzMember]:
+    out = {}
+    with zipfile.ZipFile(path) as zf, open(path, "rb") as raw:
+        for info in zf.infolist():
+            if not info.filename.endswith(".npy") or info.compress_type != zipfile.ZIP_STORED:
+                continue
+            raw.seek(info.header_offset)
+            local = raw.read(30)
+            start = (info.header_offset + 30 + int.from_bytes(local[26:28], "little")
+                     + int.from_bytes(local[28:30], "little"))
+            raw.seek(start)
+            shape, dtype, fortran = _read_header_fast(raw)
+            offset = raw.tell()
+            if fortran or dtype.hasobject or not shape or offset - start + _nbytes(shape, dtype) \
+                    != info.file_size:
+                continue  # np.load's path handles (and explains) anything unusual
+            raw.seek(start)
+            out[info.filename.removesuffix(".npy")] = NpzMember(
+                offset, shape, dtype, info.CRC, raw.read(offset - start))
+    return out
+
+
+def _nbytes(shape: tuple[int, ...], dtype: np.dtype[Any]) -> int:
+    return math.prod(shape) * dtype.itemsize
+
+
+_HEADER = re.compile(r"\{'descr': '([^']+)', 'fortran_order': (True|False), "
+                     r"'shape': \(((?:\d+, )*\d*,?)\), \}\s*")
+
+
+def _read_header_fast(fh: IO[bytes]) -> tuple[tuple[int, ...], np.dtype[Any], bool]:
+    """:func:`_read_header` for the header ``np.save`` writes, parsed with one regex instead of
+    ``ast.literal_eval`` (10x faster; an npz of 16 members has 16); anything else goes to
+    numpy's parser."""
+    start = fh.tell()
+    pre = fh.read(12)
+    if pre[:6] == b"\x93NUMPY" and pre[6] in (1, 2, 3):
+        size, skip = (int.from_bytes(pre[8:10], "little"), 10) if pre[6] == 1 else (
+            int.from_bytes(pre[8:12], "little"), 12)
+        fh.seek(start + skip)
+        text = fh.read(size).decode("utf8" if pre[6] == 3 else "latin1")
+        m = _HEADER.fullmatch(text)
+        if m:
+            shape = tuple(int(d) for d in m.group(3).replace(",", " ").split())
+            return shape, np.dtype(m.group(1)), m.group(2) == "True"
+    fh.seek(start)
+    return _read_header(fh)
+
+
+def read_member_rows(fd: int, path: str, key: str, m: NpzMember, start: int, stop: int
+                     ) -> np.ndarray:
+    """Rows ``[start, stop)`` (clipped to the member's rows) of member ``m``, read with one
+    ``pread`` into a new array: no zip stream, no decoding of rows outside the slice.
+
+    Raises
+    ------
+    SourceError
+        When the file is shorter than its header says, or a whole-member read does not match
+        the zip's CRC-32 (a corrupt file).
+    """
+    n = m.shape[0]
+    stop = min(stop, n)
+    start = min(start, stop)
+    tail = m.shape[1:]
+    out = np.empty((stop - start, *tail), dtype=m.dtype)
+    flat = out.reshape(-1).view(np.uint8)
+    got = _pread_into(fd, flat, m.offset + start * _nbytes(tail, m.dtype)) if out.nbytes else 0
+    if got != out.nbytes:
+        raise SourceError(f"{path!r}: array {key!r} is truncated: expected {out.nbytes} bytes of "
+                          f"rows [{start}, {stop}), found {got}")
+    if (start, stop) == (0, n) and zlib.crc32(cast(Any, flat), zlib.crc32(m.head)) != m.crc:
+        raise SourceError(f"{path!r}: array {key!r} is corrupt: its bytes do not match the zip "
+                          "file's CRC-32; re-create the file")
+    return out
+
+
+def _pread_into(fd: int, buf: np.ndarray, offset: int) -> int:
+    if hasattr(os, "preadv"):  # no intermediate bytes object
+        return os.preadv(fd, [cast(Any, buf)], offset)
+    data = os.pread(fd, len(buf), offset)
+    buf[:len(data)] = np.frombuffer(data, np.uint8)
+    return len(data)

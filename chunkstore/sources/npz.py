@@ -21,6 +21,7 @@ legacy shapes are accepted:
 from __future__ import annotations
 
 import logging
+import os
 import zipfile
 from collections.abc import Mapping, Sequence
 from functools import cached_property
@@ -33,7 +34,14 @@ from pydantic import AfterValidator, StrictBool, StrictStr, model_validator
 from chunkstore.core.schema import Schema, invalid
 from chunkstore.errors import SourceError
 from chunkstore.sources.base import Batch, Source, SourceOptions
-from chunkstore.sources.files import Paths, expand_paths, npz_headers, npz_member_header
+from chunkstore.sources.files import (
+    Paths,
+    expand_paths,
+    npz_headers,
+    npz_member_header,
+    npz_member_index,
+    read_member_rows,
+)
 
 log = logging.getLogger(__name__)
 
@@ -213,27 +221,12 @@ class NpzSource(Source):
         return int(shape[0])
 
     def read(self, item: int, start: int, stop: int) -> Batch:
-        o = self.options
         where = self.describe(item)
         try:
-            with np.load(self.files[item], allow_pickle=o.allow_pickle) as z:
-                if o.allow_pickle and o.features_key not in z.files:
-                    key = self._samples_key(self._headers(item))
-                    samples = self._load_samples(item, key) if key else []
-                    return _from_samples(samples[start:stop], o, self.schema, self.has_group,
-                                         where, start)
-
-                def get(key: str) -> Any:
-                    if key not in z.files:
-                        raise SourceError(f"{where}: no array {key!r}; the file has "
-                                          f"{sorted(z.files)}")
-                    a = z[key][start:stop]
-                    return _stack(list(a), repr(key), where) if a.dtype.hasobject else a
-
-                features = get(o.features_key)
-                labels = {h.name: get(o.label_key.format(head=h.name)) for h in self.schema.heads}
-                masks = {h.name: get(o.mask_key.format(head=h.name)) for h in self.schema.heads}
-                group = get(o.group_key) if self.has_group and o.group_key else None
+            fast = self._read_stored(item, start, stop)
+            if fast is not None:
+                return fast
+            return self._read_loaded(item, start, stop)
         except SourceError:
             raise
         except FileNotFoundError as e:
@@ -244,4 +237,55 @@ class NpzSource(Source):
             raise SourceError(f"{where}: unreadable npz file ({e})") from e
         except (OSError, zipfile.BadZipFile, EOFError) as e:
             raise SourceError(f"{where}: unreadable npz file ({e})") from e
+
+    def _keys(self) -> list[str]:
+        o = self.options
+        keys = [o.features_key, *(o.label_key.format(head=h.name) for h in self.schema.heads),
+                *(o.mask_key.format(head=h.name) for h in self.schema.heads)]
+        return keys + [o.group_key] if self.has_group and o.group_key else keys
+
+    def _read_stored(self, item: int, start: int, stop: int) -> Batch | None:
+        """The common case, fast: every needed member stored uncompressed (``np.savez``), so
+        each is one ``pread`` of just rows ``[start, stop)`` -- no zip stream, no header
+        parsing per read, no decoding a whole member to keep a slice (an item cut by a task
+        edge is read once in all). None when a member needs ``np.load`` (compressed,
+        pickled, Fortran-ordered or missing): :meth:`_read_loaded` then reads (or explains)."""
+        path = self.files[item]
+        index = npz_member_index(path)
+        keys = self._keys()
+        if not all(k in index for k in keys):
+            return None
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            got = {k: read_member_rows(fd, path, k, index[k], start, stop) for k in keys}
+        finally:
+            os.close(fd)
+        o, heads = self.options, self.schema.heads
+        return Batch(got[o.features_key],
+                     {h.name: got[o.label_key.format(head=h.name)] for h in heads},
+                     {h.name: got[o.mask_key.format(head=h.name)] for h in heads},
+                     got[o.group_key] if self.has_group and o.group_key else None)
+
+    def _read_loaded(self, item: int, start: int, stop: int) -> Batch:
+        """Any npz, through ``np.load`` (compressed members, legacy pickled layouts)."""
+        o = self.options
+        where = self.describe(item)
+        with np.load(self.files[item], allow_pickle=o.allow_pickle) as z:
+            if o.allow_pickle and o.features_key not in z.files:
+                key = self._samples_key(self._headers(item))
+                samples = self._load_samples(item, key) if key else []
+                return _from_samples(samples[start:stop], o, self.schema, self.has_group,
+                                     where, start)
+
+            def get(key: str) -> Any:
+                if key not in z.files:
+                    raise SourceError(f"{where}: no array {key!r}; the file has "
+                                      f"{sorted(z.files)}")
+                a = z[key][start:stop]
+                return _stack(list(a), repr(key), where) if a.dtype.hasobject else a
+
+            features = get(o.features_key)
+            labels = {h.name: get(o.label_key.format(head=h.name)) for h in self.schema.heads}
+            masks = {h.name: get(o.mask_key.format(head=h.name)) for h in self.schema.heads}
+            group = get(o.group_key) if self.has_group and o.group_key else None
         return Batch(features, labels, masks, group)

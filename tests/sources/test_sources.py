@@ -55,6 +55,48 @@ class TestNpzSource(SourceContract):
         with pytest.raises(SourceError, match="no files match"):
             source_class("npz")(opts, SCHEMA).counts()
 
+    @pytest.mark.parametrize("save", ["savez", "savez_compressed", "big-endian", "fortran"])
+    def test_row_slices_equal_np_load(self, tmp_path, save):
+        """The pread path (np.savez members) and the np.load path (anything else) agree on
+        every slice, including the slices of an item cut by task edges."""
+        item = make_items([23], seed=5)[0]
+        if save == "big-endian":
+            item = {k: v.astype(v.dtype.newbyteorder(">")) for k, v in item.items()}
+        if save == "fortran":
+            item["strategic_features"] = np.asfortranarray(item["strategic_features"])
+        getattr(np, "savez_compressed" if save == "savez_compressed" else "savez")(
+            tmp_path / "a.npz", **item)
+        opts = source_class("npz").Options.from_dict({"paths": str(tmp_path / "a.npz")},
+                                                     Where("t"), SCHEMA)
+        src = source_class("npz")(opts, SCHEMA)
+        for a, b in [(0, 23), (0, 7), (7, 16), (16, 23), (5, 5)]:
+            got = src.read(0, a, b)
+            np.testing.assert_array_equal(got.features, item["strategic_features"][a:b])
+            assert got.features.dtype == item["strategic_features"].dtype
+            for h in HEADS:
+                np.testing.assert_array_equal(got.labels[h], item[f"labels_{h}"][a:b])
+                np.testing.assert_array_equal(got.masks[h], item[f"masks_{h}"][a:b])
+            np.testing.assert_array_equal(got.group, item["group"][a:b])
+
+    def test_corrupt_or_truncated_member_is_an_error_naming_the_file(self, tmp_path):
+        item = make_items([40], seed=2)[0]
+        np.savez(tmp_path / "a.npz", **item)
+        opts = source_class("npz").Options.from_dict({"paths": str(tmp_path / "a.npz")},
+                                                     Where("t"), SCHEMA)
+        src = source_class("npz")(opts, SCHEMA)
+        assert src.has_group and len(src.read(0, 0, 40)) == 40  # before the damage
+        raw = bytearray((tmp_path / "a.npz").read_bytes())
+        x = item["strategic_features"]
+        at = bytes(raw).index(x[3].tobytes())  # a byte inside the features' data
+        raw[at] ^= 0xFF
+        (tmp_path / "a.npz").write_bytes(bytes(raw))
+        with pytest.raises(SourceError, match=r"a\.npz.*'strategic_features' is corrupt"):
+            src.read(0, 0, 40)
+        assert len(src.read(0, 0, 3)) == 3  # a partial read is not checked (rows not read)
+        (tmp_path / "a.npz").write_bytes(bytes(raw[:at]))  # cut inside the features
+        with pytest.raises(SourceError, match=r"a\.npz"):
+            src.read(0, 0, 40)
+
 
 class TestPythonSource(SourceContract):
     """The python source with ``count`` (ordered placement): items are (key, rows) pairs."""
