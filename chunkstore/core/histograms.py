@@ -25,7 +25,7 @@ from chunkstore.errors import ReadError
 
 FINE_BINS = 1024  # quantile resolution: a quantile is exact to (max - min) / FINE_BINS
 QUANTILE_PROBS = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
-HIST_ROWS = 1024  # rows binned at once: bounds the (rows, F) int64 temporaries
+HIST_ROWS = 2048  # rows binned at once: bounds the (rows, F) int64 temporaries
 
 
 @dataclass(frozen=True)
@@ -40,12 +40,22 @@ class Binning:
     @classmethod
     def from_moments(cls, m: Moments, bins: int) -> Binning:
         """Edges from the finite min and max; a feature with no finite value gets [0, 0]."""
+        return cls.of_range(m.count > 0, m.min, m.max, bins)
+
+    @classmethod
+    def of_range(cls, seen: NDArray[np.bool_], lo: NDArray[Any], hi: NDArray[Any], bins: int
+                 ) -> Binning:
+        """Edges over [lo, hi] per feature; [0, 0] where ``seen`` is False."""
         if bins < 1:
             raise ReadError(f"bins must be >= 1, found {bins}")
-        seen = m.count > 0
-        lo = np.where(seen, m.min, 0.0).astype(np.float64)
-        hi = np.where(seen, m.max, 0.0).astype(np.float64)
-        return cls(lo, hi, bins, max(1, -(-FINE_BINS // bins)))
+        return cls(np.where(seen, lo, 0.0).astype(np.float64),
+                   np.where(seen, hi, 0.0).astype(np.float64), bins,
+                   max(1, -(-FINE_BINS // bins)))
+
+    def same_as(self, other: Binning) -> bool:
+        """Whether both give the same edges (so their histograms are the same)."""
+        return (self.bins, self.factor) == (other.bins, other.factor) and bool(
+            np.array_equal(self.lo, other.lo) and np.array_equal(self.hi, other.hi))
 
     @property
     def fine(self) -> int:
@@ -132,27 +142,29 @@ class HistPartial:
     def _add(self, x: NDArray[Any], labels: Mapping[str, NDArray[Any]], binning: Binning,
              fine_edges: F64) -> None:
         """Accumulate one sub-block in place (only on a partial this module just created)."""
-        f = x.shape[1]
+        f, fine_n = x.shape[1], binning.fine
         finite = np.isfinite(x)
-        idx = binning.fine_index(x, None if finite.all() else finite, fine_edges)
-        # a sentinel bucket past the end swallows non-finite values
-        fine_key = np.where(finite, idx + np.arange(f) * binning.fine, f * binning.fine)
-        fine = np.bincount(fine_key.ravel(), minlength=f * binning.fine + 1)[:-1]
-        np.add(self.fine, fine.reshape(f, binning.fine), out=self.fine)
-        coarse_key = np.where(finite, idx // binning.factor + np.arange(f) * binning.bins,
-                              f * binning.bins)
-        size = f * binning.bins
+        all_finite = bool(finite.all())
+        idx = binning.fine_index(x, None if all_finite else finite, fine_edges)
+        # one key per value: feature j's fine bin k is j * fine + k; a sentinel bucket past
+        # the end swallows non-finite values. Dividing a key by `factor` gives j * bins + the
+        # coarse bin (fine = bins * factor), the sentinel stays the coarse sentinel.
+        idx += np.arange(f, dtype=np.int64) * fine_n
+        if not all_finite:
+            idx[~finite] = f * fine_n
+        fine = np.bincount(idx.ravel(), minlength=f * fine_n + 1)[:-1]
+        np.add(self.fine, fine.reshape(f, fine_n), out=self.fine)
+        if binning.factor > 1:
+            np.floor_divide(idx, binning.factor, out=idx)
+        size = f * binning.bins + 1  # keys per class, the sentinel included
         for h, table in self.tables.items():
             k = table.shape[0]
-            lab = labels[h].astype(np.int64)
-            order = np.argsort(lab, kind="stable")
-            bounds = np.searchsorted(lab[order], np.arange(k + 1))
-            keys = coarse_key[order]
-            for c in range(k):
-                if bounds[c + 1] > bounds[c]:
-                    seg = keys[bounds[c]:bounds[c + 1]].ravel()
-                    table[c] += np.bincount(seg, minlength=size + 1)[:-1].reshape(
-                        f, binning.bins)
+            lab = np.asarray(labels[h]).astype(np.int64)
+            ok = (lab >= 0) & (lab < k)
+            keys = idx + (lab * size)[:, None]  # one table of all classes: a single bincount
+            keys = keys.ravel() if ok.all() else keys[ok].ravel()
+            counts = np.bincount(keys, minlength=k * size).reshape(k, size)[:, :-1]
+            table += counts.reshape(k, f, binning.bins)
 
     def merge(self, other: HistPartial) -> HistPartial:
         return HistPartial(self.fine + other.fine,

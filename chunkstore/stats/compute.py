@@ -1,10 +1,16 @@
 """``chunkstore stats``: exact statistics of a store, or of one split, computed lazily with Dask.
 
-Pass 1 maps :meth:`Partial.of_block` over blocks of ``da.from_zarr`` arrays (features, labels,
+Pass 1 maps :meth:`Partial.of_block` over blocks of the store's arrays (features, labels,
 masks, and the split codes when a split is asked for) and merges the partials with a tree
 reduction: moments, co-moments, class and mask counts. Pass 2 bins every feature with edges
 from pass 1's min and max and merges histograms and feature-bin x class tables the same way;
 quantiles and mutual information follow from them. Results replace ``stats/<scope>/``.
+
+The store usually knows the edges before reading: ingest stores the exact finite min and max
+of every feature in ``stats/all`` (and an earlier ``chunkstore stats --split`` in its scope).
+Then both passes share one read (:func:`chunkstore.stats.graphs.fused_graph`), and the edges
+are checked against the min and max that pass computed: if they differ (the stored ones are
+stale), pass 2 runs again with the right edges, so the result is always the two-pass result.
 
 The merge order is fixed by the block order (a tree of ``SPLIT_EVERY`` blocks per node), so
 the result does not depend on the scheduler, the number of workers or their timing.
@@ -12,14 +18,10 @@ the result does not depend on the scheduler, the number of workers or their timi
 
 from __future__ import annotations
 
-import operator
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
-from functools import reduce
-from typing import Any, TypeVar
+from typing import Any
 
-import numpy as np
 import zarr
 from numpy.typing import NDArray
 
@@ -32,11 +34,25 @@ from chunkstore.core.histograms import (
     quantiles,
 )
 from chunkstore.core.moments import Partial
-from chunkstore.core.plan import whole_chunk_rows
 from chunkstore.errors import ChunkstoreError, ReadError
 from chunkstore.runtime.dask import compute, dask_client
+
+# the graphs, re-exported: benchmarks and tools build them through this module
+from chunkstore.stats.graphs import (  # noqa: F401
+    SPLIT_EVERY,
+    CheckedReads,
+    Selection,
+    _heads,
+    block_rows,
+    fused_graph,
+    histogram_graph,
+    moments_graph,
+    read_graph,
+    select_rows,
+    stored_binning,
+    tree_reduce,
+)
 from chunkstore.store import layout
-from chunkstore.store.membership import split_array
 from chunkstore.store.stats_io import (
     Stats,
     load_stats,
@@ -49,178 +65,6 @@ from chunkstore.store.urls import open_group
 DEFAULT_BINS = 32
 DEFAULT_SPLITS = layout.DEFAULT_SPLITS
 BLOCK_MIB = 32.0  # features per Dask block (a whole number of store chunks)
-SPLIT_EVERY = 4  # partials merged per tree node: few partials (up to ~50 MB each) alive
-
-T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class Selection:
-    """Which rows a scope covers: all, or those whose code in ``splits/<array>`` is ``code``."""
-
-    scope: str
-    rows: int
-    array: str | None = None
-    name: str | None = None
-    code: int = -1
-
-    def describe(self) -> dict[str, Any] | None:
-        if self.array is None:
-            return None
-        return {"array": f"splits/{self.array}", "name": self.name, "code": self.code}
-
-
-def select_rows(group: zarr.Group, path: str, split: str | None, splits: str = DEFAULT_SPLITS
-                ) -> Selection:
-    """Resolve ``--split NAME`` (looked up in ``splits/<splits>``) to a scope and a code.
-
-    The scope is ``NAME`` for the default split array, else ``<splits>/NAME``.
-    """
-    n = int(node_array(group, "features").shape[0])
-    if split is None:
-        return Selection("all", n)
-    resolved = split_array(group, path, splits, n)
-    code = resolved.code(split)
-    key = resolved.path
-    rows = int(np.count_nonzero(resolved.array[...] == code))
-    if rows == 0:
-        raise ReadError(f"split {split!r} of {key!r} holds no rows; nothing to compute")
-    scope = split if splits == DEFAULT_SPLITS else f"{splits}/{split}"
-    return Selection(scope, rows, splits, split, code)
-
-
-def _rows(codes: NDArray[Any] | None, code: int, *arrays: Any) -> list[Any]:
-    if codes is None:
-        return list(arrays)
-    keep = codes == code
-    return [{h: a[keep] for h, a in x.items()} if isinstance(x, dict) else x[keep]
-            for x in arrays]
-
-
-def _pass1(x: NDArray[Any], labels: dict[str, NDArray[Any]], masks: dict[str, NDArray[Any]],
-           codes: NDArray[Any] | None, code: int, heads: dict[str, int], correlation: bool
-           ) -> Partial:
-    x, labels, masks = _rows(codes, code, x, labels, masks)
-    return Partial.of_block(x, labels, masks, heads, correlation=correlation)
-
-
-def _pass2(x: NDArray[Any], labels: dict[str, NDArray[Any]], codes: NDArray[Any] | None,
-           code: int, binning: Binning, heads: dict[str, int], dtype: type) -> HistPartial:
-    x, labels = _rows(codes, code, x, labels)
-    return HistPartial.of_block(x, labels, binning, heads, dtype)
-
-
-def _merge_list(merge: Callable[[T, T], T], parts: list[T]) -> T:
-    return reduce(merge, parts)
-
-
-def tree_reduce(leaves: list[Any], merge: Callable[[Any, Any], Any],
-                split_every: int = SPLIT_EVERY) -> Any:
-    """A Dask delayed tree merging ``leaves`` in order, ``split_every`` per node."""
-    from dask import delayed
-
-    level = list(leaves)
-    while len(level) > 1:
-        level = [delayed(_merge_list, pure=True)(merge, level[i:i + split_every])
-                 for i in range(0, len(level), split_every)]
-    return level[0]
-
-
-def block_rows(chunk_rows: int, n_features: int, itemsize: int, block_mib: float) -> int:
-    """Rows per Dask block: whole store chunks, about ``block_mib`` MiB of features."""
-    return whole_chunk_rows(chunk_rows, n_features * itemsize, block_mib * 2**20)
-
-
-class CheckedReads:
-    """A store array as Dask reads it, whose failed reads name the array and rows.
-
-    zarr raises a plain exception from inside a Dask task when a chunk is unreadable (its
-    crc32c checksum does not match, its file is truncated): this turns it into a ReadError
-    that says where and what to do, which the CLI prints as one line.
-    """
-
-    def __init__(self, array: zarr.Array, path: str) -> None:
-        self.array = array
-        self.path = path
-        self.shape = tuple(array.shape)
-        self.dtype = array.dtype
-        self.ndim = array.ndim
-
-    def __getitem__(self, key: Any) -> Any:
-        try:
-            return self.array[key]
-        except Exception as e:
-            first = key[0] if isinstance(key, tuple) and key else key
-            rows = (f"rows [{first.start}, {first.stop})" if isinstance(first, slice)
-                    else f"rows {first!r}")
-            raise ReadError(
-                f"reading {self.path!r} {rows} of store {self.array.store_path} failed: "
-                f"{type(e).__name__}: {e}; a chunk whose checksum does not match was changed "
-                "or damaged after it was written: restore the store from a copy, or rebuild "
-                "it (chunkstore ingest CONFIG --overwrite)") from e
-
-
-def _blocks(group: zarr.Group, heads: Mapping[str, int], rows: int, sel: Selection,
-            with_masks: bool) -> list[tuple[Any, ...]]:
-    """Per block: delayed (features, labels, masks, codes) chunks of ``da.from_zarr`` arrays."""
-    import dask.array as da
-    from dask.base import tokenize
-
-    def delayed_blocks(name: str) -> list[Any]:
-        a = node_array(group, name)
-        chunks = (rows, *a.shape[1:])
-        lazy = da.from_array(CheckedReads(a, name), chunks=chunks,
-                             name=f"read-{name}-{tokenize(a, chunks)}",
-                             meta=np.empty((0,) * a.ndim, dtype=a.dtype))
-        return list(lazy.to_delayed().ravel())
-
-    feats = delayed_blocks("features")
-    labels = {h: delayed_blocks(f"labels/{h}") for h in heads}
-    masks = {h: delayed_blocks(f"masks/{h}") for h in heads} if with_masks else {}
-    codes = delayed_blocks(f"splits/{sel.array}") if sel.array else [None] * len(feats)
-    return [(f, {h: labels[h][i] for h in heads}, {h: masks[h][i] for h in masks}, codes[i])
-            for i, f in enumerate(feats)]
-
-
-def _heads(group: zarr.Group) -> dict[str, int]:
-    attrs: dict[str, Any] = dict(group.attrs[layout.ATTR_KEY])  # type: ignore[arg-type]
-    return {h: int(d["classes"]) for h, d in attrs["heads"].items()}
-
-
-def moments_graph(group: zarr.Group, sel: Selection, *, correlation: bool, rows: int) -> Any:
-    """Pass 1 as a Dask delayed: the merged :class:`Partial` of the selected rows."""
-    from dask import delayed
-
-    heads = _heads(group)
-    leaves = [delayed(_pass1, pure=True)(x, lab, msk, cod, sel.code, heads, correlation)
-              for x, lab, msk, cod in _blocks(group, heads, rows, sel, with_masks=True)]
-    return tree_reduce(leaves, Partial.merge)
-
-
-def histogram_graph(group: zarr.Group, sel: Selection, binning: Binning, *, rows: int) -> Any:
-    """Pass 2 as a Dask delayed: the merged :class:`HistPartial` of the selected rows."""
-    from dask import delayed
-
-    heads = _heads(group)
-    dtype = np.int32 if sel.rows < 2**31 else np.int64  # counts cannot overflow
-    leaves = [delayed(_pass2, pure=True)(x, lab, cod, sel.code, binning, heads, dtype)
-              for x, lab, _, cod in _blocks(group, heads, rows, sel, with_masks=False)]
-    return tree_reduce(leaves, HistPartial.merge)
-
-
-def _nbytes(*arrays: Any) -> int:
-    return sum(a.nbytes for a in arrays if isinstance(a, np.ndarray)) + sum(
-        _nbytes(*a.values()) for a in arrays if isinstance(a, dict))
-
-
-def read_graph(group: zarr.Group, sel: Selection, *, rows: int) -> Any:
-    """The same reads as pass 1 and nothing else: decoded bytes, a baseline for benchmarks."""
-    from dask import delayed
-
-    leaves = [delayed(_nbytes, pure=True)(*block)
-              for block in _blocks(group, _heads(group), rows, sel, with_masks=True)]
-    return tree_reduce(leaves, operator.add)
-
 
 @contextmanager
 def _runner(scheduler: str | None, progress: bool, store: str
@@ -315,14 +159,30 @@ def compute_stats(
 
     group, sel, rows = _prepare(store, split, splits, bins, block_mib)
     with _runner(scheduler, progress, store) as compute:
-        first: Partial = compute(moments_graph(group, sel, correlation=correlation, rows=rows),
-                                 f"pass 1/2 (moments{', correlation' if correlation else ''})")
-        binning = Binning.from_moments(first.moments, bins)
-        second: HistPartial = compute(histogram_graph(group, sel, binning, rows=rows),
-                                      "pass 2/2 (histograms, mutual information)")
+        first, second, binning = _passes(compute, group, sel, bins, correlation, rows)
     arrays, bias = result_arrays(first, second, binning, _heads(group))
     write_scope(group, sel.scope, arrays, scope_attrs(sel, first.rows, correlation, bins, bias))
     return load_stats(StoreView(store), sel.scope)
+
+
+def _passes(compute: Callable[[Any, str], Any], group: zarr.Group, sel: Selection, bins: int,
+            correlation: bool, rows: int) -> tuple[Partial, HistPartial, Binning]:
+    """Moments and histograms: in one read when the stored edges hold, else in two."""
+    what = f"moments{', correlation' if correlation else ''}"
+    known = stored_binning(group, sel, bins)
+    if known is not None:
+        first, second = compute(fused_graph(group, sel, known, correlation=correlation,
+                                            rows=rows), f"one pass ({what}, histograms, MI)")
+        binning = Binning.from_moments(first.moments, bins)
+        if binning.same_as(known):
+            return first, second, binning
+    else:
+        first = compute(moments_graph(group, sel, correlation=correlation, rows=rows),
+                        f"pass 1/2 ({what})")
+        binning = Binning.from_moments(first.moments, bins)
+    second = compute(histogram_graph(group, sel, binning, rows=rows),
+                     "pass 2/2 (histograms, mutual information)")
+    return first, second, binning
 
 
 def _prepare(store: str, split: str | None, splits: str, bins: int, block_mib: float
