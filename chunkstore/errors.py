@@ -82,6 +82,11 @@ class DedupError(ChunkstoreError, ValueError):
     ``meta/duplicate_of`` that no longer covers the store's rows); nothing was written."""
 
 
+class ValueCountsError(ChunkstoreError, ValueError):
+    """Value counts cannot be taken: float features, no ``vocab_size``, or a stored value
+    outside ``[0, vocab_size)`` (the message names the row range and the value)."""
+
+
 class ChunkstoreWarning(UserWarning):
     """Base class of every warning chunkstore emits."""
 
@@ -109,4 +114,5 @@ __all__ = [
     "StoreExistsError",
     "StoreLockedError",
     "UsageError",
+    "ValueCountsError",
 ]
