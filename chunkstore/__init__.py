@@ -44,6 +44,7 @@ _LAZY = {
     "Loader": "chunkstore.read.loader",
     "Windows": "chunkstore.read.windows",
     "compute_stats": "chunkstore.stats.compute",
+    "shuffle_report": "chunkstore.report.shuffle",
 }
 
 
@@ -88,4 +89,5 @@ __all__ = [
     "ingest",
     "load_config",
     "open",
+    "shuffle_report",
 ]
