@@ -73,14 +73,27 @@ def add_stats(sub: Any) -> None:
     p.set_defaults(run=_stats)
 
 
+def _dedup_first(store: str, quiet: bool) -> str:
+    """``split --dedup`` on a store without a current meta/duplicate_of: run the dedup."""
+    from chunkstore.splits.duplicates import stale_reason
+    from chunkstore.store.view import StoreView
+
+    if stale_reason(StoreView(store, warn=False)) is None:
+        return ""
+    from chunkstore.dedup import dedup
+
+    return dedup(store, progress=not quiet).format() + "\n"
+
+
 def _split(args: argparse.Namespace) -> str:
     from chunkstore.splits.write import run_split
 
+    first = _dedup_first(args.store, args.quiet) if args.dedup else ""
     with cluster(args) as address:
-        return run_split(args.store, method=args.method, fractions=args.fractions,
-                         seed=args.seed, by=args.by, name=args.split_set, k=args.k,
-                         group=args.group, overwrite=args.overwrite, scheduler=address,
-                         progress=not args.quiet).format()
+        return first + run_split(args.store, method=args.method, fractions=args.fractions,
+                                 seed=args.seed, by=args.by, name=args.split_set, k=args.k,
+                                 group=args.group, overwrite=args.overwrite, scheduler=address,
+                                 progress=not args.quiet, dedup=args.dedup).format()
 
 
 def add_split(sub: Any) -> None:
@@ -101,6 +114,10 @@ def add_split(sub: Any) -> None:
     p.add_argument("--k", type=int, default=None, help="number of folds for --method kfold")
     p.add_argument("--group", action="store_true",
                    help="kfold only: keep each meta/group in one fold")
+    p.add_argument("--dedup", action="store_true",
+                   help="keep every exact duplicate group (meta/duplicate_of) in one part, "
+                        "so no row has a copy in another part; runs `chunkstore dedup` first "
+                        "if the store has no current meta/duplicate_of")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an existing split set of the same name")
     add_cluster_options(p, "threads of the local computation, or the size of --cluster local "

@@ -302,3 +302,51 @@ def check_labels(labels: I64, n_classes: int) -> None:
     if bad.any():
         raise SplitError(f"label {labels[bad][0]} is outside [0, {n_classes}); the store has "
                          "unwritten or invalid rows")
+
+
+# ------------------------------------------------------------------------ duplicates --
+
+def merge_keys(a: NDArray[Any], b: NDArray[Any]) -> tuple[I64, I64]:
+    """Connected components of the graph with edges ``(a[i], b[i])`` between integer keys.
+
+    Returns ``(keys, component)``: the sorted keys that appear in an edge and, for each, the
+    smallest key of its component (min-label propagation with pointer jumping).
+    """
+    a, b = np.asarray(a, dtype=np.int64).ravel(), np.asarray(b, dtype=np.int64).ravel()
+    keys, inverse = np.unique(np.r_[a, b], return_inverse=True)
+    ea, eb = inverse[:a.size], inverse[a.size:]
+    label = np.arange(keys.size)
+    while True:
+        low = np.minimum(label[ea], label[eb])
+        new = label.copy()
+        np.minimum.at(new, ea, low)
+        np.minimum.at(new, eb, low)
+        new = new[new]
+        if np.array_equal(new, label):
+            return keys, keys[label]
+        label = new
+
+
+def remap_keys(values: NDArray[Any], keys: I64, to: I64) -> I64:
+    """``values`` with each one found in the sorted ``keys`` replaced by its ``to``."""
+    v = np.asarray(values, dtype=np.int64)
+    if keys.size == 0:
+        return v
+    i = np.clip(np.searchsorted(keys, v), 0, keys.size - 1)
+    return np.where(keys[i] == v, to[i], v)
+
+
+def leakage(codes: NDArray[Any], rows: I64, roots: I64, n_parts: int) -> I64:
+    """Rows of each part that have an exact duplicate in part 0 (the count for part 0 is 0).
+
+    ``rows`` are the rows that repeat an earlier row, ``roots`` their first occurrences.
+    """
+    c = np.asarray(codes)
+    first = np.unique(roots)
+    members, of = np.r_[rows, first], np.r_[roots, first]
+    _, group = np.unique(of, return_inverse=True)
+    mc = c[members].astype(np.int64)
+    in_first = np.bincount(group, weights=mc == 0, minlength=first.size) > 0
+    leaked = np.bincount(mc[in_first[group]], minlength=n_parts)[:n_parts].astype(np.int64)
+    leaked[0] = 0
+    return leaked

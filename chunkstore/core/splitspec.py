@@ -30,7 +30,10 @@ class SplitSpec:
 
     ``fractions`` are ``(part, fraction)`` pairs in code order; for ``kfold`` they are the ``k``
     folds ``fold0..fold{k-1}``. ``by`` is a head (stratified methods, kfold) or a ``meta/<name>``
-    order key (ordered). ``group`` keys kfold by ``meta/group``. See :mod:`chunkstore.core.assign`.
+    order key (ordered). ``group`` keys kfold by ``meta/group``. ``dedup`` keeps every exact
+    duplicate group (``meta/duplicate_of``) in one part: for grouped methods a duplicate group
+    merges with the groups of its members; otherwise every copy takes its first occurrence's
+    part. See :mod:`chunkstore.core.assign`.
     """
 
     name: str = "default"
@@ -40,6 +43,7 @@ class SplitSpec:
     by: str | None = None
     k: int | None = None
     group: bool = False
+    dedup: bool = False
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -47,6 +51,8 @@ class SplitSpec:
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"method": self.method, "seed": self.seed, "by": self.by}
+        if self.dedup:  # only when set: specs written before --dedup compare equal
+            d["dedup"] = True
         if self.method == "kfold":
             return {**d, "k": self.k, "group": self.group}
         return {**d, "fractions": dict(self.fractions)}

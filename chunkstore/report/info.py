@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -25,7 +25,7 @@ from chunkstore.store.view import StoreView
 INFO_VERSION = 1
 JSON_KEYS = ("info_version", "path", "format_version", "status", "missing", "n_samples",
              "chunk_rows", "shard_rows", "features", "heads", "codec", "bytes", "splits", "stats",
-             "created", "config_sha256")
+             "duplicates", "created", "config_sha256")
 
 # Top-level nodes of format version 1, listed rather than discovered: listing the group would
 # also meet the journal directory, which is not a Zarr node.
@@ -50,6 +50,23 @@ class SplitInfo:
     seed: int | None
     by: str | None
     rows: Mapping[str, int]
+    leaked: Mapping[str, int] | None = None  # rows with an exact duplicate in the first part
+
+
+@dataclass(frozen=True)
+class DuplicateInfo:
+    """``meta/duplicate_of``'s attrs (written by ``chunkstore dedup``); ``current`` is False
+    when rows were appended after it."""
+
+    rows: int
+    groups: int
+    duplicate_rows: int
+    by: str | None
+    current: bool
+
+    @property
+    def share(self) -> float:
+        return self.duplicate_rows / self.rows if self.rows else 0.0
 
 
 @dataclass(frozen=True)
@@ -81,6 +98,7 @@ class StoreInfo:
     bytes_by_node: Mapping[str, tuple[int, int]]  # top-level node -> (raw, stored)
     splits: tuple[SplitInfo, ...]
     stats: tuple[ScopeInfo, ...]
+    duplicates: DuplicateInfo | None
     created: str | None
     config_sha256: str | None
 
@@ -117,12 +135,16 @@ class StoreInfo:
                       "by_node": {n: {"raw": r, "stored": s}
                                   for n, (r, s) in self.bytes_by_node.items()}},
             "splits": {s.name: {"method": s.method, "seed": s.seed, "by": s.by,
-                                "rows": dict(s.rows)} for s in self.splits},
+                                "rows": dict(s.rows),
+                                "leaked": None if s.leaked is None else dict(s.leaked)}
+                       for s in self.splits},
             "stats": {s.scope: {"rows": s.rows, "method": s.method,
                                 "computed_at": s.computed_at, "holds": list(s.holds),
                                 "top_mutual_info": {h: [[n, v] for n, v in top]
                                                     for h, top in s.top_mutual_info.items()}}
                       for s in self.stats},
+            "duplicates": None if self.duplicates is None else {
+                **asdict(self.duplicates), "share": self.duplicates.share},
             "created": self.created,
             "config_sha256": self.config_sha256,
         }
@@ -185,9 +207,22 @@ def _splits(group: zarr.Group) -> tuple[SplitInfo, ...]:
     for name, arr in sorted(node_group(group, "splits").arrays(), key=lambda m: m[0]):
         a: dict[str, Any] = dict(arr.attrs)
         names = [str(n) for n in a.get("names", [])]
+        leaked = a.get("leaked")
         out.append(SplitInfo(name, a.get("method"), a.get("seed"), a.get("by"),
-                             _split_rows(arr, names)))
+                             _split_rows(arr, names),
+                             dict(leaked) if isinstance(leaked, dict) else None))
     return tuple(out)
+
+
+def _duplicates(ds: StoreView) -> DuplicateInfo | None:
+    """From ``meta/duplicate_of``'s attrs only (no read of the array)."""
+    arr = ds.meta.get("duplicate_of")
+    if arr is None:
+        return None
+    a: dict[str, Any] = dict(arr.attrs)
+    rows = int(a.get("rows", arr.shape[0]))
+    return DuplicateInfo(rows, int(a.get("groups", 0)), int(a.get("duplicate_rows", 0)),
+                         a.get("by"), rows == ds.n_samples and arr.shape[0] == ds.n_samples)
 
 
 def _scopes(ds: StoreView, top: int) -> tuple[ScopeInfo, ...]:
@@ -251,6 +286,7 @@ def store_info(path: str, *, names: int = 5, top: int = 5) -> StoreInfo:
         bytes_by_node=_bytes_by_node(path, ds.group),
         splits=_splits(ds.group),
         stats=_scopes(ds, top),
+        duplicates=_duplicates(ds),
         created=attrs.get("created"),
         config_sha256=attrs.get("config_sha256"),
     )
@@ -335,8 +371,13 @@ def format_info(info: StoreInfo) -> str:
             parts = ", ".join(f"{n} {r:,}" for n, r in sp.rows.items())
             by = f", by {sp.by}" if sp.by else ""
             lines.append(f"  {sp.name:14} {sp.method}, seed {sp.seed}{by}: {parts}")
+            if sp.leaked is not None and len(sp.leaked) > 1:
+                first, *rest = sp.leaked
+                lines.append(f"  {'':14} rows with a duplicate in {first}: "
+                             + ", ".join(f"{n} {sp.leaked[n]:,}" for n in rest))
     else:
         lines.append("splits           none (chunkstore split STORE)")
+    lines.append(_format_duplicates(info.duplicates))
     if info.stats:
         lines.append("statistics")
         for sc in info.stats:
@@ -352,4 +393,12 @@ def format_info(info: StoreInfo) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["INFO_VERSION", "JSON_KEYS", "StoreInfo", "format_info", "store_info"]
+def _format_duplicates(d: DuplicateInfo | None) -> str:
+    if d is None:
+        return "duplicates       not checked (chunkstore dedup STORE)"
+    stale = "" if d.current else f" (of the first {d.rows:,} rows: rerun chunkstore dedup)"
+    return (f"duplicates       {d.duplicate_rows:,} rows ({d.share:.2%}) repeat an earlier row, "
+            f"in {d.groups:,} groups (by {d.by}){stale}")
+
+
+__all__ = ["INFO_VERSION", "JSON_KEYS", "DuplicateInfo", "StoreInfo", "format_info", "store_info"]

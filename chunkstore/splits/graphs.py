@@ -23,6 +23,7 @@ from chunkstore.core import splitspec
 from chunkstore.core.plan import whole_chunk_rows
 from chunkstore.core.splitspec import SplitSpec
 from chunkstore.errors import SplitError
+from chunkstore.splits.duplicates import group_components, load_duplicates
 from chunkstore.store import layout
 
 if TYPE_CHECKING:
@@ -41,11 +42,13 @@ BLOCK_ROWS = 131072  # target rows per Dask block: fewer, larger zarr reads are 
 class Inputs:
     """The store's arrays as Dask arrays in blocks of whole chunks, each built once."""
 
-    def __init__(self, ds: StoreView) -> None:
+    def __init__(self, ds: StoreView, merged: tuple[np.ndarray, np.ndarray] | None = None
+                 ) -> None:
         self.ds = ds
         self.n = ds.n_samples
         r = ds.chunk_rows
         self.block_rows = whole_chunk_rows(r, 1, BLOCK_ROWS)  # codes: 1 byte a row
+        self.merged = merged  # (group ids, merged id) of --dedup: meta/group reads merged
 
     def read(self, path: str) -> da.Array:
         import dask.array as da
@@ -54,7 +57,10 @@ class Inputs:
         if not isinstance(arr, zarr.Array):
             raise SplitError(f"{path!r} in store {self.ds.path!r} is a group; a split reads it as "
                              "an array (is the store damaged? `chunkstore info` lists its nodes)")
-        return da.from_zarr(arr, chunks=(self.block_rows, *arr.shape[1:]))
+        x = da.from_zarr(arr, chunks=(self.block_rows, *arr.shape[1:]))
+        if path == layout.GROUP and self.merged is not None and self.merged[0].size:
+            return da.map_blocks(splits.remap_keys, x, *self.merged, dtype=np.int64)
+        return x
 
     @cached_property
     def keys(self) -> da.Array:
@@ -119,6 +125,14 @@ def check_spec(ds: StoreView, spec: SplitSpec) -> None:
             raise SplitError(f"split {spec.name!r}: order key {spec.by!r} is not a 1-D array in "
                              f"store {ds.path!r}; its meta arrays are "
                              f"{sorted('meta/' + k for k in ds.meta)}")
+
+
+def merged_groups(ds: StoreView, spec: SplitSpec) -> tuple[np.ndarray, np.ndarray] | None:
+    """For a grouped ``--dedup`` split: groups merged through their duplicates, else None."""
+    if not (spec.dedup and is_grouped(spec)):
+        return None
+    dups = load_duplicates(ds, required=True)
+    return None if dups is None else group_components(ds, dups)
 
 
 def is_grouped(spec: SplitSpec) -> bool:
@@ -256,7 +270,10 @@ def split_codes(ds: StoreView, spec: SplitSpec) -> da.Array:
     from dask import delayed
 
     check_spec(ds, spec)
-    inp = Inputs(ds)
+    inp = Inputs(ds, merged_groups(ds, spec))
+    if spec.dedup and not is_grouped(spec):
+        raise SplitError(f"split {spec.name!r}: dedup with method {spec.method!r} moves copies "
+                         "after the codes are computed; use write_split (chunkstore split)")
     k = ds.heads[spec.by] if spec.by in ds.heads else 0
     table, _ = table_graph(inp, spec, spec.by if is_stratified(spec) else None)
     assignment = None if table is None else delayed(assignment_of)(spec, table, k)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -19,13 +18,13 @@ import zarr
 from zarr.codecs import Crc32cCodec
 
 from chunkstore.config import Config
-from chunkstore.core import assign as splits
 from chunkstore.core import splitspec
 from chunkstore.core.schema import Compression, Where
 from chunkstore.core.splitspec import DEFAULT_FRACTIONS, SplitSpec
 from chunkstore.errors import SplitError
 from chunkstore.runtime.dask import compute, dask_client, local_scheduler
 from chunkstore.runtime.messages import say
+from chunkstore.splits.duplicates import Duplicates, load_duplicates
 from chunkstore.splits.graphs import (
     SPLITS_GROUP,
     Inputs,
@@ -33,157 +32,22 @@ from chunkstore.splits.graphs import (
     check_spec,
     code_blocks,
     is_grouped,
-    sum_all,
+    merged_groups,
     table_graph,
     tree_reduce,
 )
+from chunkstore.splits.summary import SplitSummary, Tally, tally_block, tally_table
 from chunkstore.store import journal, layout
 from chunkstore.store.urls import open_group
 from chunkstore.store.view import StoreView
 
-SPLIT_FORMAT = 1
-
-
-# ----------------------------------------------------------------------- tally, summary --
-
-@dataclass(frozen=True)
-class Tally:
-    """Rows per part, class counts per part (of one head) and (group, part, rows) pairs."""
-
-    rows: np.ndarray
-    classes: np.ndarray | None
-    groups: splits.PairCounts | None
-
-    def merge(self, *others: Tally) -> Tally:
-        parts = (self, *others)
-        return Tally(
-            sum_all(*[p.rows for p in parts]),
-            None if self.classes is None else sum_all(*[p.classes for p in parts]),
-            None if self.groups is None else splits.merge_pair_counts(
-                *[p.groups for p in parts if p.groups is not None]),
-        )
-
-
-def _tally_block(codes: np.ndarray, labels: np.ndarray | None, groups: np.ndarray | None,
-                 n_parts: int, n_classes: int) -> Tally:
-    c = codes.astype(np.int64)
-    rows = np.bincount(c, minlength=n_parts)
-    classes = None if labels is None else np.bincount(
-        c * n_classes + labels.astype(np.int64), minlength=n_parts * n_classes
-    ).reshape(n_parts, n_classes)
-    return Tally(rows, classes, None if groups is None else splits.pair_counts(groups, c))
-
-
-def _tally_table(table: splits.PairCounts, assignment: tuple[np.ndarray, np.ndarray],
-                 n_parts: int, n_classes: int, with_classes: bool) -> Tally:
-    """The tally of a grouped split, straight from its (group, class, rows) table: no reads."""
-    g, cls, cnt = table
-    code = splits.lookup(assignment[0], assignment[1], g).astype(np.int64)
-    rows = np.bincount(code, weights=cnt, minlength=n_parts).astype(np.int64)
-    classes = None
-    if with_classes:
-        classes = np.bincount(code * n_classes + cls, weights=cnt,
-                              minlength=n_parts * n_classes).astype(np.int64)
-        classes = classes.reshape(n_parts, n_classes)
-    return Tally(rows, classes, splits.merge_pair_counts((g, code, cnt)))
-
+# ------------------------------------------------------------------------------ writing --
 
 def _write_block(codes: np.ndarray, labels: np.ndarray | None, groups: np.ndarray | None,
                  arr: zarr.Array, start: int, n_parts: int, n_classes: int) -> Tally:
     arr[start:start + codes.shape[0]] = codes
-    return _tally_block(codes, labels, groups, n_parts, n_classes)
+    return tally_block(codes, labels, groups, n_parts, n_classes)
 
-
-@dataclass(frozen=True)
-class SplitSummary:
-    """What ``chunkstore split`` wrote: part sizes, group counts and class balance."""
-
-    store: str
-    spec: SplitSpec
-    n_samples: int
-    key: str
-    rows: tuple[int, ...]
-    head: str | None
-    class_counts: tuple[tuple[int, ...], ...] | None  # (parts, classes) of `head`
-    groups: tuple[int, ...] | None  # distinct groups per part
-    groups_total: int | None
-    groups_shared: int | None  # groups found in more than one part
-    wall_seconds: float
-
-    @classmethod
-    def of(cls, store: str, spec: SplitSpec, n: int, key: str, head: str | None, t: Tally,
-           wall: float) -> SplitSummary:
-        groups = total = shared = None
-        if t.groups is not None:
-            g, code, _ = t.groups
-            groups = tuple(int(x) for x in np.bincount(code, minlength=len(spec.names)))
-            distinct, per_group = np.unique(g, return_counts=True)
-            total, shared = int(distinct.size), int((per_group > 1).sum())
-        cc = None if t.classes is None else tuple(tuple(int(x) for x in r) for r in t.classes)
-        return cls(store, spec, n, key, tuple(int(x) for x in t.rows), head, cc, groups, total,
-                   shared, wall)
-
-    def to_attrs(self) -> dict[str, Any]:
-        names = list(self.spec.names)
-        attrs: dict[str, Any] = {
-            "format": SPLIT_FORMAT, "names": names, **self.spec.to_dict(),
-            "fractions": dict(self.spec.fractions), "spec": self.spec.to_dict(),
-            "key": self.key, "n_samples": self.n_samples,
-            "rows": dict(zip(names, self.rows, strict=True)),
-            "groups": None if self.groups is None else dict(zip(names, self.groups, strict=True)),
-            "groups_total": self.groups_total, "groups_shared": self.groups_shared,
-            "class_counts": None if self.class_counts is None else {
-                "head": self.head, **{n: list(c) for n, c in zip(names, self.class_counts,
-                                                                strict=True)}},
-            "created": layout.now_iso(), "complete": True,
-        }
-        return attrs
-
-    def format(self) -> str:
-        s, names = self.spec, self.spec.names
-        by = f", by {s.by}" if s.by else ""
-        lines = [f"split            {self.store}  splits/{s.name}  ({s.method}, seed {s.seed}{by}, "
-                 f"keyed by {self.key})",
-                 f"rows             {self.n_samples:,}"
-                 + (f" in {self.groups_total:,} groups" if self.groups_total is not None else "")]
-        w = max(6, *(len(n) for n in names))
-        head = f"{'part':<{w}} {'rows':>11} {'share':>8} {'target':>8}"
-        head += f" {'groups':>8}" if self.groups else ""
-        lines.append(head)
-        for i, n in enumerate(names):
-            share = self.rows[i] / self.n_samples if self.n_samples else 0.0
-            line = f"{n:<{w}} {self.rows[i]:>11,} {share:>8.2%} {s.fractions[i][1]:>8.2%}"
-            line += f" {self.groups[i]:>8,}" if self.groups else ""
-            lines.append(line)
-        if self.groups_shared:
-            lines.append(f"groups in more than one part: {self.groups_shared:,} of "
-                         f"{self.groups_total:,} (use a grouped method to keep groups together)")
-        if self.class_counts is not None:
-            lines += _format_balance(self.head or "", names, np.array(self.class_counts))
-        return "\n".join(lines)
-
-
-def _format_balance(head: str, names: Sequence[str], cc: np.ndarray, show: int = 16
-                    ) -> list[str]:
-    total = cc.sum(axis=0)
-    overall = total / max(total.sum(), 1)
-    share = cc / np.maximum(cc.sum(axis=1, keepdims=True), 1)
-    dev = np.abs(share - overall).max(axis=1)
-    lines = [f"class balance of head {head!r} (% of each part's rows; largest deviation from "
-             "the whole: " + ", ".join(f"{n} {d * 100:.2f} pp" for n, d in zip(names, dev,
-                                                                               strict=True)) + ")"]
-    order = np.argsort(-total, kind="stable")[:show]
-    w = max(6, *(len(n) for n in names))
-    lines.append(f"{'class':>6} {'all':>7} " + " ".join(f"{n:>{w}}" for n in names))
-    for c in order:
-        lines.append(f"{c:>6} {overall[c]:>7.2%} "
-                     + " ".join(f"{share[i, c]:>{w}.2%}" for i in range(len(names))))
-    if total.size > show:
-        lines.append(f"({show} most frequent of {total.size} classes shown)")
-    return lines
-
-
-# ------------------------------------------------------------------------------ writing --
 
 @contextmanager
 def _scheduler(address: str | None) -> Iterator[Any]:
@@ -215,7 +79,8 @@ def compute_split(ds: StoreView, spec: SplitSpec, *, overwrite: bool = False,
         raise SplitError(f"split array {path!r} already exists in store {ds.path!r}; pass "
                          "--overwrite (overwrite=True) to replace it, or choose another "
                          "--split-set")
-    inp, head = Inputs(ds), _report_head(ds, spec)
+    dups = load_duplicates(ds, required=spec.dedup)
+    inp, head = Inputs(ds, merged_groups(ds, spec)), _report_head(ds, spec)
     k, n_parts = ds.heads[head], len(spec.names)
     grouped = is_grouped(spec)
     # zarr's codec pipeline handles a block's chunks in one batch instead of one at a time:
@@ -228,8 +93,11 @@ def compute_split(ds: StoreView, spec: SplitSpec, *, overwrite: bool = False,
                                         progress=progress, what="split: counting keys"))
         k_by = ds.heads[spec.by] if spec.by in ds.heads else 0
         assignment = None if table is None else assignment_of(spec, table, k_by)
-        blocks, lengths = code_blocks(inp, spec, None if assignment is None
-                                      else delayed(assignment), key_runs)
+        lazy, lengths = code_blocks(inp, spec, None if assignment is None
+                                    else delayed(assignment), key_runs)
+        blocks: list[Any] = list(lazy)
+        if spec.dedup and not grouped and dups is not None:
+            blocks = _copies_follow_firsts(lazy, lengths, dups, run_on, progress)
         arr = _create_array(ds, path, inp.block_rows)
         labels = [None] * len(blocks) if grouped else inp.blocks(inp.read(f"labels/{head}"))
         groups = ([None] * len(blocks) if grouped or "group" not in ds.meta
@@ -241,11 +109,23 @@ def compute_split(ds: StoreView, spec: SplitSpec, *, overwrite: bool = False,
                         what=f"split: writing {path}")[0]
     if grouped and table is not None and assignment is not None:
         # the table has every (group, class) count: no second read for the tally
-        tally = _tally_table(table, assignment, n_parts, k, with_classes=True)
+        tally = tally_table(table, assignment, n_parts, k, with_classes=True)
+    leaked = None if dups is None else dups.leakage(np.asarray(arr[:]), n_parts)
     summary = SplitSummary.of(ds.path, spec, ds.n_samples, inp.key_name(spec), head, tally,
-                              time.perf_counter() - t0)
+                              time.perf_counter() - t0, leaked)
     arr.update_attributes(summary.to_attrs())
     return summary
+
+
+def _copies_follow_firsts(blocks: list[Any], lengths: Sequence[int], dups: Duplicates,
+                          run_on: Any, progress: bool) -> list[np.ndarray]:
+    """``--dedup`` for per-row methods: compute every code (1 byte a row), then give each copy
+    the code of its first occurrence."""
+    codes = np.concatenate(compute(blocks, scheduler=run_on, progress=progress,
+                                   what="split: assigning rows")[0]).astype(np.int8)
+    dups.fix_codes(codes)
+    starts = np.r_[0, np.cumsum(lengths)]
+    return [codes[a:b] for a, b in zip(starts[:-1], starts[1:], strict=True)]
 
 
 def _create_array(ds: StoreView, path: str, shard_rows: int) -> zarr.Array:
@@ -367,7 +247,7 @@ def write_config_splits(config: Config, *, overwrite: bool = False, progress: bo
 def run_split(store: str, *, method: str = "random", fractions: str | None = None, seed: int = 0,
               by: str | None = None, name: str = "default", k: int | None = None,
               group: bool = False, overwrite: bool = False, scheduler: str | None = None,
-              progress: bool = False) -> SplitSummary:
+              progress: bool = False, dedup: bool = False) -> SplitSummary:
     """``chunkstore split``: build a :class:`SplitSpec` from command-line values and write it.
 
     ``fractions`` is ``"train=0.8,val=0.1,test=0.1"`` (the default); kfold takes ``k`` instead.
@@ -384,7 +264,7 @@ def run_split(store: str, *, method: str = "random", fractions: str | None = Non
                      else DEFAULT_FRACTIONS)
         except ValueError as e:
             raise SplitError(f"--fractions: {e}") from None
-    spec = SplitSpec(name, method, parts, seed, by, k, group)
+    spec = SplitSpec(name, method, parts, seed, by, k, group, dedup)
     bad = spec.problem()
     if bad:
         raise SplitError(f"--{bad[0]}: {bad[1]}")

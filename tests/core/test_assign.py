@@ -260,3 +260,33 @@ def test_good_specs_have_no_problem():
                      group=True).problem() is None
     assert SplitSpec(method="ordered", by="meta/time",
                      fractions=(("train", 0.9), ("test", 0.1))).problem() is None
+
+
+# ------------------------------------------------------------------------ duplicates --
+
+def test_merge_keys_connects_chains_and_takes_the_smallest_key() -> None:
+    from chunkstore.core.assign import merge_keys
+
+    keys, comp = merge_keys(np.array([5, 9, 30, 7]), np.array([9, 2, 31, 30]))
+    assert keys.tolist() == [2, 5, 7, 9, 30, 31]
+    assert comp.tolist() == [2, 2, 7, 2, 7, 7]
+    rng = np.random.default_rng(0)  # a long chain in random order still collapses to one id
+    perm = rng.permutation(200)
+    keys, comp = merge_keys(perm[:-1], perm[1:])
+    assert keys.size == 200 and set(comp.tolist()) == {0}
+
+
+def test_remap_keys_leaves_unlisted_values() -> None:
+    from chunkstore.core.assign import remap_keys
+
+    out = remap_keys(np.array([1, 5, 9, 5, 3]), np.array([5, 9]), np.array([2, 2]))
+    assert out.tolist() == [1, 2, 2, 2, 3]
+
+
+def test_leakage_counts_rows_with_a_copy_in_the_first_part() -> None:
+    from chunkstore.core.assign import leakage
+
+    codes = np.array([0, 1, 2, 1, 0, 2, 2], dtype=np.int8)
+    # groups {0, 1, 2} (root 0, in part 0), {3, 5} (root 3, no part-0 member), {4, 6}
+    rows, roots = np.array([1, 2, 5, 6]), np.array([0, 0, 3, 4])
+    assert leakage(codes, rows, roots, 3).tolist() == [0, 1, 2]

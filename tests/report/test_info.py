@@ -9,6 +9,7 @@ import pytest
 from chunkstore import NotAStoreError
 from chunkstore.cli import main
 from chunkstore.report.info import JSON_KEYS, store_info
+from chunkstore.store import layout
 from chunkstore.store.journal import record_path
 from chunkstore.store.layout import update_attrs
 from chunkstore.testing import HEADS
@@ -24,7 +25,8 @@ def store(analysed_store: str) -> str:
 def test_info_of_a_complete_analysed_store(store):
     info = store_info(store, names=3, top=2)
     assert info.status == "complete" and info.missing.rows == 0 and info.missing.ranges == ()
-    assert info.n_samples == 160 and info.chunk_rows == 16 and info.format_version == 1
+    assert info.n_samples == 160 and info.chunk_rows == 16
+    assert info.format_version == layout.FORMAT_VERSION
     assert info.n_features == N_FEATURES and info.feature_names == ("f0", "f1", "f2")
     assert info.feature_dtype == "float32" and dict(info.heads) == HEADS
     assert [c["name"] for c in info.codec] == ["bytes", "blosc", "crc32c"]
@@ -98,3 +100,21 @@ def test_info_not_a_store(tmp_path, capsys):
     zarr.open_group(str(tmp_path / "plain.zarr"), mode="w")
     assert main(["info", str(tmp_path / "plain.zarr"), "--json"]) == 1
     assert "not a chunkstore store" in capsys.readouterr().err
+
+
+def test_info_shows_the_duplicate_share_after_dedup(ingested_store):
+    from chunkstore.core.splitspec import SplitSpec
+    from chunkstore.dedup import dedup
+    from chunkstore.splits.write import write_split
+
+    assert store_info(ingested_store).duplicates is None
+    assert "duplicates       not checked" in store_info(ingested_store).format()
+    s = dedup(ingested_store)
+    write_split(ingested_store, SplitSpec(name="dd", method="random", seed=1), overwrite=True)
+    info = store_info(ingested_store)
+    d = info.duplicates
+    assert d is not None and d.current and (d.rows, d.duplicate_rows) == (s.rows, s.duplicate_rows)
+    assert f"duplicates       {s.duplicate_rows:,} rows ({s.share:.2%})" in info.format()
+    j = info.to_dict()
+    assert set(j) == set(JSON_KEYS) and j["duplicates"]["duplicate_rows"] == s.duplicate_rows
+    assert j["splits"]["dd"]["leaked"] is not None
