@@ -82,6 +82,12 @@ class DedupError(ChunkstoreError, ValueError):
     ``meta/duplicate_of`` that no longer covers the store's rows); nothing was written."""
 
 
+class IntegrityError(ChunkstoreError, ValueError):
+    """A store's bytes or attrs are not what chunkstore wrote: an edited ``zarr.json`` (names
+    the key), a chunk that is missing or fails its checksum, a journal record that does not
+    decode. ``chunkstore verify`` lists every such problem; ``chunkstore repair`` fixes them."""
+
+
 class ValueCountsError(ChunkstoreError, ValueError):
     """Value counts cannot be taken: float features, no ``vocab_size``, or a stored value
     outside ``[0, vocab_size)`` (the message names the row range and the value)."""
@@ -103,6 +109,7 @@ __all__ = [
     "ExportError",
     "IncompleteStoreWarning",
     "IngestError",
+    "IntegrityError",
     "MissingDependencyError",
     "NotAStoreError",
     "PlanError",

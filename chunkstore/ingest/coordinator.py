@@ -53,6 +53,7 @@ from chunkstore.store import journal, layout
 from chunkstore.store import urls as storage
 from chunkstore.store.stats_io import partial_arrays, write_scope
 from chunkstore.store.urls import open_group
+from chunkstore.store.view import DIGEST_KEY, seal_attrs
 
 
 def row_bytes(config: Config, has_group: bool, has_source: bool = False) -> int:
@@ -84,6 +85,7 @@ def make_executor(workers: int, scheduler: str | None, initargs: tuple[Any, ...]
 def _check_existing(store: str, sha: str, config: Config, overwrite: bool) -> str:
     """Decide what to do with what is at ``store``: "create", "resume" or "done"."""
     path = storage.store_path(store)
+    journal.refuse_foreign(store)
     if not path.exists() or not any(p.name != layout.JOURNAL_DIR for p in path.iterdir()):
         return "create"
     try:
@@ -107,11 +109,12 @@ def _check_existing(store: str, sha: str, config: Config, overwrite: bool) -> st
 
 
 def _clear(store: str) -> None:
-    """Delete a store's contents, keeping only the lock we hold."""
+    """Delete a store's contents, keeping only the lock we hold. Links are removed, never
+    followed; in ``_chunkstore/`` only what chunkstore writes is removed."""
     for p in storage.store_path(store).iterdir():
         if p.name == layout.JOURNAL_DIR:
             for q in p.iterdir():
-                if q.name != "lock":
+                if q.name != "lock" and journal.is_ours(q):
                     q.remove()
         else:
             p.remove()
@@ -124,16 +127,40 @@ def finalize(store: str, plan: Plan, config: Config) -> None:
     ``chunkstore stats STORE``.
     """
     if config.stats.online:
-        heads = {h.name: h.classes for h in config.schema.heads}
-        records = journal.iter_records(store, [t.task_id for t in plan.tasks])
-        total = merge_partials((Partial.from_arrays(a) for _, a in records), Partial.empty(
-            config.schema.n_features, heads, config.stats.correlation))
+        total = merged_partial(store, plan, config)
         write_scope(open_group(store, mode="r+"), "all", partial_arrays(total), {
             "computed_at": layout.now_iso(), "rows": plan.n_samples, "method": "ingest",
             "scope": "all", "ddof": 0, "correlation": config.stats.correlation,
             "note": "moments over finite values; nan_count and inf_count count the rest; "
                     "correlation over the rows where both features are finite"})
     layout.update_attrs(store, status=layout.COMPLETE, completed=layout.now_iso())
+    seal_attrs(store)
+    journal.compact_records(store)
+
+
+def merged_partial(store: str, plan: Plan, config: Config) -> Partial:
+    """The merge of every record's partial statistics, saved as ``_chunkstore/merged.npz``
+    before the records are compacted; a later finalize (a task rerun after completion: the same
+    rows, hence the same partial) reuses it."""
+    merged = journal.journal_dir(store) / journal.MERGED
+    if merged.exists():
+        return Partial.from_arrays(journal.read_npz(merged)[1])
+    heads = {h.name: h.classes for h in config.schema.heads}
+    records = journal.iter_records(store, [t.task_id for t in plan.tasks])
+    total = merge_partials((Partial.from_arrays(a) for _, a in records), Partial.empty(
+        config.schema.n_features, heads, config.stats.correlation))
+    journal.write_npz(merged, {"tasks": len(plan.tasks), "rows": plan.n_samples},
+                      total.to_arrays())
+    return total
+
+
+def settle(store: str) -> None:
+    """After finalize (again on a rerun, in case it was killed in between; both idempotent):
+    seal the attrs digest, so an edited zarr.json is an error on open, and drop the partial
+    statistics from the journal, now that they are merged into ``stats/all``."""
+    if DIGEST_KEY not in open_group(store, mode="r").attrs:
+        seal_attrs(store)
+    journal.compact_records(store)
 
 
 def ingest_store(config: Config, *, workers: int | None = None, overwrite: bool = False,
@@ -159,12 +186,16 @@ def ingest_store(config: Config, *, workers: int | None = None, overwrite: bool 
     _check_existing(store, sha, config, overwrite)  # before creating anything
     with journal.StoreLock(store):
         state = open_or_create(config, plan, sha, source.has_group, overwrite)
+        if state == "resume":
+            journal.set_aside_bad_records(store)  # their tasks rerun; never a blocked resume
         done = journal.completed_tasks(store)
         pending = [t for t in plan.tasks if t.task_id not in done]
         rb = row_bytes(config, source.has_group)
-        worker_peak = _run(store, config, source, plan, pending, n_workers, progress, rb)
+        worker_peak = run_tasks(store, config, source, plan, pending, n_workers, progress, rb)
         if state != "done" or pending:
             finalize(store, plan, config)
+        else:
+            settle(store)
     return record_summary(IngestSummary(
         store=store, rows=plan.n_samples, tasks_total=len(plan.tasks), tasks_run=len(pending),
         tasks_skipped=len(plan.tasks) - len(pending), workers=n_workers,
@@ -229,8 +260,8 @@ def source_for_workers(source: Source) -> Source | None:
     return source if isinstance(source, PythonSource) else None
 
 
-def _run(store: str, config: Config, source: Source, plan: Plan, pending: list[Any],
-         workers: int, progress: bool, row_bytes: int) -> int:
+def run_tasks(store: str, config: Config, source: Source, plan: Plan, pending: list[Any],
+              workers: int, progress: bool, row_bytes: int) -> int:
     """Run pending tasks; return the largest worker peak RSS seen. Stops at the first failure."""
     if not pending:
         return 0
@@ -340,6 +371,7 @@ def _ingest_streaming(config: Config, source: PythonSource, workers: int, overwr
         if state == "done":
             n = int(layout.read_attrs(store)["n_samples"])
             result = StreamingResult(n, 0, len(source.items), 0, 0)
+            settle(store)
         else:
             result = run_streaming(config, source, store, workers=workers,
                                    chunk_rows=chunk_rows, progress=progress,

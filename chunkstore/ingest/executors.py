@@ -18,13 +18,14 @@ import functools
 import multiprocessing
 import uuid
 from collections.abc import Callable, Iterator, Mapping
-from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from chunkstore.errors import ConfigError
 from chunkstore.runtime.dask import dask_client
+from chunkstore.runtime.pool import process_pool
 from chunkstore.store import urls as storage
 
 TASK_RETRIES = 2  # a task that raises is retried this often (a dead worker's task always is)
@@ -97,8 +98,7 @@ def executor(workers: int, scheduler: str | None, initializer: Callable[..., Non
     if storage.in_process_only(store):
         pool = ThreadPoolExecutor(workers, initializer=setup)
     else:
-        ctx = multiprocessing.get_context("spawn")  # fork is unsafe with zarr's event-loop thread
-        pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=setup)
+        pool = process_pool(workers, setup)  # workers exit if we are killed
     try:
         yield pool
     finally:

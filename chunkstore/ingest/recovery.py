@@ -17,6 +17,7 @@ import numpy as np
 import zarr
 
 from chunkstore.config import Config
+from chunkstore.runtime.messages import warn
 from chunkstore.store import journal, layout
 from chunkstore.store.stats_io import node_array
 from chunkstore.store.urls import StorePath, open_group, store_path
@@ -36,14 +37,26 @@ def item_record(store: str, item: int) -> StorePath:
 
 
 def item_counts(store: str) -> dict[int, int]:
-    """Row count of every item whose record exists."""
+    """Row count of every item whose record exists; an undecodable item record is deleted
+    with a warning (the item is then produced again)."""
     d = journal.journal_dir(store) / ITEMS
-    return {int(p.stem): int(json.loads(p.read_text())["rows"]) for p in d.iterdir()
-            if p.name.endswith(".json") and not p.name.startswith(".")}
+    out = {}
+    for p in d.iterdir():
+        if not p.name.endswith(".json") or p.name.startswith("."):
+            continue
+        try:
+            out[int(p.stem)] = int(json.loads(p.read_text())["rows"])
+        except (ValueError, KeyError, TypeError) as e:
+            warn(f"item record {str(p)!r} does not decode ({type(e).__name__}: {str(e)[:100]});"
+                 " it was deleted and the item will be produced again")
+            p.unlink()
+    return out
 
 
 def _chunk_records(store: str) -> dict[int, tuple[dict[str, Any], dict[str, np.ndarray]]]:
-    """Committed chunk records; of a move that crashed after its new record, the old one goes."""
+    """Committed chunk records; of a move that crashed after its new record, the old one goes.
+    Records that do not decode are set aside first (their chunks are redone)."""
+    journal.set_aside_bad_records(store)
     records = {c: journal.read_record(store, c) for c in sorted(journal.completed_tasks(store))}
     for meta, _ in list(records.values()):
         src = meta.get("moved_from", -1)

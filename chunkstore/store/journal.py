@@ -8,6 +8,12 @@
   atomically (temp file + rename locally, one PUT on object storage) only after all of the
   task's chunks are written.
 - ``plan.json`` and ``config.json``: the plan and config the store was created with.
+- ``aside/``: records that did not decode, moved out of ``tasks/`` so their tasks rerun
+  (:func:`set_aside_bad_records`); kept for inspection, never read again.
+
+After finalize, :func:`compact_records` drops the partial statistics from every record (they
+are merged into ``stats/all``), keeping its metadata and a streaming chunk's item runs, so the
+journal stays a small fraction of the data.
 
 Paths are :class:`~chunkstore.store.urls.StorePath` objects, so the store may be a local
 directory or an fsspec URL (see :mod:`chunkstore.store.urls`); functions taking a path also accept
@@ -28,13 +34,49 @@ import numpy as np
 import psutil
 from numpy.typing import NDArray
 
-from chunkstore.errors import StoreLockedError
+from chunkstore.errors import StoreExistsError, StoreLockedError
 from chunkstore.runtime.messages import warn
 from chunkstore.store.layout import JOURNAL_DIR
 from chunkstore.store.urls import StorePath, store_path
 
 TASKS = "tasks"
+ASIDE = "aside"
+MERGED = "merged.npz"  # every record's partial statistics merged, kept when they are compacted
+KEPT_AFTER_FINALIZE = ("runs",)  # record arrays repair still needs (a streaming chunk's items)
 PathLike = StorePath | str | os.PathLike[str]
+
+
+JOURNAL_NAMES = ("lock", "config.json", "plan.json", "summary.json", TASKS,
+                 ASIDE, "items", MERGED)  # what chunkstore writes in _chunkstore/
+
+
+def is_ours(entry: StorePath) -> bool:
+    """Whether a ``_chunkstore/`` entry is one chunkstore writes (temp files and pause marks
+    of a killed run included)."""
+    name = entry.name
+    return (name in JOURNAL_NAMES or name.startswith("paused-")
+            or (name.startswith(".") and name.endswith(".partial")))
+
+
+def refuse_foreign(store: str) -> None:
+    """StoreExistsError unless everything in ``_chunkstore/`` is ours and no link leads out."""
+    jdir = journal_dir(store)
+    if jdir.local and os.path.islink(str(jdir)):
+        raise StoreExistsError(
+            f"{str(jdir)!r} is a symbolic link (to {os.readlink(str(jdir))!r}); chunkstore never "
+            "follows a link out of a store, so it is left untouched: remove the link or choose "
+            "another store path")
+    foreign = [e.name for e in jdir.iterdir() if not is_ours(e)]
+    if foreign:
+        raise StoreExistsError(
+            f"{str(jdir)!r} holds files chunkstore did not write ({shown_names(foreign)}), so "
+            f"{store!r} is not treated as a store and nothing is deleted; move them away or "
+            "choose another store path")
+
+
+def shown_names(names: list[str], limit: int = 5) -> str:
+    text = ", ".join(repr(n[:80]) for n in names[:limit])
+    return text + (f", ... ({len(names)} in all)" if len(names) > limit else "")
 
 
 def journal_dir(store: str) -> StorePath:
@@ -171,3 +213,48 @@ def missing_rows(store: str) -> list[tuple[int, int]]:
         else:
             gaps.append((t["start"], t["stop"]))
     return gaps
+
+
+def bad_records(store: str) -> dict[int, str]:
+    """Task id -> why, for every completion record that does not decode."""
+    out = {}
+    for t in sorted(completed_tasks(store)):
+        try:
+            meta, _ = read_record(store, t)
+            if not isinstance(meta, dict) or "start" not in meta or "stop" not in meta:
+                raise ValueError("its metadata has no row range")
+        except Exception as e:  # zipfile, zlib, JSON, numpy: any record that does not decode
+            out[t] = f"{type(e).__name__}: {str(e)[:200]}"
+    return out
+
+
+def set_aside_bad_records(store: str) -> list[int]:
+    """Move every undecodable record to ``_chunkstore/aside/`` (its task then reruns), with a
+    warning naming it; returns the task ids. A resume is never blocked by one bad record."""
+    bad = bad_records(store)
+    for t, why in bad.items():
+        src = record_path(store, t)
+        dst = journal_dir(store) / ASIDE / f"{src.name}.{time.strftime('%Y%m%dT%H%M%S')}"
+        dst.parent.mkdir()
+        src.copy_to(dst)
+        src.unlink(missing_ok=True)
+        warn(f"journal record {str(src)!r} does not decode ({why}); it was moved to "
+             f"{str(dst)!r} and task {t} will be run again")
+    return sorted(bad)
+
+
+def compact_records(store: str) -> int:
+    """After finalize: rewrite each record without its partial statistics; returns the bytes
+    the journal's records hold afterwards. Idempotent, and safe to kill (atomic rewrites)."""
+    total = 0
+    for t in sorted(completed_tasks(store)):
+        path = record_path(store, t)
+        try:
+            meta, arrays = read_record(store, t)
+        except Exception:  # left for set_aside_bad_records / verify to report
+            continue
+        kept = {k: v for k, v in arrays.items() if k in KEPT_AFTER_FINALIZE}
+        if len(kept) != len(arrays):
+            write_record(store, t, {**meta, "compacted": True}, kept)
+        total += len(path.read_bytes())
+    return total

@@ -6,6 +6,8 @@ Every operation that reads a store (statistics, splits, the loader, exporters) t
 
 from __future__ import annotations
 
+import hashlib
+import json
 import warnings
 from collections.abc import Mapping
 from functools import cached_property
@@ -13,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import zarr
 
-from chunkstore.errors import IncompleteStoreWarning
+from chunkstore.errors import IncompleteStoreWarning, IntegrityError
 from chunkstore.store import layout
 from chunkstore.store.journal import missing_rows
 from chunkstore.store.membership import SplitArray, split_array
@@ -21,6 +23,56 @@ from chunkstore.store.urls import configure, normalize, open_group, storage_opti
 
 if TYPE_CHECKING:
     import dask.array as da
+
+
+DIGEST_KEY = "chunkstore_digest"  # root attr: per-key sha256 of the chunkstore attrs at commit
+
+
+def attrs_digest(attrs: Mapping[str, Any]) -> dict[str, str]:
+    """A short sha256 of every ``chunkstore`` attr, key by key (so a change names its key)."""
+    return {k: hashlib.sha256(json.dumps(v, sort_keys=True).encode()).hexdigest()[:16]
+            for k, v in attrs.items()}
+
+
+def seal_attrs(path: str) -> None:
+    """Record the digest of the store's ``chunkstore`` attrs (at commit, after every change)."""
+    group = open_group(path, mode="r+")
+    group.attrs[DIGEST_KEY] = attrs_digest(dict(group.attrs[layout.ATTR_KEY]))  # type: ignore[arg-type]
+
+
+def attrs_problems(path: str, group: zarr.Group | None = None) -> list[str]:
+    """Keys of the ``chunkstore`` attrs that differ from the digest sealed at commit.
+
+    An unsealed store (incomplete, or written before digests) has none to check against.
+    """
+    group = group if group is not None else open_group(path, mode="r")
+    sealed = group.attrs.get(DIGEST_KEY)
+    attrs = group.attrs.get(layout.ATTR_KEY)
+    if not isinstance(sealed, dict):
+        return []
+    if not isinstance(attrs, dict):
+        return [f"attrs key {layout.ATTR_KEY!r} is missing or not a mapping"]
+    now = attrs_digest(attrs)
+    out = [f"attrs key {k!r} was removed" for k in sealed if k not in now]
+    out += [f"attrs key {k!r} was added" for k in now if k not in sealed]
+    out += [f"attrs key {k!r} was changed (found {_short(attrs[k])})" for k in sealed
+            if k in now and now[k] != sealed[k]]
+    return out
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= limit else text[:limit] + f"... ({len(text):,} chars)"
+
+
+def check_attrs(path: str, group: zarr.Group | None = None) -> None:
+    """IntegrityError naming every ``chunkstore`` attr that changed since the store was sealed."""
+    bad = attrs_problems(path, group)
+    if bad:
+        raise IntegrityError(
+            f"store {path!r}: its zarr.json was edited after chunkstore wrote it: "
+            f"{'; '.join(bad)}. Restore the file (or rebuild the store); `chunkstore verify "
+            f"{path}` lists every problem")
 
 
 class StoreView:
@@ -53,6 +105,7 @@ class StoreView:
         configure(path, storage_options)  # every later open of this store's files uses them
         self.attrs = layout.read_attrs(path)
         self.group = open_group(path, mode=mode)
+        check_attrs(path, self.group)
         self.n_samples: int = self.attrs["n_samples"]
         self.chunk_rows: int = self.attrs["chunk_rows"]
         self.feature_names: list[str] = list(self.attrs["feature_names"])
