@@ -43,6 +43,8 @@ from chunkstore.core.schema import (
 )
 from chunkstore.core.splitspec import SplitSection, SplitSpec
 from chunkstore.errors import ConfigError
+from chunkstore.runtime.budget import check_declared
+from chunkstore.runtime.yaml_loader import MAX_MESSAGE, BoundedLoader
 from chunkstore.sources.base import SourceOptions
 from chunkstore.sources.registry import options_class, registry, resolved_schema, source_class
 from chunkstore.store.urls import is_local, normalize
@@ -206,6 +208,18 @@ class Config:
         ConfigError
             ``config 'demo.yaml', key 'schema.heads.move': expected an integer >= 1, found 0``.
         """
+        try:
+            return cls._from_dict(d, file)
+        except ConfigError as e:
+            text = str(e)
+            if len(text) <= MAX_MESSAGE:
+                raise
+            raise ConfigError(f"{text[:MAX_MESSAGE]}... (message cut: {len(text):,} "
+                              "characters)") from None
+
+    @classmethod
+    def _from_dict(cls, d: Any, file: str) -> Config:
+        check_declared_sizes(d, file)  # before anything is built from the declared sizes
         top = Where(file)
         f = parse(ConfigFile, d, top)
         store = normalize_store(f.store)
@@ -219,6 +233,30 @@ class Config:
                    ingest=f.ingest, compression=f.compression, stats=f.stats, file=file,
                    splits=_splits(f.splits, top.child("splits"), schema),
                    storage_options=storage_options)
+
+
+def _int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def check_declared_sizes(d: Any, file: str) -> None:
+    """Features, classes, rows and the co-moment matrix, checked on the raw mapping (see
+    :func:`chunkstore.runtime.budget.check_declared`); malformed values are left to the
+    schema's own messages."""
+    if not isinstance(d, dict):
+        return
+    def section(value: Any) -> dict[Any, Any]:
+        return value if isinstance(value, dict) else {}
+
+    schema = section(d.get("schema"))
+    features = schema.get("features")
+    count = _int(features.get("count") if isinstance(features, dict) else features)
+    classes = {str(h): k for h, v in section(schema.get("heads")).items()
+               if (k := _int(v.get("classes") if isinstance(v, dict) else v)) is not None}
+    stats, source = section(d.get("stats")), section(d.get("source"))
+    check_declared(repr(file), features=count, classes=classes,
+                   correlation=stats.get("correlation") is True,
+                   rows=_int(source.get("n_samples")))
 
 
 def parse_source(d: dict[str, Any], where: Where, schema: Schema) -> tuple[str, SourceOptions]:
@@ -262,20 +300,6 @@ def _splits(d: dict[str, SplitSection], where: Where, schema: Schema) -> tuple[S
     return tuple(specs)
 
 
-class _StrictLoader(yaml.SafeLoader):
-    """``yaml.SafeLoader`` that refuses duplicate keys instead of keeping the last one."""
-
-    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
-        seen: set[Any] = set()
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)
-            if key in seen:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"duplicate key {key!r}", key_node.start_mark)
-            seen.add(key)
-        return super().construct_mapping(node, deep=deep)
-
-
 def load_config(path: str | os.PathLike[str]) -> Config:
     """Read and validate a YAML config.
 
@@ -300,7 +324,7 @@ def load_config(path: str | os.PathLike[str]) -> Config:
     except OSError as e:
         raise ConfigError(f"cannot read config {str(p)!r}: {e.strerror}") from e
     try:
-        data = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+        data = yaml.load(text, Loader=BoundedLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as e:
         raise ConfigError(f"config {str(p)!r} is not valid YAML: {e}") from e
     return Config.from_dict(data, file=str(p))

@@ -17,24 +17,22 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import Executor, Future, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import AbstractContextManager
-from dataclasses import replace
 from typing import Any
 
 import numpy as np
 from tqdm import tqdm
 
-from chunkstore.config import Config, load_config
+from chunkstore.config import Config
 from chunkstore.core.moments import Partial, merge_partials
 from chunkstore.core.plan import Plan, choose_chunk_rows, choose_task_chunks, plan_writes
 from chunkstore.errors import (
     ChunkstoreError,
-    ConfigError,
     IngestError,
     NotAStoreError,
     SourceError,
     StoreExistsError,
 )
-from chunkstore.ingest.executors import check_reachable, executor
+from chunkstore.ingest.executors import executor
 from chunkstore.ingest.streaming import (
     CAPACITY,
     StreamingResult,
@@ -46,6 +44,7 @@ from chunkstore.ingest.streaming import (
 )
 from chunkstore.ingest.summary import IngestSummary
 from chunkstore.ingest.task import TaskSpec, init_worker, run_task
+from chunkstore.runtime.budget import PlanSize, check_plan
 from chunkstore.runtime.memory import peak_rss
 from chunkstore.sources import Source, open_source
 from chunkstore.sources.python import PythonSource
@@ -219,8 +218,17 @@ def plan_ingest(config: Config, source: Source, workers: int) -> tuple[Plan, str
         feature_row, config.ingest.target_chunk_mib * 2**20)
     task_chunks = config.ingest.task_chunks or choose_task_chunks(
         sum(counts), chunk_rows, chunk_rows * feature_row)
+    n, has_group = sum(counts), source.has_group
+    check_plan(repr(config.file), PlanSize(
+        n, row_bytes(config, has_group), chunk_rows * task_chunks,
+        -(-n // (chunk_rows * task_chunks)), workers, config.schema.n_features,
+        config.stats.online and config.stats.correlation), local_dir(config.store))
     plan = plan_writes(counts, chunk_rows, task_chunks)
     return plan, config.content_sha256(chunk_rows, task_chunks)
+
+
+def local_dir(store: str) -> str | None:
+    return store if storage.is_local(store) else None
 
 
 def open_or_create(config: Config, plan: Plan, sha: str, has_group: bool, overwrite: bool
@@ -309,31 +317,6 @@ def _task_failure(e: BaseException, task: Any, store: str) -> BaseException:
                        f"{type(e).__name__}: {e}{tail}")
 
 
-def resolve_config(config: Any, items: Any, process: Any, count: Any) -> Config:
-    if isinstance(config, Mapping):
-        config = Config.from_dict(config)
-    elif not isinstance(config, Config):
-        config = load_config(config)
-    if items is None and process is None and count is None:
-        return config
-    if config.source.kind != "python":
-        raise ConfigError(f"items=/process=/count= need source kind 'python'; config "
-                          f"{config.file!r} has kind {config.source.kind!r}")
-    options = config.source.options.with_callables(items, process, count)
-    return replace(config, source=replace(config.source, options=options))
-
-
-def with_scheduler(config: Config, scheduler: str | None) -> Config:
-    """``scheduler`` (when given) replaces ``ingest.scheduler``; on a cluster a local store
-    path is made absolute, since the workers' working directory may differ from ours."""
-    address = scheduler or config.ingest.scheduler
-    if not address:
-        return config
-    check_reachable(config.store, address)
-    store = os.path.abspath(config.store) if storage.is_local(config.store) else config.store
-    return replace(config, store=store, ingest=replace(config.ingest, scheduler=address))
-
-
 def is_streaming(config: Config) -> bool:
     return (config.source.kind == "python"
             and config.source.options.resolved_placement == "streaming")
@@ -363,6 +346,9 @@ def _ingest_streaming(config: Config, source: PythonSource, workers: int, overwr
     """The streaming path: create or resume the store, run the loops, finalize, summarize."""
     store = config.store
     chunk_rows = streaming_chunk_rows(config)
+    check_plan(repr(config.file), PlanSize(
+        0, row_bytes(config, source.has_group, True), chunk_rows, 0, workers,
+        config.schema.n_features, config.stats.online and config.stats.correlation), None)
     sha = config.content_sha256(chunk_rows, 0)
     storage.store_path(store).parent.mkdir()
     _check_existing(store, sha, config, overwrite)  # before creating anything
