@@ -93,6 +93,16 @@ class ValueCountsError(ChunkstoreError, ValueError):
     outside ``[0, vocab_size)`` (the message names the row range and the value)."""
 
 
+class AppendError(ChunkstoreError, ValueError):
+    """Rows cannot be appended (or a head added): the store is incomplete, its schema differs
+    from the config's (the message names the difference), another append is in progress, or
+    the same source was appended already. Nothing in the store was changed."""
+
+
+class VersionError(ChunkstoreError, LookupError):
+    """A version id or tag that the store's log does not hold, or a tag name already in use."""
+
+
 class ChunkstoreWarning(UserWarning):
     """Base class of every warning chunkstore emits."""
 
@@ -102,6 +112,7 @@ class IncompleteStoreWarning(ChunkstoreWarning):
 
 
 __all__ = [
+    "AppendError",
     "ChunkstoreError",
     "ChunkstoreWarning",
     "ConfigError",
@@ -122,4 +133,5 @@ __all__ = [
     "StoreLockedError",
     "UsageError",
     "ValueCountsError",
+    "VersionError",
 ]
