@@ -186,3 +186,22 @@ def whole_chunk_rows(chunk_rows: int, row_bytes: int, target_bytes: float) -> in
     their blocks here.
     """
     return chunk_rows * max(1, int(target_bytes // max(1, chunk_rows * row_bytes)))
+
+
+def shard_rows_of(plan: Plan) -> int:
+    """Rows per shard for a store written by ``plan``: the rows of one full task, so each shard
+    file has exactly one writer (the task that owns its chunks). A multiple of chunk_rows."""
+    first = plan.tasks[0].rows if plan.tasks else plan.chunk_rows
+    return plan.chunk_rows * max(1, -(-first // plan.chunk_rows))
+
+
+def check_shards(plan: Plan, shard_rows: int) -> None:
+    """Prove that every shard of ``shard_rows`` rows is written by exactly one task: every task
+    starts on a shard boundary and ends on the next one (or at ``n_samples``)."""
+    if shard_rows % plan.chunk_rows:
+        raise PlanError(f"shard_rows={shard_rows} is not a multiple of chunk_rows="
+                        f"{plan.chunk_rows}")
+    for t in plan.tasks:
+        if t.start % shard_rows or t.stop != min(t.start + shard_rows, plan.n_samples):
+            raise PlanError(f"task {t.task_id} rows [{t.start}, {t.stop}) do not cover exactly "
+                            f"one shard of {shard_rows} rows; that shard would have two writers")

@@ -4,10 +4,12 @@ Every sample array is chunked along rows only (``(R, *tail)``), so "chunk ``c``"
 ``[c * R, (c + 1) * R)`` of every array. Training reads whole chunks and gathers rows from them.
 
 zarr-python's codec pipeline costs ~2x the codec itself per chunk (asyncio, buffer prototypes),
-so for the layout chunkstore writes -- a local store, no sharding, codecs ``bytes`` -> ``blosc``
--> optional ``crc32c`` -- :func:`read_chunk` reads the chunk file and decodes it with Blosc
-directly into the caller's buffer. Blosc releases the GIL, so a few threads decode in parallel.
-The crc32c checksum is verified as zarr does. Any other layout (sharding, other codecs, remote
+so for the layouts chunkstore writes -- a local store, codecs ``bytes`` -> ``blosc`` -> optional
+``crc32c``, either one file per chunk or (format 2) those same chunks packed into Zarr v3 shards
+of whole chunks along rows with the index at the end -- :func:`read_chunk` reads the chunk's
+bytes (through the shard index, itself crc32c-checked) and decodes them with Blosc directly into
+the caller's buffer. Blosc releases the GIL, so a few threads decode in parallel. The crc32c
+checksums are verified as zarr does. Any other layout (other codecs or shard shapes, remote
 stores) falls back to zarr's own ``array[a:b]``, so results never depend on the path taken.
 
 :class:`ChunkCache` keeps a few decoded chunks for map-style reads.
@@ -30,7 +32,8 @@ import numpy as np
 import zarr
 from numcodecs import blosc
 from numpy.typing import NDArray
-from zarr.codecs import BloscCodec, BytesCodec, Crc32cCodec
+from zarr.codecs import BloscCodec, BytesCodec, Crc32cCodec, ShardingCodec
+from zarr.codecs.sharding import ShardingCodecIndexLocation
 from zarr.core.metadata import ArrayV3Metadata
 from zarr.storage import LocalStore
 
@@ -78,8 +81,9 @@ class ChunkSource:
     fill : the fill value unwritten chunks read as.
     root : directory of the array's chunk files when the fast path applies, else None.
     checksum : whether the chunk bytes end with a crc32c checksum.
-    paths : the chunk files, one per row-chunk (fast path only).
+    paths : the chunk files, one per row-chunk, or one per shard when sharded (fast path only).
     decoder : "numcodecs" or "blosc2" (see :func:`default_decoder`).
+    shard_chunks : row-chunks per shard file (0: not sharded, one file per chunk).
     """
 
     name: str
@@ -92,6 +96,7 @@ class ChunkSource:
     checksum: bool
     paths: tuple[str, ...] = ()
     decoder: str = "numcodecs"
+    shard_chunks: int = 0
 
     @property
     def n_chunks(self) -> int:
@@ -106,40 +111,54 @@ class ChunkSource:
         return min(self.chunk_rows, self.shape[0] - c * self.chunk_rows)
 
 
-def _fast_root(array: zarr.Array) -> tuple[str | None, bool]:
-    """(chunk-file root, has crc32c) when the direct Blosc path applies, else (None, False)."""
+def _fast_root(array: zarr.Array) -> tuple[str | None, bool, int]:
+    """(chunk-file root, has crc32c, chunks per shard or 0) when the direct Blosc path applies,
+    else (None, False, 0)."""
     meta = array.metadata
     store = array.store
     if not isinstance(meta, ArrayV3Metadata) or not isinstance(store, LocalStore):
-        return None, False
+        return None, False, 0
     grid = getattr(meta.chunk_grid, "chunk_shape", None)
     if grid is None or tuple(grid[1:]) != tuple(array.shape[1:]):
-        return None, False
+        return None, False, 0
     codecs = list(meta.codecs)
+    per_shard = 0
+    if len(codecs) == 1 and isinstance(codecs[0], ShardingCodec):
+        sharding = codecs[0]
+        inner = tuple(sharding.chunk_shape)
+        index = list(sharding.index_codecs)
+        if (inner[1:] != tuple(grid[1:]) or grid[0] % inner[0]
+                or sharding.index_location != ShardingCodecIndexLocation.end
+                or len(index) != 2 or not isinstance(index[0], BytesCodec)
+                or index[0].endian is None or index[0].endian.value != "little"
+                or not isinstance(index[1], Crc32cCodec)):
+            return None, False, 0
+        per_shard = grid[0] // inner[0]
+        codecs = list(sharding.codecs)
     checksum = bool(codecs) and isinstance(codecs[-1], Crc32cCodec)
     if checksum:
         codecs = codecs[:-1]
     if len(codecs) != 2 or not isinstance(codecs[0], BytesCodec) \
             or not isinstance(codecs[1], BloscCodec):
-        return None, False
+        return None, False, 0
     endian = codecs[0].endian
     if array.dtype.itemsize > 1 and (endian is None or endian.value != sys.byteorder):
-        return None, False
-    return os.path.join(str(store.root), array.path), checksum
+        return None, False, 0
+    return os.path.join(str(store.root), array.path), checksum, per_shard
 
 
 def chunk_source(name: str, array: zarr.Array) -> ChunkSource:
     """Describe how to read ``array``'s row-chunks (see the module docstring)."""
-    root, checksum = _fast_root(array)
-    rows = int(array.chunks[0])
+    root, checksum, per_shard = _fast_root(array)
+    rows = int(array.chunks[0])  # the inner chunks of a sharded array
     tail = (0,) * (array.ndim - 1)
+    files = -(-array.shape[0] // (rows * max(1, per_shard)))
     paths = () if root is None else tuple(
-        os.path.join(root, array.metadata.encode_chunk_key((c, *tail)))
-        for c in range(-(-array.shape[0] // rows)))
+        os.path.join(root, array.metadata.encode_chunk_key((f, *tail))) for f in range(files))
     return ChunkSource(name=name, array=array, shape=tuple(array.shape),
                        dtype=np.dtype(array.dtype), chunk_rows=rows,
                        fill=array.metadata.fill_value, root=root, checksum=checksum,
-                       paths=paths, decoder=default_decoder())
+                       paths=paths, decoder=default_decoder(), shard_chunks=per_shard)
 
 
 _scratch = threading.local()
@@ -188,30 +207,55 @@ def _with_file(path: str, use: Callable[[NDArray[np.uint8]], Any]) -> Any:
     return result
 
 
-def _decode(src: ChunkSource, c: int, out: NDArray[Any], data: NDArray[np.uint8]) -> None:
-    path = src.paths[c]
+EMPTY = 2**64 - 1  # a shard index entry of a chunk that was never written (all fill)
+
+
+def _decode(src: ChunkSource, c: int, out: NDArray[Any], data: NDArray[np.uint8]) -> bool:
+    """Decode chunk ``c`` from its file's bytes ``data`` (a chunk file, or a shard holding it)
+    into ``out``; False when a shard holds no bytes for it (it reads as fill)."""
+    if src.shard_chunks:
+        path = src.paths[c // src.shard_chunks]
+        k = src.shard_chunks
+        size = k * 16
+        index = data[len(data) - size - 4:]
+        if len(data) < size + 4 or google_crc32c.value(index[:size]) != int.from_bytes(
+                index[size:].tobytes(), "little"):
+            raise ReadError(f"shard file {path!r} of array {src.name!r} is corrupt: its index "
+                            f"does not match its checksum; re-ingest or restore the file")
+        offset, nbytes = (int(v) for v in index[:size].view("<u8")[2 * (c % k):2 * (c % k) + 2])
+        if offset == EMPTY and nbytes == EMPTY:
+            return False
+        data = data[offset:offset + nbytes]
+    else:
+        path = src.paths[c]
+    _decode_blosc(src, c, out, data, path)
+    return True
+
+
+def _decode_blosc(src: ChunkSource, c: int, out: NDArray[Any], data: NDArray[np.uint8],
+                  path: str) -> None:
     lo, n = c * src.chunk_rows, src.rows_in(c)
     inner = data
     if src.checksum:
         inner = data[:-4]
         stored = int.from_bytes(data[-4:].tobytes(), "little")
         if len(data) < 4 or google_crc32c.value(inner) != stored:
-            raise ReadError(f"chunk file {path!r} of array {src.name!r} is corrupt: stored and "
+            raise ReadError(f"chunk {c} in {path!r} of array {src.name!r} is corrupt: stored and "
                             f"computed checksum do not match; re-ingest the rows [{lo}, "
                             f"{lo + n}) or restore the file")
     # Blosc header: bytes 4..8 hold the uncompressed size (little-endian uint32).
     nbytes = int.from_bytes(data[4:8].tobytes(), "little") if len(inner) >= 16 else -1
     if nbytes != out.nbytes:
-        raise ReadError(f"chunk file {path!r} of array {src.name!r} decodes to {nbytes} bytes, "
-                        f"expected {out.nbytes} for a {src.chunk_shape} {src.dtype} chunk")
+        raise ReadError(f"chunk {c} in {path!r} of array {src.name!r} decodes to {nbytes} "
+                        f"bytes, expected {out.nbytes} for a {src.chunk_shape} {src.dtype} chunk")
     try:
         if src.decoder == "blosc2":
             _blosc2.decompress2(inner, dst=out, nthreads=1)
         else:
             blosc.decompress(inner, out)
     except (RuntimeError, ValueError) as e:
-        raise ReadError(f"chunk file {path!r} of array {src.name!r} does not decode as Blosc: "
-                        f"{e}") from e
+        raise ReadError(f"chunk {c} in {path!r} of array {src.name!r} does not decode as "
+                        f"Blosc: {e}") from e
 
 
 def read_chunk(src: ChunkSource, c: int, out: NDArray[Any] | None = None) -> NDArray[Any]:
@@ -227,7 +271,7 @@ def read_chunk(src: ChunkSource, c: int, out: NDArray[Any] | None = None) -> NDA
     Raises
     ------
     ReadError
-        If the chunk's stored crc32c checksum does not match its bytes (a corrupt file).
+        If the chunk's (or its shard index's) stored crc32c checksum does not match its bytes.
     """
     if out is None:
         out = np.empty(src.chunk_shape, dtype=src.dtype)
@@ -237,8 +281,11 @@ def read_chunk(src: ChunkSource, c: int, out: NDArray[Any] | None = None) -> NDA
         out[:n] = src.array[lo:lo + n]
         return out[:n]
     try:
-        _with_file(src.paths[c], lambda data: _decode(src, c, out, data))
+        written = _with_file(src.paths[c // max(1, src.shard_chunks)],
+                             lambda data: _decode(src, c, out, data))
     except FileNotFoundError:
+        written = False
+    if not written:
         out[:n] = src.fill
     return out[:n]
 

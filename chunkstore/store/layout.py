@@ -135,12 +135,22 @@ def create_store(
     config_sha256: str,
     has_source: bool = False,
     extra_attrs: Mapping[str, Any] | None = None,
+    shard_rows: int | None = None,
 ) -> zarr.Group:
     """Create the group and every sample array at its final shape; no chunk is written.
 
     The group attrs go first (status ``incomplete``), so a crash mid-creation still leaves a
     store that is recognised and resumed or overwritten.
+
+    ``shard_rows`` (a multiple of ``chunk_rows``; the rows of one write task, see
+    :func:`chunkstore.core.plan.shard_rows_of`) packs the chunks of every sample array into
+    one Zarr v3 shard file per task: inner chunks stay ``(chunk_rows, ...)`` with the same
+    codecs, so readers see the same chunking, and each shard still has exactly one writer.
+    None (or ``chunk_rows``) writes one file per chunk, as streaming placement must.
     """
+    sharded = bool(shard_rows and shard_rows > chunk_rows)
+    if sharded and shard_rows is not None and shard_rows % chunk_rows:
+        raise ValueError(f"shard_rows={shard_rows} must be a multiple of chunk_rows={chunk_rows}")
     attrs = {
         "format_version": FORMAT_VERSION,
         "n_samples": n_samples,
@@ -154,6 +164,7 @@ def create_store(
         "compression": compression.to_dict(),
         "config_sha256": config_sha256,
         "created": now_iso(),
+        **({"shard_rows": shard_rows} if sharded else {}),
         **(extra_attrs or {}),
     }
     # Not mode="w": that deletes the whole directory, the journal's lock with it. The caller
@@ -167,6 +178,7 @@ def create_store(
             name,
             shape=(n_samples, *tail),
             chunks=(chunk_rows, *tail),
+            shards=(shard_rows, *tail) if sharded else None,
             dtype=dtype,
             compressors=compressors(compression),
             fill_value=fill,

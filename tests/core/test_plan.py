@@ -11,9 +11,11 @@ from chunkstore.core.plan import (
     Plan,
     WriteTask,
     check_plan,
+    check_shards,
     choose_chunk_rows,
     choose_task_chunks,
     plan_writes,
+    shard_rows_of,
 )
 from chunkstore.errors import PlanError
 
@@ -69,3 +71,26 @@ def test_chunk_and_task_sizing():
     # at least 16 tasks when there are enough chunks, never depends on workers
     assert choose_task_chunks(547_000, 1024, 1024 * 893 * 4) == 9  # ~32 MiB
     assert choose_task_chunks(100, 1024, 4096) == 1
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    counts=st.lists(st.integers(0, 40), min_size=1, max_size=30).filter(lambda c: sum(c) > 0),
+    chunk_rows=st.integers(1, 17),
+    task_chunks=st.integers(1, 5),
+)
+def test_shards_of_one_task_each_have_one_writer(counts, chunk_rows, task_chunks):
+    plan = plan_writes(counts, chunk_rows, task_chunks)
+    shard = shard_rows_of(plan)
+    assert shard % chunk_rows == 0 and shard <= chunk_rows * task_chunks
+    check_shards(plan, shard)
+    owners = [s for t in plan.tasks for s in range(t.start // shard, -(-t.stop // shard))]
+    assert owners == list(range(-(-plan.n_samples // shard)))  # one task per shard
+
+
+def test_shards_across_task_edges_are_refused():
+    plan = plan_writes([40], chunk_rows=4, task_chunks=2)
+    with pytest.raises(PlanError, match="two writers"):
+        check_shards(plan, 16)
+    with pytest.raises(PlanError, match="multiple of chunk_rows"):
+        check_shards(plan, 6)
