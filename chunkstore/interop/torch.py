@@ -6,9 +6,13 @@ options, so they pickle cheaply into ``DataLoader`` workers, and each worker (re
 itself: no file handle or zarr object is shared between processes.
 
 - ``IterableDataset`` yields whole batches from :meth:`chunkstore.Dataset.loader` (or
-  sequence-window batches with ``lookback=``). Use it with ``DataLoader(ds, batch_size=None,
-  num_workers=k)``: the loader notices it runs in worker ``i`` of ``k`` and reads only its share
-  of the chunks, so every row is seen once per epoch across all workers (and ranks).
+  sequence-window batches with ``lookback=``). The fast way is to iterate it in the training
+  process (``for batch in ds``): the loader already decodes in background threads (Blosc
+  releases the GIL), and tensors share the decoded memory, so nothing is copied between
+  processes. It also works in ``DataLoader(ds, batch_size=None, num_workers=k)``: the loader
+  notices it runs in worker ``i`` of ``k`` and reads only its share of the chunks, so every row
+  is seen once per epoch across all workers (and ranks); each batch then crosses a process
+  boundary (one shared-memory segment), which costs more than decoding it.
 - ``MapDataset`` gives row ``i`` (of a split) for samplers that need ``__getitem__``; reads go
   through the dataset's decoded-chunk cache, and ``__getitems__`` reads a sampler's whole batch
   at once.
@@ -20,12 +24,13 @@ stored dtype.
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
 
-from chunkstore.errors import MissingDependencyError, ReadError
+from chunkstore.errors import ChunkstoreWarning, MissingDependencyError, ReadError
 
 try:
     import torch
@@ -41,16 +46,18 @@ from chunkstore.read.windows import Windows
 from chunkstore.store.view import StoreView
 
 
-def to_torch(batch: dict[str, Any], *, pack: bool = False) -> dict[str, Any]:
+def to_torch(batch: dict[str, Any], *, pack: bool = False, pin: bool = False
+             ) -> dict[str, Any]:
     """A loader batch (nested dict of numpy arrays) as tensors.
 
     Labels become ``torch.int64``; everything else keeps its dtype. Without ``pack`` the
     tensors share the batch's memory. With ``pack`` every tensor is a view into one new
     buffer: a DataLoader worker then sends the batch to the main process as one shared-memory
     segment instead of one per array (~1 ms each), the difference between tens and thousands
-    of batches per second.
+    of batches per second. With ``pin`` that buffer is page-locked (pinned) memory, so
+    ``.to("cuda", non_blocking=True)`` copies asynchronously; it needs an accelerator.
     """
-    if not pack:
+    if not pack and not pin:
         return {k: {h: _tensor(a, k == "labels") for h, a in v.items()} if isinstance(v, dict)
                 else _tensor(v, False) for k, v in batch.items()}
     leaves = [(k, h, np.asarray(a), k == "labels") for k, v in batch.items()
@@ -61,7 +68,7 @@ def to_torch(batch: dict[str, Any], *, pack: bool = False) -> dict[str, Any]:
     for (_, _, a, _), dt in zip(leaves, dtypes, strict=True):
         offsets.append(total)
         total += -(-a.size * dt.itemsize // 64) * 64  # 64-byte aligned segments
-    buf = _shared_bytes(total)
+    buf = torch.empty(total, dtype=torch.uint8, pin_memory=True) if pin else _shared_bytes(total)
     out: dict[str, Any] = {k: {} for k, v in batch.items() if isinstance(v, dict)}
     for (k, h, a, _), dt, off in zip(leaves, dtypes, offsets, strict=True):
         t = buf[off:off + a.size * dt.itemsize].view(dt).view(a.shape)
@@ -81,6 +88,12 @@ def _shared_bytes(n: int) -> torch.Tensor:
         return torch.empty(0, dtype=torch.uint8).new(storage)
     except (AttributeError, RuntimeError):  # private API gone: a plain buffer still works
         return torch.empty(n, dtype=torch.uint8)
+
+
+def can_pin() -> bool:
+    """Whether this torch build has an accelerator, hence pinned memory."""
+    acc = getattr(torch, "accelerator", None)
+    return bool(acc.is_available() if acc is not None else torch.cuda.is_available())
 
 
 def _tensor(a: Any, label: bool) -> torch.Tensor:
@@ -118,6 +131,10 @@ class IterableDataset(_Reopening, tud.IterableDataset):  # type: ignore[misc]
     lookback, horizon, by : when ``lookback`` is given, yield batches of sequence windows
         instead (see :meth:`chunkstore.Dataset.windows`).
     rank, world_size : this process's shard in distributed training.
+    pin_memory : iterated in the training process, yield each batch in one pinned buffer
+        (ready for ``non_blocking`` copies to the GPU). Without an accelerator this warns once
+        and yields ordinary CPU tensors, as ``DataLoader(pin_memory=True)`` does. In
+        DataLoader workers use the DataLoader's own ``pin_memory=True`` instead.
     unique : only first occurrences of duplicate rows (needs ``chunkstore dedup STORE``).
 
     Call :meth:`set_epoch` before iterating the DataLoader each epoch: workers get a fresh
@@ -141,7 +158,7 @@ class IterableDataset(_Reopening, tud.IterableDataset):  # type: ignore[misc]
                  heads: Sequence[str] | None = None, splits: str = "default",
                  threads: int = 2, lookback: int | None = None, horizon: int = 0,
                  by: str | None = "group", rank: int = 0, world_size: int = 1,
-                 unique: bool = False) -> None:
+                 unique: bool = False, pin_memory: bool = False) -> None:
         super().__init__()
         self.path = str(path)
         self.options: dict[str, Any] = dict(
@@ -151,6 +168,11 @@ class IterableDataset(_Reopening, tud.IterableDataset):  # type: ignore[misc]
         self.lookback, self.horizon, self.by = lookback, horizon, by
         self.rank, self.world_size = rank, world_size
         self.unique = unique
+        self.pin_memory = bool(pin_memory) and can_pin()
+        if pin_memory and not self.pin_memory:
+            warnings.warn("pin_memory=True but this torch build has no accelerator (no "
+                          "pinned memory allocator): batches stay ordinary CPU tensors",
+                          ChunkstoreWarning, stacklevel=2)
         if unique and lookback is not None:
             raise ReadError("unique=True applies to row batches, not sequence windows "
                             "(lookback=): a window needs its consecutive rows")
@@ -177,8 +199,9 @@ class IterableDataset(_Reopening, tud.IterableDataset):  # type: ignore[misc]
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         in_worker = tud.get_worker_info() is not None
+        pin = self.pin_memory and not in_worker
         for batch in self.loader():
-            yield to_torch(batch, pack=in_worker)
+            yield to_torch(batch, pack=in_worker, pin=pin)
 
 
 class MapDataset(_Reopening, tud.Dataset):  # type: ignore[misc]

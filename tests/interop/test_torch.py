@@ -103,3 +103,36 @@ def test_adapters_pickle_without_the_open_store(store):
     assert len(next(iter(clone))["index"]) == 4
     m = pickle.loads(pickle.dumps(MapDataset(store, heads=["move"])))
     assert set(m[0]["labels"]) == {"move"}
+
+
+def test_in_process_iteration_is_the_loaders_stream_as_tensors(store, full):
+    """The README's recommended path: iterate the IterableDataset in the training process."""
+    import chunkstore
+
+    ds = IterableDataset(store, batch_size=16, seed=5, split="train")
+    ds.set_epoch(2)
+    loader = chunkstore.open(store).loader(batch_size=16, seed=5, split="train")
+    loader.set_epoch(2)
+    got = list(ds)
+    want = list(loader)
+    assert len(got) == len(want)
+    for g, w in zip(got, want, strict=True):
+        assert isinstance(g["features"], torch.Tensor) and g["features"].dtype == torch.float32
+        np.testing.assert_array_equal(g["index"].numpy(), w["index"])
+        assert_tensors_match(g, full)
+
+
+def test_pin_memory_pins_one_buffer_or_warns_without_an_accelerator(store, full):
+    from chunkstore.errors import ChunkstoreWarning
+    from chunkstore.interop.torch import can_pin
+
+    if can_pin():
+        ds = IterableDataset(store, batch_size=16, pin_memory=True)
+    else:
+        with pytest.warns(ChunkstoreWarning, match="no accelerator"):
+            ds = IterableDataset(store, batch_size=16, pin_memory=True)
+    batches = list(ds)
+    assert sum(len(b["index"]) for b in batches) == len(full["features"])
+    for b in batches[:3]:
+        assert_tensors_match(b, full)
+        assert b["features"].is_pinned() == can_pin()
