@@ -1,0 +1,117 @@
+"""Running the elastic order (:mod:`chunkstore.read.order`) on a batch stream.
+
+A stream (the row loader or sequence windows) supplies two hooks: ``_items(window)``, the
+window's item ids in natural order, and ``_produce(window, pieces)``, one batch dict per piece
+of item ids (decoding the window's chunks once). This module plans one shard's tasks from the
+global order, decodes them in background threads ``prefetch`` tasks ahead, and assembles the
+pieces into the shard's batches, each with the step it completes.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from chunkstore.read.order import (
+    Task,
+    Window,
+    check_remainder,
+    global_windows,
+    rank_batches,
+    tasks,
+    window_permutation,
+)
+
+Batch = dict[str, Any]
+Items = Callable[[Any], NDArray[np.int64]]
+Produce = Callable[[Any, list[NDArray[np.int64]]], list[Batch]]
+
+
+@dataclass(frozen=True)
+class Shard:
+    """Who reads: ``rank`` of ``world_size`` lockstep ranks, and DataLoader worker
+    ``worker`` of ``workers`` inside that rank."""
+
+    rank: int = 0
+    world_size: int = 1
+    worker: int = 0
+    workers: int = 1
+
+
+@dataclass(frozen=True)
+class OrderKey:
+    """What the global order depends on (besides the items per chunk)."""
+
+    seed: int
+    epoch: int
+    shuffle: bool
+    window_chunks: int
+
+
+def epoch_windows(counts: NDArray[np.int64], key: OrderKey) -> tuple[list[Window], int]:
+    """The epoch's windows and its total number of items."""
+    windows = global_windows(counts, seed=key.seed, epoch=key.epoch, shuffle=key.shuffle,
+                             window_chunks=key.window_chunks)
+    return windows, (windows[-1].start + windows[-1].count if windows else 0)
+
+
+def concat(parts: Sequence[Batch]) -> Batch:
+    """Concatenate batch pieces (nested dicts of arrays) along the first axis."""
+    if len(parts) == 1:
+        return parts[0]
+    return {k: concat([p[k] for p in parts]) if isinstance(v, dict)
+            else np.concatenate([p[k] for p in parts]) for k, v in parts[0].items()}
+
+
+def elastic_batches(items: Items, produce: Produce, counts: NDArray[np.int64], key: OrderKey,
+                    *, start: int, batch_size: int, shard: Shard, remainder: str,
+                    threads: int = 2, prefetch: int = 2) -> Iterator[tuple[Batch, int]]:
+    """One shard's batches from global position ``start``: (batch, step completed) pairs.
+
+    ``step`` counts the rank's steps from ``start`` (0 = the first step after it). With the
+    "pad" remainder every batch has ``valid`` (bool per item; False marks padding repeats).
+    """
+    check_remainder(remainder)
+    windows, total = epoch_windows(counts, key)
+    specs = rank_batches(total, start=start, batch_size=batch_size, rank=shard.rank,
+                         world_size=shard.world_size, remainder=remainder,
+                         workers=(shard.worker, shard.workers))
+    todo = tasks(windows, specs)
+
+    def run(task: Task) -> list[Batch]:
+        got = items(task.window)
+        if key.shuffle:
+            got = got[window_permutation(len(got), seed=key.seed, epoch=key.epoch,
+                                         number=task.window.number)]
+        return produce(task.window, [got[p.lo:p.hi] for p in task.pieces])
+
+    pool = ThreadPoolExecutor(threads, thread_name_prefix="chunkstore-elastic")
+    pending: deque[tuple[Task, Future[list[Batch]]]] = deque()
+    try:
+        parts: list[Batch] = []
+        while True:
+            while len(pending) <= prefetch:
+                task = next(todo, None)
+                if task is None:
+                    break
+                pending.append((task, pool.submit(run, task)))
+            if not pending:
+                return
+            task, future = pending.popleft()
+            for piece, part in zip(task.pieces, future.result(), strict=True):
+                if remainder == "pad":
+                    part = {**part, "valid": np.full(piece.hi - piece.lo, piece.valid)}
+                parts.append(part)
+                if piece.ends >= 0:
+                    yield concat(parts), piece.ends
+                    parts = []
+    finally:
+        for _, f in pending:
+            f.cancel()
+        pool.shutdown(wait=True, cancel_futures=True)
