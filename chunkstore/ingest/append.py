@@ -1,0 +1,424 @@
+"""``chunkstore append CONFIG``: rows of a new source added after row N of a complete store.
+
+The coordinator checks the config against the store (same features, heads, dtypes, chunking;
+the store complete and not locked), plans chunk-aligned tasks from the chunk holding row N
+(:func:`~chunkstore.ingest.append_task.plan_append`), resizes the sample arrays, and runs the
+tasks on the ingest executor (process pool or cluster). Each task commits a record in
+``_chunkstore/appends/tasks/``; a killed append rerun with the same command skips them.
+Then, in an order that a rerun repeats safely: the new rows' partial statistics are merged into
+every stored scope, every stored split is extended, and only then ``n_samples`` in the root
+attrs changes (readers see the old N until this commit) and a version is recorded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections.abc import Mapping
+from concurrent.futures import as_completed
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+import numpy as np
+import zarr
+
+from chunkstore.config import Config, load_config
+from chunkstore.core.moments import Partial, merge_partials
+from chunkstore.core.plan import Plan, choose_chunk_rows, choose_task_chunks
+from chunkstore.errors import AppendError, ConfigError, IngestError
+from chunkstore.ingest import append_stats, append_task
+from chunkstore.ingest.append_splits import extend_splits
+from chunkstore.ingest.coordinator import (
+    is_streaming,
+    make_executor,
+    resolve_workers,
+    source_for_workers,
+)
+from chunkstore.ingest.executors import check_reachable
+from chunkstore.sources import Source, open_source
+from chunkstore.store import journal, layout, versions
+from chunkstore.store import urls as storage
+from chunkstore.store.urls import open_group
+from chunkstore.store.view import seal_attrs
+
+CURRENT = "current.json"
+DONE = "done.json"
+MERGED = "merged.npz"
+
+
+@dataclass(frozen=True)
+class AppendSummary:
+    """What an append did; printed by the CLI."""
+
+    store: str
+    rows_before: int
+    rows_added: int
+    tasks_total: int
+    tasks_run: int
+    workers: int
+    splits_extended: tuple[str, ...]
+    scopes_updated: tuple[str, ...]
+    version: str | None
+    wall_seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def format(self) -> str:
+        return "\n".join([
+            f"store            {self.store}  (complete)",
+            f"rows             {self.rows_before:,} + {self.rows_added:,} = "
+            f"{self.rows_before + self.rows_added:,}",
+            f"tasks            {self.tasks_run} run, {self.tasks_total - self.tasks_run} "
+            f"already done, {self.workers} workers",
+            f"splits extended  {', '.join(self.splits_extended) or '-'}",
+            f"stats merged     {', '.join(self.scopes_updated) or '-'}",
+            f"version          {self.version or '-'}",
+            f"wall time        {self.wall_seconds:,.1f} s",
+        ])
+
+
+def expected_attrs(config: Config, chunk_rows: int, has_group: bool) -> dict[str, Any]:
+    """The store attrs that must equal the config's for rows to be appended."""
+    return {"feature_names": list(config.schema.feature_names),
+            "feature_dtype": config.schema.feature_dtype,
+            "heads": {h.name: h.to_dict() for h in config.schema.heads},
+            "compression": config.compression.to_dict(), "chunk_rows": chunk_rows,
+            "has_group": has_group, "has_source": False}
+
+
+def check_store(config: Config, source: Source) -> dict[str, Any]:
+    """The store's attrs, if rows of ``source`` can be appended; AppendError naming the
+    first difference otherwise (nothing is changed)."""
+    store = config.store
+    attrs = layout.read_attrs(store)
+    if attrs.get("status") != layout.COMPLETE:
+        raise AppendError(f"store {store!r} is not complete (status {attrs.get('status')!r}); "
+                          "finish its ingest (rerun it) before appending")
+    if attrs.get("placement") == "streaming" or is_streaming(config):
+        raise AppendError(f"store {store!r}: appending with streaming placement is not "
+                          "supported yet; give the python source a count (ordered placement)")
+    feature_row = config.schema.n_features * np.dtype(config.schema.feature_dtype).itemsize
+    chunk_rows = config.ingest.chunk_rows or choose_chunk_rows(
+        feature_row, config.ingest.target_chunk_mib * 2**20)
+    want = expected_attrs(config, chunk_rows, source.has_group)
+    for key, value in want.items():
+        found = attrs.get(key, False if key.startswith("has_") else None)
+        if found != value:
+            raise AppendError(
+                f"cannot append to store {store!r}: {key} differs (store: {_short(found)}, "
+                f"config {config.file!r}: {_short(value)}); an append needs the same schema, "
+                "chunking and compression as the store")
+    return attrs
+
+
+def _short(v: Any, limit: int = 120) -> str:
+    text = json.dumps(v, sort_keys=True, default=str)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def source_sha256(config: Config, counts: list[int]) -> str:
+    """Digest of the source section and its item row counts: the same command, the same
+    digest (a rerun resumes; a second run of a finished append is refused)."""
+    d = {"source": config.to_dict()["source"], "counts": counts}
+    return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _shard_rows(group: zarr.Group) -> int | None:
+    arrays = [group[name] for name in layout.stored_sample_arrays(group)]
+    rows = [int(a.shards[0]) for a in arrays if isinstance(a, zarr.Array) and a.shards]
+    return max(rows) if rows else None
+
+
+def start_or_resume(config: Config, source: Source, attrs: dict[str, Any], workers: int
+                    ) -> dict[str, Any]:
+    """Under the lock: the append state (``appends/current.json``), created on a first run
+    (plan, old stats partials; arrays resized) or checked on a rerun."""
+    store = config.store
+    adir = append_task.appends_dir(store)
+    counts = source.counts()
+    sha = source_sha256(config, counts)
+    if (adir / CURRENT).exists():
+        state: dict[str, Any] = journal.read_json(adir / CURRENT)
+        if state["source_sha256"] != sha:
+            raise AppendError(f"store {store!r} has an unfinished append of another source "
+                              f"(started {state['started']}); rerun that append to finish it")
+        return state
+    done = journal.read_json(adir / DONE) if (adir / DONE).exists() else []
+    if any(d["source_sha256"] == sha for d in done):
+        raise AppendError(f"this source (the same items and row counts) was already appended "
+                          f"to store {store!r}; nothing was changed")
+    if sum(counts) == 0:
+        raise AppendError(f"source {config.source.kind!r} in {config.file!r} holds no rows; "
+                          "nothing to append")
+    n_before = int(attrs["n_samples"])
+    chunk_rows = int(attrs["chunk_rows"])
+    group = open_group(store, mode="r+")
+    feature_row = config.schema.n_features * np.dtype(config.schema.feature_dtype).itemsize
+    task_chunks = config.ingest.task_chunks or choose_task_chunks(
+        sum(counts), chunk_rows, chunk_rows * feature_row)
+    base, plan = append_task.plan_append(n_before, counts, chunk_rows, task_chunks,
+                                         _shard_rows(group))
+    adir.mkdir()
+    (adir / journal.TASKS).mkdir()
+    _save_old_partials(store, group, attrs)
+    state = {"source_sha256": sha, "n_before": n_before, "n_after": plan.n_samples,
+             "base": base, "plan": plan.to_dict(), "started": layout.now_iso(),
+             "config": config.to_dict()}
+    for name in layout.stored_sample_arrays(group):  # before any write; chunks are kept
+        arr = group[name]
+        arr.resize((plan.n_samples, *arr.shape[1:]))
+    journal.write_json(adir / CURRENT, state)
+    return state
+
+
+def _save_old_partials(store: str, group: zarr.Group, attrs: dict[str, Any]) -> None:
+    """Every stored scope's partial before the append, kept until it commits (so a rerun
+    after the scopes were rewritten never merges the new rows twice)."""
+    heads = {h: int(d["classes"]) for h, d in attrs["heads"].items()}
+    adir = append_task.appends_dir(store)
+    for scope in append_stats.available_scopes(group):
+        p = append_stats.stored_partial(group, scope, heads)
+        name = f"before-{hashlib.sha256(scope.encode()).hexdigest()[:16]}.npz"
+        journal.write_npz(adir / name, {"scope": scope, "ok": p is not None},
+                          p.to_arrays() if p is not None else {})
+
+
+def _old_partials(store: str) -> dict[str, Partial | None]:
+    out: dict[str, Partial | None] = {}
+    for p in append_task.appends_dir(store).iterdir():
+        if p.name.startswith("before-") and p.name.endswith(".npz"):
+            meta, arrays = journal.read_npz(p)
+            out[meta["scope"]] = Partial.from_arrays(arrays) if meta["ok"] else None
+    return out
+
+
+def run_append_tasks(config: Config, source: Source, state: dict[str, Any], workers: int
+                     ) -> int:
+    """Run the tasks without a record; returns how many ran."""
+    store = config.store
+    plan = Plan.from_dict(state["plan"])
+    done = append_task.completed(store)
+    pending = [t for t in plan.tasks if t.task_id not in done]
+    if not pending:
+        return 0
+    config_json = json.dumps({"config": config.to_dict(), "file": config.file})
+    with make_executor(min(workers, len(pending)), config.ingest.scheduler,
+                       (config.ingest.blosc_threads, source_for_workers(source)), store=store,
+                       storage_options=config.storage_options) as ex:
+        futures = {ex.submit(append_task.run_append_task, append_task.AppendSpec(
+            store, config_json, source.has_group, t, state["base"], state["n_before"])): t
+            for t in pending}
+        for fut in as_completed(futures):
+            t = futures[fut]
+            try:
+                fut.result()
+            except BaseException as e:
+                for f in futures:
+                    f.cancel()
+                raise IngestError(
+                    f"append task {t.task_id} (rows [{t.start}, {t.stop})) failed: "
+                    f"{type(e).__name__}: {e}\n[completed tasks are kept; rerun the same "
+                    "append command to resume]") from e
+    return len(pending)
+
+
+def new_rows_partial(config: Config, state: dict[str, Any]) -> Partial:
+    """The merge of every append record's partial (task order), saved once."""
+    store = config.store
+    path = append_task.appends_dir(store) / MERGED
+    if path.exists():
+        return Partial.from_arrays(journal.read_npz(path)[1])
+    heads = {h.name: h.classes for h in config.schema.heads}
+    plan = Plan.from_dict(state["plan"])
+    parts = (Partial.from_arrays(journal.read_npz(append_task.record_path(store, t.task_id))[1])
+             for t in plan.tasks)
+    total = merge_partials(parts, Partial.empty(config.schema.n_features, heads,
+                                                config.stats.correlation))
+    journal.write_npz(path, {"rows": total.rows}, total.to_arrays())
+    return total
+
+
+def scope_block(store: str, start: int, stop: int, scopes: dict[str, tuple[str, int]],
+                heads: dict[str, int], correlation: bool) -> dict[str, dict[str, Any]]:
+    """Worker: partials of rows ``[start, stop)`` per split scope (array, code)."""
+    g = open_group(store, mode="r")
+    x = np.asarray(g[layout.FEATURES][start:stop])
+    labels = {h: np.asarray(g[layout.label_path(h)][start:stop]) for h in heads}
+    masks = {h: np.asarray(g[layout.mask_path(h)][start:stop]) for h in heads}
+    codes = {a: np.asarray(g[layout.split_path(a)][start:stop]) for a, _ in scopes.values()}
+    sel = {s: codes[a] == c for s, (a, c) in scopes.items()}
+    parts = append_stats.block_partials(x, labels, masks, heads, sel, correlation)
+    return {s: p.to_arrays() for s, p in parts.items()}
+
+
+def new_scope_partials(config: Config, state: dict[str, Any], scopes: dict[str, tuple[str, int]],
+                       workers: int, correlation: dict[str, bool]) -> dict[str, Partial]:
+    """Per split scope, the partial of the new rows in it (blocks of whole chunks, in order)."""
+    store, heads = config.store, {h.name: h.classes for h in config.schema.heads}
+    n0, n1 = state["n_before"], state["n_after"]
+    plan = Plan.from_dict(state["plan"])
+    edges = sorted({n0, n1, *(t.start for t in plan.tasks if n0 < t.start < n1)})
+    out: dict[str, Partial] = {s: Partial.empty(config.schema.n_features, heads, correlation[s])
+                               for s in scopes}
+    if not scopes:
+        return out
+    with make_executor(min(workers, len(edges) - 1), config.ingest.scheduler,
+                       (config.ingest.blosc_threads, None), store=store,
+                       storage_options=config.storage_options) as ex:
+        by_corr = {c: {s: v for s, v in scopes.items() if correlation[s] == c}
+                   for c in (True, False)}
+        for corr, sub in by_corr.items():
+            if not sub:
+                continue
+            futs = [ex.submit(scope_block, store, a, b, sub, heads, corr)
+                    for a, b in zip(edges[:-1], edges[1:], strict=True)]
+            for fut in futs:  # in row order: the merge is then deterministic
+                for s, arrays in fut.result().items():
+                    out[s] = out[s].merge(Partial.from_arrays(arrays))
+    return out
+
+
+def merge_stats(config: Config, state: dict[str, Any], workers: int) -> list[str]:
+    """Write every stored scope merged with the new rows; returns the scopes updated."""
+    store = config.store
+    group = open_group(store, mode="r+")
+    old = _old_partials(store)
+    updated = []
+    if "all" in old:
+        before = old["all"]
+        if before is None or not config.stats.online:
+            append_stats.mark_stale(group, "all", "stats/all could not be merged (pairwise "
+                                    "correlation, or stats.online off): run chunkstore stats")
+        else:
+            total = append_stats.merge_aligned(before, new_rows_partial(config, state))
+            append_stats.write_merged(group, "all", total, state["n_after"])
+            updated.append("all")
+    split_scopes = {s: (d["array"].removeprefix("splits/"), int(d["code"]))
+                    for s, d in append_stats.split_scopes(group).items() if s in old}
+    mergeable = {s: v for s, v in split_scopes.items() if old[s] is not None}
+    for s in set(split_scopes) - set(mergeable):
+        append_stats.mark_stale(group, s, "could not be merged: run chunkstore stats --split")
+    corr = {s: old[s].comoments is not None for s in mergeable  # type: ignore[union-attr]
+            }
+    news = new_scope_partials(config, state, mergeable, workers, corr)
+    for s, p in news.items():
+        before = old[s]
+        if before is not None:
+            append_stats.write_merged(group, s, append_stats.merge_aligned(before, p),
+                                      state["n_after"])
+            updated.append(s)
+    return updated
+
+
+def commit(config: Config, state: dict[str, Any]) -> str:
+    """The append's commit: ``n_samples`` changes, the attrs are sealed, a version is
+    recorded, and the append's journal is cleared. Safe to repeat."""
+    store = config.store
+    adir = append_task.appends_dir(store)
+    if int(layout.read_attrs(store)["n_samples"]) != state["n_after"]:
+        layout.update_attrs(store, n_samples=state["n_after"], modified=layout.now_iso())
+        seal_attrs(store)
+    done = journal.read_json(adir / DONE) if (adir / DONE).exists() else []
+    if not any(d["source_sha256"] == state["source_sha256"] for d in done):
+        done.append({k: state[k] for k in ("source_sha256", "n_before", "n_after", "started")})
+        journal.write_json(adir / DONE, done)
+        vid = versions.commit_version(store, f"append {config.file}",
+                                      source_sha256=state["source_sha256"]).id
+    else:
+        vid = versions.resolve(store).id
+    for p in (adir / journal.TASKS).iterdir():
+        p.unlink()
+    for p in adir.iterdir():
+        if p.name.startswith("before-") or p.name == MERGED:
+            p.unlink()
+    (adir / CURRENT).unlink()
+    return vid
+
+
+def append_store(config: Config, *, workers: int | None = None,
+                 started: float | None = None) -> AppendSummary:
+    """Append the rows of ``config``'s source to its (complete) store; see :func:`append`."""
+    t0 = started if started is not None else time.perf_counter()
+    storage.configure(config.store, config.storage_options)
+    if is_streaming(config):
+        raise AppendError(f"{config.file!r}: appending with streaming placement is not "
+                          "supported yet; give the python source a count (ordered placement)")
+    source = open_source(config.source, config.schema)
+    attrs = check_store(config, source)  # before the lock: a bad config changes nothing
+    n_workers = resolve_workers(workers or config.ingest.workers)
+    with journal.StoreLock(config.store):
+        attrs = check_store(config, source)
+        state = start_or_resume(config, source, attrs, n_workers)
+        plan = Plan.from_dict(state["plan"])
+        ran = run_append_tasks(config, source, state, n_workers)
+        if int(attrs["n_samples"]) != state["n_after"]:
+            layout.remove_partials(config.store)
+            split_names = tuple(extend_splits(  # first: split scopes read the new codes
+                open_group(config.store, mode="r+"), state["n_before"], state["n_after"],
+                {h.name: h.classes for h in config.schema.heads}))
+            scopes = merge_stats(config, state, n_workers)
+        else:
+            scopes, split_names = [], ()
+        vid = commit(config, state)
+    return AppendSummary(config.store, state["n_before"], state["n_after"] - state["n_before"],
+                         len(plan.tasks), ran, n_workers, split_names, tuple(scopes), vid,
+                         time.perf_counter() - t0)
+
+
+def append(config: Config | str | os.PathLike[str], *, workers: int | None = None,
+           scheduler: str | None = None, items: Any = None, process: Any = None,
+           count: Any = None) -> AppendSummary:
+    """Append the rows of ``config``'s source after the last row of its complete store.
+
+    Parameters
+    ----------
+    config : a parsed Config, a mapping, or a YAML path; ``store`` names the existing store,
+        ``source`` the new rows; schema, chunking and compression must equal the store's.
+    workers : worker processes (default ``ingest.workers``, else the CPU count).
+    scheduler : a ``dask.distributed`` scheduler address to run the tasks on.
+    items, process, count : a python source's items and functions, as for ingest.
+
+    Returns
+    -------
+    AppendSummary: rows before and added, tasks run, splits extended, scopes merged, version.
+
+    Raises
+    ------
+    AppendError
+        Incomplete store, schema/chunking difference (named), unfinished append of another
+        source, or a source already appended; the store is unchanged.
+    StoreLockedError
+        Another ingest, append or split holds the store.
+
+    Examples
+    --------
+    >>> chunkstore.append("week-49.yaml")  # doctest: +SKIP
+    """
+    t0 = time.perf_counter()
+    return append_store(_resolve(config, items, process, count, scheduler), workers=workers,
+                        started=t0)
+
+
+def _resolve(config: Any, items: Any, process: Any, count: Any, scheduler: str | None
+             ) -> Config:
+    """A Config from a Config, mapping or YAML path, with a python source's callables and a
+    scheduler address applied (as :func:`chunkstore.ingest` does)."""
+    if isinstance(config, Mapping):
+        config = Config.from_dict(config)
+    elif not isinstance(config, Config):
+        config = load_config(config)
+    if not (items is None and process is None and count is None):
+        if config.source.kind != "python":
+            raise ConfigError(f"items=/process=/count= need source kind 'python'; config "
+                              f"{config.file!r} has kind {config.source.kind!r}")
+        options = config.source.options.with_callables(items, process, count)
+        config = replace(config, source=replace(config.source, options=options))
+    address = scheduler or config.ingest.scheduler
+    if not address:
+        return config
+    check_reachable(config.store, address)
+    store = os.path.abspath(config.store) if storage.is_local(config.store) else config.store
+    return replace(config, store=store, ingest=replace(config.ingest, scheduler=address))
