@@ -41,7 +41,7 @@ DUPLICATE_OF = "meta/duplicate_of"
 ROW_HASH = "meta/row_hash"
 DEDUP_FORMAT = 1
 METHOD = "xxh3-64 row hash, candidates compared byte for byte (NaN canonicalised)"
-BLOCK_BYTES = 64 * 2**20  # features bytes per read block
+BLOCK_BYTES = 16 * 2**20  # features bytes per read block: a few chunks
 BUCKET_BYTES = 128 * 2**20  # candidate bytes per exact-grouping task
 
 Hasher = Callable[[np.ndarray], np.ndarray]
@@ -60,45 +60,39 @@ def _hashes(ds: StoreView, block_rows: int, hasher: Hasher | None, scheduler: An
     return np.asarray(compute(h, scheduler=scheduler)[0], dtype=np.uint64), "computed"
 
 
-def _labels(ds: StoreView, rows: np.ndarray | slice) -> list[np.ndarray]:
-    if isinstance(rows, slice):
-        return [np.asarray(ds.labels[h][rows], dtype=np.int64) for h in ds.heads]
-    return [np.asarray(ds.labels[h].get_orthogonal_selection(rows), dtype=np.int64)
-            for h in ds.heads]
+def _labels(ds: StoreView) -> np.ndarray:
+    """(heads, N) labels in their stored dtype: a few bytes a row, like the hash array."""
+    if not ds.heads:
+        return np.zeros((0, ds.n_samples), dtype=np.int16)
+    return np.stack([np.asarray(ds.labels[h][:]) for h in ds.heads])
 
 
-def _spill(ds: StoreView, rows: np.ndarray, buckets: np.ndarray, by_labels: bool,
+def _spill(ds: StoreView, rows: np.ndarray, buckets: np.ndarray, lab: np.ndarray | None,
            scratch: str, tag: int) -> int:
-    """Write the canonical bytes (and labels) of ``rows`` (sorted, one block) per bucket."""
-    x = canonical(np.asarray(ds.features.get_orthogonal_selection((rows, slice(None)))))
+    """Write the canonical bytes (and labels) of ``rows`` (sorted, one block) per bucket.
+
+    The span of whole chunks holding ``rows`` is read as one slice: zarr decodes a slice's
+    chunks in one batch, several times faster than an orthogonal selection of the rows."""
+    r = ds.chunk_rows
+    start, stop = rows[0] // r * r, min(ds.n_samples, (rows[-1] // r + 1) * r)
+    x = canonical(np.asarray(ds.features[start:stop])[rows - start])
     data = x.view(np.uint8).reshape(rows.size, -1)
-    labels = _labels(ds, rows)
-    lab = np.stack(labels) if labels else np.zeros((0, rows.size), np.int64)
-    if by_labels and labels:
-        data = np.concatenate([data, lab.T.copy().view(np.uint8).reshape(rows.size, -1)], axis=1)
+    if lab is not None and lab.size:  # by features+labels: the labels are part of the row
+        data = np.concatenate([data, np.ascontiguousarray(lab.T, dtype=np.int64).view(
+            np.uint8).reshape(rows.size, -1)], axis=1)
     for b in np.unique(buckets):
         sel = buckets == b
-        np.savez(Path(scratch) / f"b{b:06d}_{tag:09d}.npz", rows=rows[sel], data=data[sel],
-                 labels=lab[:, sel])
+        np.savez(Path(scratch) / f"b{b:06d}_{tag:09d}.npz", rows=rows[sel], data=data[sel])
     return int(rows.size)
 
 
-def _group_bucket(scratch: str, bucket: int, n_heads: int
-                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Exact groups among one bucket's rows: (members, roots, labels (heads, members))."""
-    files = sorted(Path(scratch).glob(f"b{bucket:06d}_*.npz"))
-    parts = [dict(np.load(p)) for p in files]
+def _group_bucket(scratch: str, bucket: int) -> tuple[np.ndarray, np.ndarray]:
+    """Exact groups among one bucket's rows: (members, roots)."""
+    parts = [dict(np.load(p)) for p in sorted(Path(scratch).glob(f"b{bucket:06d}_*.npz"))]
     if not parts:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros((n_heads, 0), np.int64)
-    rows = np.concatenate([p["rows"] for p in parts])
-    members, roots = grp.exact_groups(rows, np.concatenate([p["data"] for p in parts]))
-    labels = np.concatenate([p["labels"] for p in parts], axis=1)
-    return members, roots, labels[:, _positions(rows, members)]
-
-
-def _positions(rows: np.ndarray, members: np.ndarray) -> np.ndarray:
-    order = np.argsort(rows, kind="stable")
-    return order[np.searchsorted(rows[order], members)]
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    return grp.exact_groups(np.concatenate([p["rows"] for p in parts]),
+                            np.concatenate([p["data"] for p in parts]))
 
 
 def _find(ds: StoreView, by: str, hasher: Hasher | None, scheduler: Any
@@ -109,8 +103,9 @@ def _find(ds: StoreView, by: str, hasher: Hasher | None, scheduler: Any
     row_bytes = ds.features.shape[1] * ds.features.dtype.itemsize
     block_rows = whole_chunk_rows(ds.chunk_rows, max(row_bytes, 1), BLOCK_BYTES)
     hashes, source = _hashes(ds, block_rows, hasher, scheduler)
+    labels = _labels(ds)
     if by == "features+labels":
-        hashes = grp.with_labels(hashes, _labels(ds, slice(None)))
+        hashes = grp.with_labels(hashes, list(labels))
     cand = grp.candidates(hashes)
     n_buckets = max(1, int(np.ceil(cand.size * (row_bytes + 8 * len(ds.heads)) / BUCKET_BYTES)))
     bucket = (hashes[cand] % np.uint64(n_buckets)).astype(np.int64)
@@ -118,18 +113,18 @@ def _find(ds: StoreView, by: str, hasher: Hasher | None, scheduler: Any
     scratch = tempfile.mkdtemp(prefix="chunkstore-dedup-")
     try:
         cuts = np.searchsorted(cand, np.arange(0, ds.n_samples + block_rows, block_rows))
-        spills = [delayed(_spill)(ds, cand[a:b], bucket[a:b], by != "features", scratch, i)
+        spills = [delayed(_spill)(ds, cand[a:b], bucket[a:b],
+                                  labels[:, cand[a:b]] if by != "features" else None, scratch, i)
                   for i, (a, b) in enumerate(zip(cuts[:-1], cuts[1:], strict=True)) if b > a]
         compute(spills, scheduler=scheduler)
-        found = compute([delayed(_group_bucket)(scratch, b, len(ds.heads))
-                         for b in range(n_buckets)], scheduler=scheduler)[0]
+        found = compute([delayed(_group_bucket)(scratch, b) for b in range(n_buckets)],
+                        scheduler=scheduler)[0]
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     members = np.concatenate([f[0] for f in found])
     order = np.argsort(members, kind="stable")
-    roots = np.concatenate([f[1] for f in found])[order]
-    labels = np.concatenate([f[2] for f in found], axis=1)[:, order]
-    return members[order], roots, labels, source
+    members, roots = members[order], np.concatenate([f[1] for f in found])[order]
+    return members, roots, labels[:, members].astype(np.int64), source
 
 
 def _write(ds: StoreView, dup: np.ndarray, attrs: dict[str, Any]) -> None:
@@ -182,21 +177,20 @@ def dedup(store: str, *, by: str = "features", hasher: Hasher | None = None,
     t0 = time.perf_counter()
     with journal.StoreLock(store):
         ds = StoreView(store)
-        batch = {"codec_pipeline.batch_size": 64}
-        with zarr.config.set(batch):
+        with zarr.config.set({"codec_pipeline.batch_size": 64}):
             members, roots, labels, source = _find(ds, by, hasher, local_scheduler())
-        dup = grp.duplicate_of(ds.n_samples, members, roots)
-        conflicts = ({} if by != "features" else
-                     {h: grp.conflicts(members, roots, labels[i]) for i, h in enumerate(ds.heads)})
-        summary = DedupSummary(
-            store=ds.path, by=by, rows=ds.n_samples,
-            groups=int((members == roots).sum()), duplicate_rows=int((dup >= 0).sum()),
-            largest=grp.largest(members, roots), conflicts=conflicts, hash_source=source,
-            wall_seconds=time.perf_counter() - t0)
-        _write(ds, dup, {"rows": ds.n_samples, "groups": summary.groups,
-                         "duplicate_rows": summary.duplicate_rows, "by": by, "method": METHOD,
-                         "hashes": source, "version": DEDUP_FORMAT,
-                         "created": layout.now_iso()})
+            dup = grp.duplicate_of(ds.n_samples, members, roots)
+            summary = DedupSummary(
+                store=ds.path, by=by, rows=ds.n_samples,
+                groups=int((members == roots).sum()), duplicate_rows=int((dup >= 0).sum()),
+                largest=grp.largest(members, roots), hash_source=source,
+                conflicts={} if by != "features" else {
+                    h: grp.conflicts(members, roots, labels[i]) for i, h in enumerate(ds.heads)},
+                wall_seconds=time.perf_counter() - t0)
+            _write(ds, dup, {"rows": ds.n_samples, "groups": summary.groups,
+                             "duplicate_rows": summary.duplicate_rows, "by": by,
+                             "method": METHOD, "hashes": source, "version": DEDUP_FORMAT,
+                             "created": layout.now_iso()})
     if progress:
         from chunkstore.runtime.messages import say
 
