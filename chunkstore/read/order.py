@@ -4,10 +4,10 @@ Pure functions of their arguments (no I/O), so that the guarantees are tested on
 
 * **One global order per epoch.** The items (rows, or sequence windows) of an epoch form one
   global stream that depends only on (seed, epoch, the items per chunk, ``window_chunks``,
-  shuffle): the non-empty chunks in a permutation drawn from (seed, epoch), grouped into windows
-  of ``window_chunks`` chunks, each window's items permuted by (seed, epoch, window). World
-  size, rank, DataLoader workers and batch size play no part in it. With one rank it is
-  exactly the order the loader has always produced.
+  shuffle): windows of at most ``window_chunks`` chunks drawn from (seed, epoch), stratified
+  across the store (:func:`window_chunk_sets`), in a random order, each window's items
+  permuted by (seed, epoch, window). World size, rank, DataLoader workers and batch size play
+  no part in the order.
 * **Lockstep steps.** Ranks consume the stream in steps: at each step every one of the
   ``world_size`` ranks takes one batch of ``batch_size`` consecutive items, rank ``r`` the
   ``r``-th (global batch ``g`` goes to rank ``g % world_size``). After ``k`` steps the ranks
@@ -93,12 +93,29 @@ class Task:
     pieces: tuple[Piece, ...]
 
 
-def chunk_order(n_chunks: int, *, seed: int, epoch: int, shuffle: bool) -> I64:
-    """The epoch's chunk order: a permutation drawn from (seed, epoch), or 0..n-1."""
+def window_chunk_sets(live: I64, *, seed: int, epoch: int, shuffle: bool,
+                      window_chunks: int) -> list[I64]:
+    """The chunks of each window of the epoch, in stream order (stratified, balanced).
+
+    ``live`` are the chunks that contribute items, in store order. With ``n`` windows, the
+    store is cut into strata of ``n`` consecutive chunks and every window takes one chunk of
+    each stratum, drawn at random; the windows then come in a random order. Each window thus
+    spans the whole store, so a store ordered by class, time or file still gives every window
+    chunks of every region (a window of random chunks can miss whole classes); window sizes
+    differ by at most one chunk, so no short window mixes the end of an epoch worse.
+    """
+    n = -(-len(live) // window_chunks)
     if not shuffle:
-        return np.arange(n_chunks, dtype=np.int64)
+        return list(np.array_split(live, n)) if n else []
     rng = np.random.default_rng(np.random.SeedSequence([seed, epoch, 0]))
-    return rng.permutation(n_chunks).astype(np.int64)
+    window = np.empty(len(live), np.int64)
+    for s in range(0, len(live), n):
+        m = min(n, len(live) - s)
+        window[s:s + m] = rng.permutation(n)[:m]
+    by_window = np.argsort(window, kind="stable")
+    bounds = np.searchsorted(window[by_window], np.arange(n + 1))
+    sets = [live[by_window[bounds[w]:bounds[w + 1]]] for w in range(n)]
+    return [sets[w] for w in rng.permutation(n)]
 
 
 def global_windows(counts: I64, *, seed: int, epoch: int, shuffle: bool,
@@ -107,11 +124,11 @@ def global_windows(counts: I64, *, seed: int, epoch: int, shuffle: bool,
 
     ``counts[c]`` is the number of items chunk ``c`` contributes; empty chunks are skipped.
     """
-    order = chunk_order(len(counts), seed=seed, epoch=epoch, shuffle=shuffle)
-    order = order[counts[order] > 0]
+    live = np.flatnonzero(counts > 0).astype(np.int64)
     out, start = [], 0
-    for number, i in enumerate(range(0, len(order), window_chunks)):
-        chunks = order[i:i + window_chunks]
+    for number, chunks in enumerate(window_chunk_sets(live, seed=seed, epoch=epoch,
+                                                      shuffle=shuffle,
+                                                      window_chunks=window_chunks)):
         n = int(counts[chunks].sum())
         out.append(Window(number, chunks, start, n))
         start += n

@@ -17,6 +17,7 @@ from chunkstore.read.order import (
     rank_batches,
     steps,
     tasks,
+    window_chunk_sets,
 )
 from chunkstore.testing import assert_batch_matches, read_all
 
@@ -114,6 +115,21 @@ def test_tasks_cover_the_batches_window_by_window():
     assert got == want and ends == [s.step for s in specs]
 
 
+@pytest.mark.parametrize("n_chunks, k", [(1, 8), (7, 3), (42, 8), (201, 8), (200, 32)])
+def test_windows_are_balanced_stratified_and_cover_every_chunk_once(n_chunks, k):
+    live = np.arange(n_chunks, dtype=np.int64) * 2  # store order, some chunks skipped
+    sets = window_chunk_sets(live, seed=3, epoch=1, shuffle=True, window_chunks=k)
+    assert sorted(np.concatenate(sets).tolist()) == live.tolist()
+    sizes = [len(s) for s in sets]
+    assert max(sizes) <= k and max(sizes) - min(sizes) <= 1
+    n = len(sets)
+    for s in sets:  # one chunk from each stratum of n consecutive live chunks
+        strata = np.searchsorted(live, s) // n
+        assert len(np.unique(strata)) == len(s)
+    again = window_chunk_sets(live, seed=3, epoch=1, shuffle=True, window_chunks=k)
+    assert all(np.array_equal(a, b) for a, b in zip(sets, again, strict=True))
+
+
 def test_resume_position_is_arithmetic_not_replay():
     t0 = time.perf_counter()
     specs = rank_batches(10**9, start=10**9 - 5000, batch_size=256, rank=3, world_size=7,
@@ -149,19 +165,22 @@ def lockstep(loader, key, *, start, batch, world, remainder, stop=None):
     return [ranks[r][s] for s in range(len(ranks[0])) for r in range(world)]
 
 
-def test_one_rank_yields_exactly_the_loaders_current_order(store):
-    ds = chunkstore.open(store)
+def test_one_rank_yields_the_global_order_of_the_real_stores_rows(store):
+    ds, full = chunkstore.open(store), read_all(store)
     loader = ds.loader(batch_size=10, seed=5, window_chunks=3)
-    loader.set_epoch(2)
-    want = np.concatenate([b["index"] for b in loader])
     key = OrderKey(seed=5, epoch=2, shuffle=True, window_chunks=3)
-    got = np.concatenate([b["index"] for b in run(loader, key, start=0, batch=10,
-                                                    shard=Shard(), remainder="even")])
-    np.testing.assert_array_equal(got, want)
-    windows, total = epoch_windows(loader._counts, key)
+    batches = run(loader, key, start=0, batch=10, shard=Shard(), remainder="even")
+    got = np.concatenate([b["index"] for b in batches])
+    windows, _ = epoch_windows(loader._counts, key)
     rows = [w.chunks[loader._items(w) // 8] * 8 + loader._items(w) % 8 for w in windows]
     np.testing.assert_array_equal(global_items(windows, rows, seed=5, epoch=2, shuffle=True),
-                                  want)
+                                  got)
+    assert sorted(got) == list(range(333))
+    for b in batches:
+        assert_batch_matches(b, full)
+    other = OrderKey(seed=5, epoch=3, shuffle=True, window_chunks=3)
+    assert not np.array_equal(np.concatenate([b["index"] for b in run(
+        loader, other, start=0, batch=10, shard=Shard(), remainder="even")]), got)
 
 
 @pytest.mark.parametrize("old, new, remainder", [(4, 3, "pad"), (2, 5, "pad"), (3, 1, "even"),
