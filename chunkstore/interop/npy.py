@@ -1,6 +1,8 @@
 """Export to ``.npy``/``.npz`` files: ``X[_split].npy``, ``labels[_split].npz`` and
 ``masks[_split].npz`` (one array per head, stored uncompressed so that they can be
-memory-mapped), each written through memory maps one block at a time."""
+memory-mapped), each written through memory maps one block at a time. A store without heads
+(features only) exports ``X[_split].npy`` alone; every array keeps its stored dtype (integer
+token ids stay integers)."""
 
 from __future__ import annotations
 
@@ -45,8 +47,9 @@ def write_npy(outdir: str, arrays: Mapping[str, zarr.Array], attrs: Mapping[str,
     """
     suffix = f"_{split}" if split else ""
     heads = list(attrs["heads"])
+    kinds = KINDS if heads else ()  # no heads: no empty labels/masks archives
     final = {"X": os.path.join(outdir, f"X{suffix}.npy"),
-             **{kind: os.path.join(outdir, f"{kind}{suffix}.npz") for kind in KINDS}}
+             **{kind: os.path.join(outdir, f"{kind}{suffix}.npz") for kind in kinds}}
     refuse_existing(list(final.values()), overwrite)
     os.makedirs(outdir, exist_ok=True)
     tmpdir = os.path.join(outdir, f".export-{os.getpid()}.partial")
@@ -56,16 +59,16 @@ def write_npy(outdir: str, arrays: Mapping[str, zarr.Array], attrs: Mapping[str,
         paths.update({f"{k}/{h}": os.path.join(tmpdir, f"{k}-{h}.npy")
                       for k in KINDS for h in heads})
         fill_files(paths, arrays, blocks, n_out)
-        for kind in KINDS:
+        for kind in kinds:
             with zipfile.ZipFile(final[kind] + ".partial", "w", zipfile.ZIP_STORED) as zf:
                 for h in heads:
                     zf.write(paths[f"{kind}/{h}"], arcname=f"{h}.npy")
         os.replace(paths[layout.FEATURES], final["X"])
-        for kind in KINDS:
+        for kind in kinds:
             os.replace(final[kind] + ".partial", final[kind])
     finally:
         shutil.rmtree(tmpdir, ignore_errors=True)
-        for kind in KINDS:
+        for kind in kinds:
             if os.path.exists(final[kind] + ".partial"):
                 os.unlink(final[kind] + ".partial")
     return list(final.values())

@@ -4,6 +4,10 @@ Plots are drawn from the stored statistics (``stats/<scope>``) and split arrays,
 sample chunks, so a report of a large store is quick. A plot whose statistic is absent is
 skipped with a note in the HTML saying which command computes it. matplotlib is the optional
 ``report`` extra, imported lazily with the Agg backend.
+
+A store without heads (features only, e.g. token sequences) skips the per-head plots with that
+reason; a store of integer features adds a ``value_counts`` plot (rank-frequency of
+``stats/<scope>/value_counts``, the token frequency table).
 """
 
 from __future__ import annotations
@@ -27,6 +31,9 @@ if TYPE_CHECKING:
 
 PLOTS = ("distributions", "correlation", "class_balance", "mask_coverage", "split_sizes",
          "mutual_info")
+HEAD_PLOTS = ("class_balance", "mask_coverage", "mutual_info")
+INTEGER_PLOTS = ("value_counts",)  # drawn for integer features only
+VALUE_COUNTS = "value_counts"  # stats/<scope>/value_counts, see chunkstore.stats.value_counts
 
 
 @dataclass(frozen=True)
@@ -175,13 +182,45 @@ def _split_sizes(plt: Any, info: StoreInfo) -> Figure | str:
     return fig
 
 
+def value_counts_figure(plt: Any, counts: Any, scope: str, top: int = 20) -> Figure | str:
+    """Rank-frequency (log-log) of the values, and the ``top`` most frequent values' shares."""
+    c = np.asarray(counts, dtype=np.int64)
+    total = int(c.sum())
+    if total == 0:
+        return f"stats/{scope}/{VALUE_COUNTS} counts no values"
+    order = np.argsort(-c, kind="stable")
+    seen = order[c[order] > 0]
+    fig, (rank, best) = plt.subplots(1, 2, figsize=(10, 3.8))
+    rank.loglog(np.arange(1, len(seen) + 1), c[seen] / total)
+    rank.set_xlabel("rank", fontsize=8)
+    rank.set_ylabel("share of all values", fontsize=8)
+    rank.set_title(f"{len(seen):,} of {len(c):,} values occur", fontsize=10)
+    shown_ = seen[:top][::-1]
+    best.barh([str(v) for v in shown_], c[shown_] / total)
+    best.set_xlabel("share of all values", fontsize=8)
+    best.set_title(f"top {len(shown_)} values", fontsize=10)
+    for ax in (rank, best):
+        ax.tick_params(labelsize=7)
+    fig.suptitle(f"value counts (stats/{scope}/{VALUE_COUNTS}, {total:,} values)")
+    return fig
+
+
+def _value_counts(plt: Any, ds: StoreView, scope: str) -> Figure | str:
+    path = f"stats/{scope}/{VALUE_COUNTS}"
+    if path not in ds.group:
+        return (f"no {path}: run chunkstore.stats.value_counts.write_value_counts(STORE, "
+                f"{scope!r})")
+    return value_counts_figure(plt, ds.group[path][...], scope)
+
+
 STAT_PLOTS: dict[str, Callable[[Any, Stats, list[int], int], Figure | str]] = {
     "distributions": _distributions, "correlation": _correlation,
     "class_balance": _class_balance, "mask_coverage": _mask_coverage,
     "mutual_info": _mutual_info}
 TITLES = {"distributions": "Feature distributions", "correlation": "Correlation",
           "class_balance": "Class balance per head", "mask_coverage": "Mask coverage per head",
-          "split_sizes": "Split sizes", "mutual_info": "Mutual information ranking"}
+          "split_sizes": "Split sizes", "mutual_info": "Mutual information ranking",
+          "value_counts": "Value counts (token frequencies)"}
 
 
 def write_report(store: str, out: str, *, features: int = 12, scope: str = "all"
@@ -219,6 +258,10 @@ def write_report(store: str, out: str, *, features: int = 12, scope: str = "all"
     def draw(name: str) -> Figure | str:
         if name == "split_sizes":
             return _split_sizes(plt, info)
+        if name in HEAD_PLOTS and not ds.heads:
+            return "the store has no heads (features only): nothing per head to plot"
+        if name == "value_counts":
+            return _value_counts(plt, ds, scope)
         if st is None:
             return f"no statistics for scope {scope!r}: run `chunkstore stats STORE`"
         return STAT_PLOTS[name](plt, st, picked, features)
@@ -226,7 +269,8 @@ def write_report(store: str, out: str, *, features: int = 12, scope: str = "all"
     root = Path(out)
     root.mkdir(parents=True, exist_ok=True)
     plots = []
-    for name in PLOTS:
+    integer = np.dtype(ds.features.dtype).kind in "iu"
+    for name in PLOTS + (INTEGER_PLOTS if integer else ()):
         result = draw(name)
         if isinstance(result, str):
             plots.append(Plot(name, TITLES[name], None, result))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from chunkstore.cli import main
@@ -48,3 +49,38 @@ def test_report_skips_plots_whose_statistics_are_absent(ingested_store, tmp_path
     page = Path(summary.index).read_text()
     assert page.count("Not drawn:") == 3 and "src='class_balance.png'" in page
     assert (tmp_path / "r" / "correlation.png").read_bytes().startswith(PNG_SIGNATURE)
+
+
+# ------------------------------------------------------- features-only stores (issue 19)
+
+def test_report_of_a_store_without_heads(tmp_path):
+    from chunkstore import ingest
+    from chunkstore.stats.compute import compute_stats
+
+    store = str(tmp_path / "s.zarr")
+    ingest({"store": store, "schema": {"features": 5},  # heads omitted: features only
+            "source": {"kind": "synthetic", "n_samples": 300, "seed": 1},
+            "ingest": {"workers": 1, "chunk_rows": 64}}, progress=False)
+    compute_stats(store, progress=False)
+    summary = write_report(store, str(tmp_path / "r"), features=3)
+    notes = {p.name: p.note for p in summary.plots if p.file is None}
+    assert [p.name for p in summary.plots] == list(PLOTS)  # float features: no value_counts
+    assert set(notes) == {"class_balance", "mask_coverage", "mutual_info", "split_sizes"}
+    assert all("no heads" in notes[n] for n in ("class_balance", "mask_coverage",
+                                                "mutual_info"))
+    for name in ("distributions", "correlation"):
+        assert (tmp_path / "r" / f"{name}.png").read_bytes().startswith(PNG_SIGNATURE)
+
+
+def test_value_counts_figure_draws_the_rank_frequency(tmp_path):
+    from chunkstore.report.plots import _pyplot, value_counts_figure
+
+    plt = _pyplot()
+    counts = np.bincount(np.random.default_rng(0).zipf(1.5, 5000) % 500, minlength=600)
+    fig = value_counts_figure(plt, counts, "all")
+    assert not isinstance(fig, str)
+    assert fig.axes[1].get_title() == "top 20 values"
+    fig.savefig(tmp_path / "v.png", dpi=60)
+    plt.close(fig)
+    assert (tmp_path / "v.png").read_bytes().startswith(PNG_SIGNATURE)
+    assert "counts no values" in value_counts_figure(plt, np.zeros(4, np.int64), "train")
