@@ -49,8 +49,15 @@ class Inputs:
         r = ds.chunk_rows
         self.block_rows = whole_chunk_rows(r, 1, BLOCK_ROWS)  # codes: 1 byte a row
         self.merged = merged  # (group ids, merged id) of --dedup: meta/group reads merged
+        self._read: dict[str, da.Array] = {}
 
     def read(self, path: str) -> da.Array:
+        """``path`` as a Dask array in blocks (one array per path: graphs share its tasks)."""
+        if path not in self._read:
+            self._read[path] = self._open(path)
+        return self._read[path]
+
+    def _open(self, path: str) -> da.Array:
         import dask.array as da
 
         arr = self.ds.group[path]
@@ -238,11 +245,17 @@ def _expand(assignment: tuple[Any, Any], key_runs: tuple[Any, Any]) -> np.ndarra
 
 
 def code_blocks(inp: Inputs, spec: SplitSpec, assignment: Delayed | None,
-                key_runs: Sequence[Any]) -> tuple[list[Delayed], tuple[int, ...]]:
+                key_runs: Sequence[Any], labels: Sequence[Any] = ()
+                ) -> tuple[list[Delayed], tuple[int, ...]]:
     """Per-block code tasks and block lengths; lookup methods reuse the first pass's key runs
-    where they were kept, so those blocks are not read twice."""
+    where they were kept, stratified ones the first pass's labels, so no block is read twice."""
     from dask import delayed
 
+    if labels and is_stratified(spec) and not is_grouped(spec):
+        keys = inp.keys
+        blocks = [delayed(splits.assign_stratified)(lab, k, spec.seed, assignment)
+                  for lab, k in zip(labels, inp.blocks(keys), strict=True)]
+        return blocks, keys.chunks[0]
     key = lookup_key(spec)
     if key is None or not key_runs:
         codes = codes_graph(inp, spec, assignment)
