@@ -1,0 +1,335 @@
+"""Mixtures: one shuffled, elastic, resumable batch stream over several stores.
+
+``mix([ds_a, ds_b], weights=[0.7, 0.3], seed=0)`` samples the stores in exact proportions:
+
+* **Blocks.** The mixture's stream is cut into blocks of ``block`` items; in every block store
+  ``k`` contributes exactly ``c_k`` items (``weights`` normalized, times ``block``, rounded by
+  largest remainder, so ``|c_k - w_k x block| < 1``), at positions drawn from (seed, epoch,
+  block). Proportions are exact per block, not just on average.
+* **Each store's own order.** The items store ``k`` contributes are consecutive items of its
+  own elastic global order (:mod:`chunkstore.read.order`, seeded by (seed, k)), continued
+  across mixture epochs and wrapping into the store's next epoch when it runs out: a small
+  store with a large weight is repeated (each repetition in a new order), a large store with a
+  small weight is read further every mixture epoch.
+* **Elastic.** The mixture's stream depends only on (seed, epoch, weights, block, the stores'
+  items), never on world size or workers; ranks take it in lockstep exactly like a single
+  store's loader (``shard``, ``remainder``), and the state is the global position.
+
+Rows are read through a small decoded-chunk cache per store (``2 x window_chunks`` chunks per
+array): a store's items in the mixture come from one or two of its windows at a time.
+
+Batches: ``features`` (b, F), ``labels`` / ``masks`` for the union of the stores' heads (by
+name; a store without head ``h`` gives label ``-100``, the default ``ignore_index`` of torch's
+losses, and an all-zero mask), ``index`` (the row in its store), ``source`` (the store's
+number), and ``valid`` with the "pad" remainder.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections import OrderedDict
+from collections.abc import Iterator, Sequence
+from typing import Any, Self
+
+import numpy as np
+from numpy.typing import NDArray
+
+from chunkstore.errors import ReadError
+from chunkstore.read.elastic import concat
+from chunkstore.read.loader import row_membership, sample_sources
+from chunkstore.read.order import (
+    check_remainder,
+    global_windows,
+    position_after,
+    rank_batches,
+    steps,
+    window_permutation,
+)
+from chunkstore.read.stream import torch_worker
+from chunkstore.store.chunkfiles import ChunkCache
+from chunkstore.store.view import StoreView
+
+I64 = NDArray[np.int64]
+MISSING_LABEL = -100
+
+
+def block_counts(weights: Sequence[float], block: int) -> I64:
+    """Items per block of each source: ``weights`` (normalized) x ``block``, rounded by
+    largest remainder so that they sum to ``block``."""
+    w = np.asarray(weights, dtype=np.float64)
+    if w.ndim != 1 or len(w) == 0 or not np.all(np.isfinite(w)) or (w < 0).any() or w.sum() <= 0:
+        raise ReadError(f"weights must be non-negative numbers with a positive sum, one per "
+                        f"store, found {list(weights)!r}")
+    exact = w / w.sum() * block
+    counts = np.floor(exact).astype(np.int64)
+    extra = block - int(counts.sum())
+    counts[np.argsort(-(exact - counts), kind="stable")[:extra]] += 1
+    return counts
+
+
+def block_pattern(counts: I64, *, seed: int, epoch: int, block: int) -> tuple[I64, I64]:
+    """(source of each position of block ``block``, its rank among that source's items)."""
+    rng = np.random.default_rng(np.random.SeedSequence([seed, epoch, 2, block]))
+    source = np.repeat(np.arange(len(counts), dtype=np.int64), counts)[
+        rng.permutation(int(counts.sum()))]
+    within = np.empty_like(source)
+    for k in range(len(counts)):
+        at = np.flatnonzero(source == k)
+        within[at] = np.arange(len(at))
+    return source, within
+
+
+class SourceOrder:
+    """Rows of one store's elastic global order, continued across its epochs.
+
+    ``rows(q)`` maps cumulative positions ``q`` (epoch ``q // items``, offset ``q % items``)
+    to store rows, caching the last few windows' permuted rows.
+    """
+
+    def __init__(self, member: NDArray[np.bool_] | None, n: int, chunk_rows: int, *, seed: int,
+                 window_chunks: int) -> None:
+        r = chunk_rows
+        self.member, self.n, self.r, self.seed, self.k = member, n, r, seed, window_chunks
+        starts = np.arange(0, n, r)
+        if member is None:
+            counts = np.minimum(r, n - starts)
+        else:
+            counts = np.add.reduceat(member.astype(np.int64), starts) if n else starts
+        self.counts = np.asarray(counts, np.int64)
+        self.items = int(self.counts.sum())
+        self._windows: OrderedDict[int, Any] = OrderedDict()
+        self._rows: OrderedDict[tuple[int, int], I64] = OrderedDict()
+
+    def _epoch(self, epoch: int) -> Any:
+        if epoch not in self._windows:
+            ws = global_windows(self.counts, seed=self.seed, epoch=epoch, shuffle=True,
+                                window_chunks=self.k)
+            self._windows[epoch] = (ws, np.array([w.start for w in ws], np.int64))
+            while len(self._windows) > 2:
+                self._windows.popitem(last=False)
+        return self._windows[epoch]
+
+    def _window_rows(self, epoch: int, w: Any) -> I64:
+        key = (epoch, w.number)
+        if key not in self._rows:
+            parts = []
+            for c in w.chunks.tolist():
+                lo, hi = c * self.r, min(self.n, (c + 1) * self.r)
+                rows = np.arange(lo, hi, dtype=np.int64)
+                parts.append(rows if self.member is None else rows[self.member[lo:hi]])
+            natural = np.concatenate(parts)
+            self._rows[key] = natural[window_permutation(len(natural), seed=self.seed,
+                                                         epoch=epoch, number=w.number)]
+            while len(self._rows) > 4:
+                self._rows.popitem(last=False)
+        return self._rows[key]
+
+    def rows(self, q: I64) -> I64:
+        out = np.empty(len(q), np.int64)
+        epoch, offset = np.divmod(q, self.items)
+        for e in np.unique(epoch).tolist():
+            ws, starts = self._epoch(e)
+            at = np.flatnonzero(epoch == e)
+            win = np.searchsorted(starts, offset[at], side="right") - 1
+            for w in np.unique(win).tolist():
+                sel = at[win == w]
+                out[sel] = self._window_rows(e, ws[w])[offset[sel] - ws[w].start]
+        return out
+
+
+def _union_heads(views: Sequence[StoreView], heads: Sequence[str] | None) -> dict[str, int]:
+    """Head -> classes over every store (by name); the classes must agree."""
+    union: dict[str, int] = {}
+    for v in views:
+        for h, k in v.heads.items():
+            if union.setdefault(h, k) != k:
+                raise ReadError(f"head {h!r} has {union[h]} classes in one store and {k} in "
+                                f"{v.path!r}: a mixture needs the same classes per head name")
+    if heads is None:
+        return union
+    unknown = [h for h in heads if h not in union]
+    if unknown:
+        raise ReadError(f"unknown head(s) {unknown}; the mixed stores have {list(union)}")
+    return {h: union[h] for h in heads}
+
+
+def _check_features(views: Sequence[StoreView]) -> None:
+    first = views[0]
+    for v in views[1:]:
+        if v.feature_names != first.feature_names or v.features.dtype != first.features.dtype:
+            raise ReadError(f"store {v.path!r} has {len(v.feature_names)} features "
+                            f"({v.features.dtype}) and {first.path!r} has "
+                            f"{len(first.feature_names)} ({first.features.dtype}), or their "
+                            "names differ: a mixture needs the same features in every store")
+
+
+class Mixture:
+    """Batches mixed from several stores in exact proportions; see the module docstring.
+
+    Use :func:`mix` to make one. ``set_epoch``, ``shard(rank, world_size)``, ``state_dict`` /
+    ``load_state_dict`` and ``len()`` behave as for a single store's loader.
+    """
+
+    def __init__(self, datasets: Sequence[StoreView], *, weights: Sequence[float],
+                 seed: int = 0, batch_size: int = 256, split: str | None = None,
+                 splits: str = "default", heads: Sequence[str] | None = None,
+                 window_chunks: int = 8, block: int = 1024, epoch_items: int | None = None,
+                 remainder: str = "even") -> None:
+        self.views = list(datasets)
+        if not self.views or len(weights) != len(self.views):
+            raise ReadError(f"mix needs one weight per store: {len(self.views)} stores, "
+                            f"{len(weights)} weights")
+        _check_features(self.views)
+        for name, value in (("batch_size", batch_size), ("window_chunks", window_chunks),
+                            ("block", block)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ReadError(f"{name} must be an integer >= 1, found {value!r}")
+        self.weights = [float(w) for w in weights]
+        self.counts = block_counts(self.weights, block)
+        self.seed, self.batch_size, self.block = int(seed), batch_size, block
+        self.window_chunks, self.remainder = window_chunks, check_remainder(remainder)
+        self.heads = _union_heads(self.views, heads)
+        self.orders = [SourceOrder(row_membership(v, split, splits, False), v.n_samples,
+                                   v.chunk_rows, seed=int(seed) * 1_000_003 + k,
+                                   window_chunks=window_chunks)
+                       for k, v in enumerate(self.views)]
+        empty = [v.path for v, o, c in zip(self.views, self.orders, self.counts, strict=True)
+                 if c and not o.items]
+        if empty:
+            where = f" in split {split!r}" if split else ""
+            raise ReadError(f"store(s) {empty} have no rows{where} but a positive weight")
+        total = sum(o.items for o in self.orders)
+        blocks = -(-total // block) if epoch_items is None else -(-int(epoch_items) // block)
+        self.items = blocks * block  # items per mixture epoch
+        self.epoch, self.rank, self.world_size = 0, 0, 1
+        self._position = self._resume = 0
+        self._caches = [ChunkCache(sample_sources(v, [h for h in self.heads if h in v.heads]),
+                                   max_chunks=2 * window_chunks) for v in self.views]
+
+    def set_epoch(self, epoch: int) -> None:
+        """Use the order of ``epoch`` from now on (a loaded resume position of another epoch
+        is dropped)."""
+        if int(epoch) != self.epoch:
+            self._resume = 0
+        self.epoch = int(epoch)
+
+    def shard(self, rank: int, world_size: int) -> Self:
+        """A copy for lockstep rank ``rank`` of ``world_size``."""
+        if not (isinstance(world_size, int) and world_size >= 1 and 0 <= rank < world_size):
+            raise ReadError(f"need 0 <= rank < world_size, found rank={rank!r}, "
+                            f"world_size={world_size!r}")
+        other = copy.copy(self)
+        other.rank, other.world_size = rank, world_size
+        other._position = other._resume = 0
+        return other
+
+    def __len__(self) -> int:
+        return steps(self.items, start=0, batch_size=self.batch_size,
+                     world_size=self.world_size, remainder=self.remainder)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The global position: loads into a mixture of any world size or worker count."""
+        return {"epoch": self.epoch, "position": self._position, **self._fingerprint()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        mine = self._fingerprint()
+        diff = sorted(k for k in mine if state.get(k) != mine[k])
+        if diff:
+            raise ReadError("cannot resume: the saved mixture state differs in " + ", ".join(
+                f"{k} (saved {state.get(k)!r}, this mixture {mine[k]!r})" for k in diff))
+        position = int(state["position"])
+        if not 0 <= position <= self.items:
+            raise ReadError(f"resume position {position} is outside this epoch's "
+                            f"{self.items} items")
+        self.epoch, self._resume = int(state["epoch"]), position
+        self._position = position
+
+    def _fingerprint(self) -> dict[str, Any]:
+        return {"kind": "Mixture", "seed": self.seed, "weights": self.weights,
+                "block": self.block, "items": self.items, "window_chunks": self.window_chunks,
+                "sources": [[v.path, o.items] for v, o in zip(self.views, self.orders,
+                                                              strict=True)]}
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        start, self._resume = self._resume, 0
+        self._position = start
+        worker = torch_worker()
+        for spec in rank_batches(self.items, start=start, batch_size=self.batch_size,
+                                 rank=self.rank, world_size=self.world_size,
+                                 remainder=self.remainder, workers=worker):
+            parts = [self._read(a, b, valid) for a, b, valid in spec.ranges]
+            self._position = position_after(
+                self.items, start=start, batch_size=self.batch_size,
+                world_size=self.world_size, remainder=self.remainder, done=spec.step + 1)
+            yield concat(parts)
+
+    def locate(self, positions: I64) -> tuple[I64, I64]:
+        """(source, cumulative position in that source's stream) of mixture positions."""
+        blocks = self.items // self.block
+        source = np.empty(len(positions), np.int64)
+        q = np.empty(len(positions), np.int64)
+        b, o = np.divmod(positions, self.block)
+        for blk in np.unique(b).tolist():
+            at = np.flatnonzero(b == blk)
+            src, within = block_pattern(self.counts, seed=self.seed, epoch=self.epoch,
+                                        block=blk)
+            source[at] = src[o[at]]
+            q[at] = (self.epoch * blocks + blk) * self.counts[src[o[at]]] + within[o[at]]
+        return source, q
+
+    def _read(self, a: int, b: int, valid: bool) -> dict[str, Any]:
+        source, q = self.locate(np.arange(a, b, dtype=np.int64))
+        n, f = b - a, self.views[0].features
+        out: dict[str, Any] = {
+            "features": np.empty((n, *f.shape[1:]), f.dtype),
+            "labels": {h: np.full(n, MISSING_LABEL, np.int64) for h in self.heads},
+            "masks": {h: np.zeros((n, k), np.int8) for h, k in self.heads.items()},
+            "index": np.empty(n, np.int64), "source": source}
+        for k in np.unique(source).tolist():
+            at = np.flatnonzero(source == k)
+            rows = self.orders[k].rows(q[at])
+            got = self._caches[k].gather(list(self._caches[k].sources), rows)
+            out["features"][at] = got["features"]
+            out["index"][at] = rows
+            for h in self.heads:
+                if f"labels/{h}" in got:
+                    out["labels"][h][at] = got[f"labels/{h}"]
+                    out["masks"][h][at] = got[f"masks/{h}"]
+        if self.remainder == "pad":
+            out["valid"] = np.full(n, valid)
+        return out
+
+
+def mix(datasets: Sequence[StoreView], *, weights: Sequence[float], seed: int = 0,
+        batch_size: int = 256, split: str | None = None, splits: str = "default",
+        heads: Sequence[str] | None = None, window_chunks: int = 8, block: int = 1024,
+        epoch_items: int | None = None, remainder: str = "even") -> Mixture:
+    """A shuffled batch stream over several stores in exact proportions.
+
+    Parameters
+    ----------
+    datasets : open stores (``chunkstore.open``) with the same features.
+    weights : one per store; normalized. Per block of ``block`` items, store ``k`` gives
+        exactly ``round(w_k x block)`` items (largest remainder).
+    seed : fixes every order with the epoch (``set_epoch``).
+    batch_size, split, splits, heads, window_chunks, remainder : as for the loader; ``heads``
+        is over the union of the stores' heads, a store without a head gives label -100 and
+        an all-zero mask for it.
+    epoch_items : items per mixture epoch (rounded up to a whole block); default the stores'
+        rows (of ``split``) together.
+
+    Raises
+    ------
+    ReadError
+        On bad weights, differing features, head classes that disagree, or a weighted store
+        without rows.
+
+    Examples
+    --------
+    >>> m = chunkstore.mix([a, b], weights=[3, 1], seed=0, batch_size=256)  # doctest: +SKIP
+    >>> for batch in m.shard(rank, world):  # doctest: +SKIP
+    ...     loss = model(batch["features"], batch["labels"]["action"])
+    """
+    return Mixture(datasets, weights=weights, seed=seed, batch_size=batch_size, split=split,
+                   splits=splits, heads=heads, window_chunks=window_chunks, block=block,
+                   epoch_items=epoch_items, remainder=remainder)
