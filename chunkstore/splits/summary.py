@@ -145,7 +145,15 @@ class SplitSummary:
         parts = ", ".join(f"{n} {x:,}" for n, x in zip(names[1:], self.leaked[1:], strict=True))
         fix = ("" if not any(self.leaked) or self.spec.dedup
                else " (--dedup keeps every copy in one part)")
-        return f"rows with an exact duplicate in {names[0]}: {parts}{fix}"
+        line = f"rows with an exact duplicate in {names[0]}: {parts}{fix}"
+        empty = [n for n, r, (_, f) in zip(names, self.rows, self.spec.fractions, strict=True)
+                 if f > 0 and r == 0]
+        if self.spec.dedup and self.groups_total is not None and empty:
+            line += (f"\n--dedup merged the groups that share duplicates into "
+                     f"{self.groups_total:,}, leaving {', '.join(empty)} empty: the duplicates "
+                     "link most groups (a per-row method with --dedup, or training on first "
+                     "occurrences only, avoids this)")
+        return line
 
 
 def _format_balance(head: str, names: Sequence[str], cc: np.ndarray, show: int = 16
