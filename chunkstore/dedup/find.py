@@ -60,15 +60,19 @@ def _hashes(ds: StoreView, block_rows: int, hasher: Hasher | None, scheduler: An
     return np.asarray(compute(h, scheduler=scheduler)[0], dtype=np.uint64), "computed"
 
 
-def _labels(ds: StoreView) -> np.ndarray:
+def _stack(ds: StoreView, labels: Any) -> np.ndarray:
     """(heads, N) labels in their stored dtype: a few bytes a row, like the hash array."""
     if not ds.heads:
         return np.zeros((0, ds.n_samples), dtype=np.int16)
-    return np.stack([np.asarray(ds.labels[h][:]) for h in ds.heads])
+    return np.stack([np.asarray(x) for x in labels])
 
 
-def _spill(ds: StoreView, rows: np.ndarray, buckets: np.ndarray, lab: np.ndarray | None,
-           scratch: str, tag: int) -> int:
+def _read_all(arr: zarr.Array) -> np.ndarray:
+    return np.asarray(arr[:])
+
+
+def _spill(ds: StoreView, rows: np.ndarray, hashes: np.ndarray, n_buckets: int,
+           lab: np.ndarray | None, scratch: str, tag: int) -> int:
     """Write the canonical bytes (and labels) of ``rows`` (sorted, one block) per bucket.
 
     The span of whole chunks holding ``rows`` is read as one slice: zarr decodes a slice's
@@ -80,9 +84,11 @@ def _spill(ds: StoreView, rows: np.ndarray, buckets: np.ndarray, lab: np.ndarray
     if lab is not None and lab.size:  # by features+labels: the labels are part of the row
         data = np.concatenate([data, np.ascontiguousarray(lab.T, dtype=np.int64).view(
             np.uint8).reshape(rows.size, -1)], axis=1)
+    buckets = hashes % np.uint64(n_buckets)
     for b in np.unique(buckets):
         sel = buckets == b
-        np.savez(Path(scratch) / f"b{b:06d}_{tag:09d}.npz", rows=rows[sel], data=data[sel])
+        np.savez(Path(scratch) / f"b{b:06d}_{tag:09d}.npz", rows=rows[sel], data=data[sel],
+                 hashes=hashes[sel])
     return int(rows.size)
 
 
@@ -91,8 +97,8 @@ def _group_bucket(scratch: str, bucket: int) -> tuple[np.ndarray, np.ndarray]:
     parts = [dict(np.load(p)) for p in sorted(Path(scratch).glob(f"b{bucket:06d}_*.npz"))]
     if not parts:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    return grp.exact_groups(np.concatenate([p["rows"] for p in parts]),
-                            np.concatenate([p["data"] for p in parts]))
+    return grp.exact_groups(*(np.concatenate([p[k] for p in parts])
+                              for k in ("rows", "data", "hashes")))
 
 
 def _find(ds: StoreView, by: str, hasher: Hasher | None, scheduler: Any
@@ -103,20 +109,24 @@ def _find(ds: StoreView, by: str, hasher: Hasher | None, scheduler: Any
     row_bytes = ds.features.shape[1] * ds.features.dtype.itemsize
     block_rows = whole_chunk_rows(ds.chunk_rows, max(row_bytes, 1), BLOCK_BYTES)
     hashes, source = _hashes(ds, block_rows, hasher, scheduler)
-    labels = _labels(ds)
+    lazy_labels = [delayed(_read_all)(ds.labels[h]) for h in ds.heads]
+    labels = None
     if by == "features+labels":
+        labels = _stack(ds, compute(lazy_labels, scheduler=scheduler)[0])
         hashes = grp.with_labels(hashes, list(labels))
     cand = grp.candidates(hashes)
     n_buckets = max(1, int(np.ceil(cand.size * (row_bytes + 8 * len(ds.heads)) / BUCKET_BYTES)))
-    bucket = (hashes[cand] % np.uint64(n_buckets)).astype(np.int64)
+    cand_hashes = hashes[cand]
     del hashes
     scratch = tempfile.mkdtemp(prefix="chunkstore-dedup-")
     try:
         cuts = np.searchsorted(cand, np.arange(0, ds.n_samples + block_rows, block_rows))
-        spills = [delayed(_spill)(ds, cand[a:b], bucket[a:b],
-                                  labels[:, cand[a:b]] if by != "features" else None, scratch, i)
+        spills = [delayed(_spill)(ds, cand[a:b], cand_hashes[a:b], n_buckets,
+                                  None if labels is None else labels[:, cand[a:b]], scratch, i)
                   for i, (a, b) in enumerate(zip(cuts[:-1], cuts[1:], strict=True)) if b > a]
-        compute(spills, scheduler=scheduler)
+        # by features: the labels (for conflicts) are read alongside the spill
+        _, read = compute(spills, lazy_labels if labels is None else [], scheduler=scheduler)
+        labels = _stack(ds, read) if labels is None else labels
         found = compute([delayed(_group_bucket)(scratch, b) for b in range(n_buckets)],
                         scheduler=scheduler)[0]
     finally:

@@ -52,8 +52,13 @@ def candidates(hashes: U64) -> I64:
     return np.sort(order[keep]).astype(np.int64)
 
 
-def exact_groups(rows: I64, data: NDArray[np.uint8]) -> tuple[I64, I64]:
-    """Group ``rows`` by their bytes ``data`` (one row of bytes each, canonical).
+def exact_groups(rows: I64, data: NDArray[np.uint8], hashes: U64 | None = None
+                 ) -> tuple[I64, I64]:
+    """Group ``rows`` by their bytes ``data`` (one row of canonical bytes each).
+
+    With ``hashes``, rows are sorted by hash and each compared byte for byte with the first row
+    of its hash (one vectorised comparison); only hashes shared by different rows (collisions)
+    are grouped by sorting their bytes.
 
     Returns
     -------
@@ -61,11 +66,37 @@ def exact_groups(rows: I64, data: NDArray[np.uint8]) -> tuple[I64, I64]:
     and the group's first row for each (a root is its own root).
     """
     r = np.asarray(rows, dtype=np.int64)
+    d = np.ascontiguousarray(data, dtype=np.uint8).reshape(r.size, -1)
     if r.size < 2:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    d = np.ascontiguousarray(data, dtype=np.uint8).reshape(r.size, -1)
-    keys = d.view(np.dtype((np.void, max(d.shape[1], 1)))).ravel() if d.shape[1] else (
-        np.zeros(r.size, dtype=np.uint8))
+    if hashes is None:
+        return _by_bytes(r, d)
+    h = np.asarray(hashes, dtype=np.uint64)
+    order = np.lexsort((r, h))
+    r, h = r[order], h[order]
+    start = np.flatnonzero(np.r_[True, h[1:] != h[:-1]])
+    size = np.diff(np.r_[start, h.size])
+    head = np.repeat(start, size)
+    same = np.ones(r.size, dtype=bool)
+    other = np.flatnonzero(head != np.arange(r.size))  # compare only these with their head
+    same[other] = (d[order[other]] == d[order[head[other]]]).all(axis=1)
+    clean = np.repeat(np.logical_and.reduceat(same, start), size)
+    keep = clean & (np.repeat(size, size) > 1)
+    members, roots = [r[keep]], [r[head[keep]]]
+    if not clean.all():  # a collision: these hashes are grouped by their bytes
+        m, o = _by_bytes(r[~clean], d[order[~clean]])
+        members.append(m)
+        roots.append(o)
+    mm, rr = np.concatenate(members), np.concatenate(roots)
+    by_row = np.argsort(mm, kind="stable")
+    return mm[by_row], rr[by_row]
+
+
+def _by_bytes(r: I64, d: NDArray[np.uint8]) -> tuple[I64, I64]:
+    if r.size < 2:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    keys = (d.view(np.dtype((np.void, d.shape[1]))).ravel() if d.shape[1]
+            else np.zeros(r.size, dtype=np.uint8))
     _, inverse = np.unique(keys, return_inverse=True)
     inverse = inverse.ravel()
     order = np.lexsort((r, inverse))

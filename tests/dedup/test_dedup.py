@@ -117,6 +117,17 @@ def test_forced_collision_never_merges(planted: tuple[str, list[dict[str, Any]]]
     assert s.duplicate_rows == 8 and s.hash_source == "computed"
 
 
+def test_partial_collisions_never_merge(planted: tuple[str, list[dict[str, Any]]]) -> None:
+    """Hashes folded to 2 bits: most hash runs mix true copies and different rows."""
+    from chunkstore.core.rowhash import row_hashes
+
+    store, items = planted
+    want = _expected(np.concatenate([d["strategic_features"] for d in items]))
+    s = dedup(store, hasher=lambda rows: row_hashes(rows) % np.uint64(4))
+    np.testing.assert_array_equal(zarr.open_group(store, mode="r")["meta/duplicate_of"][:], want)
+    assert s.duplicate_rows == 8
+
+
 def test_by_features_and_labels(planted: tuple[str, list[dict[str, Any]]]) -> None:
     store, items = planted
     feats = np.concatenate([d["strategic_features"] for d in items])

@@ -27,3 +27,15 @@ def test_conflicts_per_head() -> None:
     c = conflicts(members, roots, np.array([1, 1, 4, 5, 4]))
     assert (c.groups, c.rows, c.differing) == (1, 3, 1)
     assert c.examples == (((2, 4), (3, 5), (4, 4)),)
+
+
+def test_exact_groups_with_hashes_matches_bytes_only() -> None:
+    rng = np.random.default_rng(1)
+    data = rng.integers(0, 3, size=(300, 2)).astype(np.uint8)  # many true duplicates
+    rows = rng.permutation(1000)[:300]
+    want = exact_groups(rows, data)
+    for hashes in (np.zeros(300, np.uint64),  # every row collides
+                   (data[:, 0] * 3 + data[:, 1]).astype(np.uint64),  # a perfect hash
+                   (data[:, 0]).astype(np.uint64)):  # partial collisions
+        got = exact_groups(rows, data, hashes)
+        assert got[0].tolist() == want[0].tolist() and got[1].tolist() == want[1].tolist()
