@@ -28,6 +28,7 @@ from numpy.typing import NDArray
 
 from chunkstore.errors import ReadError
 from chunkstore.read.slabs import SlabPool
+from chunkstore.read.small import SmallArrays
 from chunkstore.read.stream import Batch, BatchStream, WindowJob, batch_views
 from chunkstore.store import layout
 from chunkstore.store.chunkfiles import ChunkSource, chunk_source, read_chunk
@@ -154,6 +155,12 @@ class Loader(BatchStream):
                                            np.arange(0, n, r)) if n else np.zeros(0, np.int64)
         self._local = threading.local()
         self._slabs = self._new_slabs()
+        self._small = self._new_small()
+
+    def _new_small(self) -> SmallArrays | None:
+        """Labels and masks kept decoded across epochs when they are small (see read.small)."""
+        small = {k: s for k, s in self.sources.items() if k != "features"}
+        return SmallArrays(small) if small and SmallArrays.fits(small) else None
 
     def _new_slabs(self) -> SlabPool:
         rows = self.window_chunks * self.dataset.chunk_rows
@@ -163,17 +170,19 @@ class Loader(BatchStream):
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        del state["_local"], state["_slabs"]
+        del state["_local"], state["_slabs"], state["_small"]
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._local = threading.local()
         self._slabs = self._new_slabs()
+        self._small = self._new_small()
 
     def shard(self, rank: int, world_size: int) -> Loader:
         other = super().shard(rank, world_size)
         other._local, other._slabs = threading.local(), other._new_slabs()
+        other._small = self._small  # one decoded copy per process, whatever the shard
         return other
 
     def _fingerprint(self) -> dict[str, Any]:
@@ -191,33 +200,45 @@ class Loader(BatchStream):
             parts.append(local + slot * r)
         return np.concatenate(parts).astype(np.int64)
 
+    def _decoded(self) -> dict[str, ChunkSource]:
+        """The arrays decoded per window: all, or only features when the rest is kept."""
+        if self._small is None:
+            return self.sources
+        return {k: s for k, s in self.sources.items() if k not in self._small.sources}
+
     def _buffers(self) -> dict[str, NDArray[Any]]:
         """This thread's decode buffers for one window (reused: no page faults per window)."""
         bufs = getattr(self._local, "bufs", None)
         if bufs is None:
             rows = self.window_chunks * self.dataset.chunk_rows
-            bufs = {k: np.empty((rows, *s.shape[1:]), s.dtype) for k, s in self.sources.items()}
+            bufs = {k: np.empty((rows, *s.shape[1:]), s.dtype)
+                    for k, s in self._decoded().items()}
             self._local.bufs = bufs
         return bufs
 
     def _produce(self, job: WindowJob, pieces: list[NDArray[np.int64]]) -> list[Batch]:
         r = self.dataset.chunk_rows
         bufs = self._buffers()
+        decoded = self._decoded()
         for slot, c in enumerate(job.chunks.tolist()):
-            for name, src in self.sources.items():
+            for name, src in decoded.items():
                 read_chunk(src, c, bufs[name][slot * r:(slot + 1) * r])
+        if self._small is not None:
+            self._small.ensure(job.chunks)
         # One gather per array for the whole window (its rows in stream order); the batches
         # are views of these arrays, which live as long as any of their batches.
         local = np.concatenate(pieces) if pieces else np.zeros(0, np.int64)
         n = len(local)
+        index = job.chunks[local // r] * r + local % r
         slab = self._slabs.acquire()
         try:
             # mode="clip": unbuffered (rows are in range), straight into the slab
             whole = {name: np.take(buf, local, axis=0, out=slab[name][:n], mode="clip")
                      for name, buf in bufs.items()}
+            if self._small is not None:
+                whole.update(self._small.take(index, slab))
         finally:
             self._slabs.release(slab)
         if self._norm is not None:
             whole["features"] = normalize_(whole["features"], self._norm)
-        index = job.chunks[local // r] * r + local % r
         return batch_views(whole, self.heads, pieces, {"index": index})
