@@ -15,18 +15,19 @@ BATCH = 256
 ABOUT = """\
 A batch = features + all 7 labels + all 7 masks of 256 shuffled rows of the `configs/large.yaml`
 store (lz4 + bitshuffle). Each method is its own process: one warm-up epoch, then the median
-batches/s of the timed epochs ((c): batches after one warm-up batch). (a) `ds.loader(batch_size=
-256, shuffle=True)` (window_chunks=8); (a') window_chunks=32; (b) numpy memmap of `.npy` copies
-(page-cached), `arr[perm[i:i+256]]`; (c) `arr.oindex[sorted random rows]` per array; (d) (a)
-in `torch.utils.data.DataLoader(chunkstore.torch.IterableDataset, num_workers=2)`; (e) the path
-the README recommends: `chunkstore.torch.IterableDataset` iterated in the training process (the
-threaded loader, tensors out); (f) Lance (`ds.take` of the same 256-row random batches, to numpy);
-(g) Hugging Face `datasets` (Arrow file, `with_format("numpy")`, `ds[rows]`): (f) and (g) time
+batches/s of the timed epochs ((c): batches after one warm-up batch). (a) `ds.loader(
+batch_size=256, shuffle=True)` (defaults: window_chunks=8, threads=2); (a'') window_chunks=16;
+(a') window_chunks=32; (b) numpy memmap of `.npy` copies (page-cached), `arr[perm[i:i+256]]`;
+(c) `arr.oindex[sorted random rows]` per array; (d) (a) in `torch.utils.data.DataLoader(
+chunkstore.torch.IterableDataset, num_workers=2)`; (e) the path the README recommends:
+`chunkstore.torch.IterableDataset` iterated in the training process (the threaded loader,
+tensors out); (f) Lance (`ds.take` of the same 256-row random batches, to numpy); (g) Hugging
+Face `datasets` (Arrow file, `with_format("numpy")`, `ds[rows]`): (f) and (g) time
 `PEER_BATCHES` batches after 20 warm-up ones (`benchmarks/cases/peers.py` builds both from the
-store). Chunks/batch: distinct 1,024-row chunks among a batch's rows (a uniform shuffle of 547,000
-rows touches ~210). Rank corr.: Spearman correlation of epoch position vs store row (0 = no global
-order left). RSS (a)/(b): peak RSS of the loader process over the memmap one's (which maps the
-page-cached files)."""
+store). Chunks/batch: distinct 1,024-row chunks among a batch's rows (a uniform shuffle of
+547,000 rows touches ~210). Rank corr.: Spearman correlation of epoch position vs store row (0 =
+no global order left). RSS (a)/(b): peak RSS of the loader process over the memmap one's (which
+maps the page-cached files)."""
 PEER_BATCHES = 400
 
 
@@ -116,7 +117,8 @@ def run(ctx: Context) -> dict[str, Any]:
     from ..harness import tree_bytes
 
     stored = tree_bytes(store)
-    names = {"loader8": "(a) chunkstore loader, shuffle", "loader32": "(a') window_chunks=32",
+    names = {"loader8": "(a) chunkstore loader, shuffle", "loader16": "(a'') window_chunks=16",
+             "loader32": "(a') window_chunks=32",
              "memmap": "(b) numpy memmap, random gather", "oindex": "(c) zarr oindex",
              "torch": "(d) loader in torch DataLoader, 2 workers",
              "torch0": "(e) chunkstore.torch.IterableDataset in process",
