@@ -35,7 +35,9 @@ features, 256-row chunks). (b) `datasets`: `Dataset.from_generator` (text) -> `m
 (max_shard_size={SHARD_SIZE}); `datasets`' cache lives in the case's work dir and is counted
 separately. Reads: {READ_BATCHES} shuffled batches of {BATCH} x {SEQ_LEN:,} tokens; (a) the
 chunkstore loader (chunk-order shuffle + within-window shuffle, 2 threads), (b)
-`load_from_disk(...).with_format("numpy")` indexed by a random permutation."""
+`load_from_disk(...).with_format("numpy")` indexed by a random permutation; both start a new
+shuffled epoch when one ends. `batches/s` is the rate after the first batch (training's steady
+state); `first batch s` is open-to-first-batch, also shown as a whole-run ratio."""
 
 
 def _pack_text() -> Any:
@@ -94,29 +96,44 @@ def _group(batch: dict[str, list[Any]], eod: int, pad: int) -> dict[str, list[An
     return {"input_ids": rows.tolist()}
 
 
+def _timed(batches: Any) -> dict[str, Any]:
+    """Open-to-first-batch seconds, then the rate of the next READ_BATCHES - 1 batches."""
+    t0 = time.perf_counter()
+    rows, first, n = 0, 0.0, 0
+    for n, b in enumerate(batches, start=1):
+        rows += len(b)
+        if n == 1:
+            first = time.perf_counter() - t0
+        if n == READ_BATCHES:
+            break
+    total = time.perf_counter() - t0
+    return {"rows": rows, "batches": n, "seconds": total, "first_batch": first,
+            "steady_rate": (n - 1) / max(total - first, 1e-9)}
+
+
 def read_chunkstore(store: str) -> dict[str, Any]:
     import chunkstore
 
-    t0 = time.perf_counter()
-    n = 0
-    for k, b in enumerate(chunkstore.open(store).loader(batch_size=BATCH, shuffle=True,
-                                                         drop_last=True)):
-        n += int(np.asarray(b["features"]).shape[0])
-        if k + 1 == READ_BATCHES:
-            break
-    return {"rows": n, "seconds": time.perf_counter() - t0}
+    def batches() -> Any:  # the loader re-shuffles for every epoch until READ_BATCHES
+        ds = chunkstore.open(store)
+        for epoch in range(10**6):
+            for b in ds.loader(batch_size=BATCH, shuffle=True, drop_last=True, seed=epoch):
+                yield np.asarray(b["features"])
+
+    return _timed(batches())
 
 
 def read_hf(path: str) -> dict[str, Any]:
     import datasets
 
-    t0 = time.perf_counter()
-    ds = datasets.load_from_disk(path).with_format("numpy")
-    order = np.random.default_rng(0).permutation(len(ds))
-    n = 0
-    for k in range(min(READ_BATCHES, len(ds) // BATCH)):
-        n += len(ds[order[k * BATCH:(k + 1) * BATCH]]["input_ids"])
-    return {"rows": n, "seconds": time.perf_counter() - t0}
+    def batches() -> Any:
+        ds = datasets.load_from_disk(path).with_format("numpy")
+        for epoch in range(10**6):
+            order = np.random.default_rng(epoch).permutation(len(ds))
+            for k in range(len(ds) // BATCH):
+                yield ds[order[k * BATCH:(k + 1) * BATCH]]["input_ids"]
+
+    return _timed(batches())
 
 
 def _config(w: Path) -> Path:
@@ -152,22 +169,24 @@ def run(ctx: Context) -> dict[str, Any]:
     s = summary(w / "text.zarr")
     rows_a, rows_b = s["rows"], best["b"].result["rows"]
     disk_a, disk_b = tree_bytes(w / "text.zarr"), tree_bytes(w / "hf")
-    rate = {k: best[k].result["rows"] / best[k].result["seconds"] / BATCH for k in ("ra", "rb")}
+    rate = {k: best[k].result["steady_rate"] for k in ("ra", "rb")}
+    whole = {k: best[k].result["batches"] / best[k].result["seconds"] for k in ("ra", "rb")}
     rows = [{"method": "(a) chunkstore: pack_text -> streaming ingest", "sequences": rows_a,
              **best["a"].fields(), "disk MiB": disk_a / 2**20},
             {"method": "(b) datasets: map tokenize + pack -> save_to_disk", "sequences": rows_b,
              **best["b"].fields(), "disk MiB": disk_b / 2**20,
              "cache MiB": tree_bytes(w / "hf_cache") / 2**20},
             {"method": "(a) reads: chunkstore loader", "batches/s": rate["ra"],
-             **best["ra"].fields()},
+             "first batch s": best["ra"].result["first_batch"], **best["ra"].fields()},
             {"method": "(b) reads: load_from_disk, random permutation", "batches/s": rate["rb"],
-             **best["rb"].fields()}]
+             "first batch s": best["rb"].result["first_batch"], **best["rb"].fields()}]
     return {"tables": [{"rows": rows}], "targets": [
         target("(a) peak RSS / (b) peak RSS, process trees", best["a"].peak_rss /
                best["b"].peak_rss, "<=", 0.25),
         target("(a) wall / (b) wall", best["a"].wall / best["b"].wall, "<=", 1.0),
-        target("training reads, (a) batches/s / (b) batches/s", rate["ra"] / rate["rb"], ">=",
-               2.0),
+        target("training reads after the first batch, (a) batches/s / (b)",
+               rate["ra"] / rate["rb"], ">=", 2.0),
+        info(f"{READ_BATCHES} batches from open, (a) batches/s / (b)", whole["ra"] / whole["rb"]),
         info("(a) bytes on disk / (b)", disk_a / disk_b)],
         "notes": [f"{len(items)} shards; {rows_a:,} sequences (a), {rows_b:,} (b) (they differ "
                   "only by where the last partial row of a shard / map batch is padded)",
