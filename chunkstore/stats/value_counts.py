@@ -18,13 +18,14 @@ from numpy.typing import NDArray
 
 from chunkstore.core.schema import INT_FEATURE_DTYPES
 from chunkstore.errors import ValueCountsError
-from chunkstore.runtime.dask import compute, local_scheduler
+from chunkstore.runtime.dask import compute, dask_client, local_scheduler
 from chunkstore.store import layout
 from chunkstore.store.membership import split_array
 from chunkstore.store.stats_io import stats_path
 from chunkstore.store.urls import open_group
 
 VALUE_COUNTS = "value_counts"
+DEFAULT_SPLITS = "default"
 I64 = NDArray[np.int64]
 
 
@@ -129,28 +130,44 @@ def value_counts(source: Any, vocab_size: int | None = None,
     return np.asarray(out, dtype=np.int64)
 
 
-def write_value_counts(store: str | os.PathLike[str], scope: str = "all",
-                       vocab_size: int | None = None, *, split_set: str = "default",
-                       scheduler: Any = None, progress: bool = False) -> I64:
-    """Compute the counts of ``scope`` (``"all"`` or a part of ``splits/<split_set>``) and
-    store them as ``stats/<scope>/value_counts``; the scope's other statistics stay.
+def value_counts_scope(split: str | None, splits: str = DEFAULT_SPLITS) -> str:
+    """``all``, ``<split>`` (of ``splits/default``) or ``<splits>/<split>``, as the moments."""
+    if split is None:
+        return "all"
+    return split if splits == DEFAULT_SPLITS else f"{splits}/{split}"
 
-    Returns the counts. Raises ValueCountsError as :func:`value_counts`, SplitLookupError for
-    an unknown split.
+
+def write_value_counts(store: str | os.PathLike[str], split: str | None = None, *,
+                       splits: str = DEFAULT_SPLITS, vocab_size: int | None = None,
+                       scheduler: Any = None, progress: bool = False) -> I64:
+    """Count the values of all rows, or of one part of ``splits/<splits>``, and store them as
+    ``stats/<scope>/value_counts`` (scope as :func:`value_counts_scope`); the scope's other
+    statistics stay as they are.
+
+    ``scheduler``: a ``dask.distributed`` address (``tcp://host:8786``), a Client, or None for
+    local threads. Returns the counts. Raises ValueCountsError as :func:`value_counts`,
+    SplitLookupError for an unknown split.
+
+    Examples
+    --------
+    >>> train = write_value_counts("data/text.zarr", "train")  # doctest: +SKIP
     """
+    if isinstance(scheduler, str):
+        with dask_client(scheduler, "value counts") as client:
+            return write_value_counts(store, split, splits=splits, vocab_size=vocab_size,
+                                      scheduler=client, progress=progress)
     group = open_group(str(store), mode="r+")
     n = int(group[layout.FEATURES].shape[0])
-    rows = None
-    if scope != "all":
-        rows = split_array(group, str(store), split_set, n).mask(scope)
+    rows = None if split is None else split_array(group, str(store), splits, n).mask(split)
     counts = value_counts(group, vocab_size, rows, scheduler=scheduler, progress=progress)
+    scope = value_counts_scope(split, splits)
     sub = group.require_group(stats_path(scope))
     arr = sub.create_array(VALUE_COUNTS, shape=counts.shape, dtype="int64",
                            chunks=(min(len(counts), 2**19),), fill_value=0, overwrite=True)
     arr[...] = counts
     arr.attrs.update({"vocab_size": len(counts), "rows": int(n if rows is None
                                                               else rows.sum()),
-                      "split_set": None if scope == "all" else split_set})
+                      "split": split, "splits": None if split is None else splits})
     return counts
 
 

@@ -26,9 +26,10 @@ def int_store(path, dtype="uint16", n=1000, f=7, vocab=300, chunk=64, seed=0):
                         attributes={"chunkstore": {"n_samples": n, "vocab_size": vocab}})
     g.create_array("features", shape=x.shape, chunks=(chunk, f), dtype=dtype)[...] = x
     codes = (rng.random(n) < 0.8).astype(np.int8)  # 1 = train, 0 = val
-    s = g.create_array("splits/default", shape=(n,), chunks=(chunk,), dtype="int8")
-    s[...] = codes
-    s.attrs.update({"names": ["val", "train"], "complete": True})
+    for name in ("default", "other"):
+        s = g.create_array(f"splits/{name}", shape=(n,), chunks=(chunk,), dtype="int8")
+        s[...] = codes
+        s.attrs.update({"names": ["val", "train"], "complete": True})
     return x, codes
 
 
@@ -63,6 +64,7 @@ def test_written_per_scope_beside_other_statistics(tmp_path):
     g.create_array("stats/train/mean", shape=(7,), dtype="float64")[...] = np.arange(7.0)
     write_value_counts(path, "train")
     write_value_counts(path)
+    write_value_counts(path, "val", splits="other")  # another split set: its own scope
     g = zarr.open_group(str(path), mode="r")
     np.testing.assert_array_equal(g["stats/train/value_counts"][:],
                                   np.bincount(x[codes == 1].ravel(), minlength=300))
@@ -70,6 +72,8 @@ def test_written_per_scope_beside_other_statistics(tmp_path):
                                                                                minlength=300))
     np.testing.assert_array_equal(g["stats/train/mean"][:], np.arange(7.0))  # untouched
     assert g["stats/train/value_counts"].attrs["rows"] == int((codes == 1).sum())
+    np.testing.assert_array_equal(g["stats/other/val/value_counts"][:],
+                                  np.bincount(x[codes == 0].ravel(), minlength=300))
     with pytest.raises(SplitLookupError, match="'test' is not in"):
         write_value_counts(path, "test")
 
