@@ -116,3 +116,13 @@ def test_cli_split_dedup_runs_dedup_first(dup_store: str, tmp_path: Path,
     out = capsys.readouterr().out
     assert "meta/duplicate_of" in out and "rows with an exact duplicate in train: val 0, test 0" \
         in out
+
+
+def test_stale_duplicates_are_not_used(deduped: str) -> None:
+    """After an append meta/duplicate_of covers fewer rows than the store: not trusted."""
+    arr = zarr.open_group(deduped, mode="r+")["meta/duplicate_of"]
+    arr.update_attributes({"rows": int(arr.attrs["rows"]) - 10})
+    s = write_split(deduped, SplitSpec(name="st", method="random"))
+    assert s.leaked is None
+    with pytest.raises(SplitError, match="appended after the dedup"):
+        write_split(deduped, SplitSpec(name="st2", method="group", dedup=True))
