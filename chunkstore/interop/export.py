@@ -40,6 +40,7 @@ from chunkstore.store import layout
 from chunkstore.store.membership import split_array
 from chunkstore.store.stats_io import node_array
 from chunkstore.store.urls import open_group
+from chunkstore.store.view import read_checked
 
 FORMATS = ("hdf5", "npy")
 COMPRESSIONS = ("gzip", "lzf", "none")
@@ -231,7 +232,7 @@ def iter_blocks(arrays: Mapping[str, zarr.Array], rows: NDArray[np.int64] | None
     for o in range(0, n_out, block_rows):
         e = min(o + block_rows, n_out)
         if rows is None:
-            yield o, {k: np.asarray(a[o:e]) for k, a in arrays.items()}
+            yield o, {k: np.asarray(read_checked(a, o, e)) for k, a in arrays.items()}
             continue
         sel = rows[o:e]
         out = {k: np.empty((e - o, *a.shape[1:]), dtype=a.dtype) for k, a in arrays.items()}
@@ -242,7 +243,7 @@ def iter_blocks(arrays: Mapping[str, zarr.Array], rows: NDArray[np.int64] | None
             if end > pos:
                 take = sel[pos:end] - s
                 for k, a in arrays.items():
-                    out[k][pos:end] = np.asarray(a[s:t])[take]
+                    out[k][pos:end] = np.asarray(read_checked(a, s, t))[take]
                 pos = end
         yield o, out
 

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext, redirect_stdout
 from typing import Any
 
-from chunkstore.errors import ConfigError
+from chunkstore.errors import ConfigError, ReadError
 from chunkstore.runtime.messages import say
 
 CLUSTERS = ("local",)
@@ -109,6 +109,20 @@ def compute(*graphs: Any, scheduler: Any, progress: bool = False, what: str = ""
     -------
     The computed values, one per graph.
     """
+    try:
+        return _compute(graphs, scheduler, progress, what)
+    except (ValueError, RuntimeError) as e:
+        text = str(e).splitlines()[0] if str(e) else type(e).__name__
+        if "checksum" not in text.lower() and "blosc" not in text.lower():
+            raise
+        raise ReadError(f"{what or 'the computation'} failed: a chunk of the store is corrupt "
+                        f"({text[:200]}); run `chunkstore verify STORE` to list the bad chunks "
+                        "(array, chunk file, rows) and `chunkstore repair CONFIG` to rewrite "
+                        "them from the source") from e
+
+
+def _compute(graphs: tuple[Any, ...], scheduler: Any, progress: bool, what: str
+             ) -> tuple[Any, ...]:
     import dask
 
     if not progress:

@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import zarr
 
-from chunkstore.errors import IncompleteStoreWarning, IntegrityError
+from chunkstore.errors import IncompleteStoreWarning, IntegrityError, ReadError
 from chunkstore.store import layout
-from chunkstore.store.journal import missing_rows
+from chunkstore.store.journal import completed_tasks, missing_rows
 from chunkstore.store.membership import SplitArray, split_array
 from chunkstore.store.urls import configure, normalize, open_group, storage_options
 
@@ -75,6 +75,38 @@ def check_attrs(path: str, group: zarr.Group | None = None) -> None:
             f"{path}` lists every problem")
 
 
+def is_decode_error(e: BaseException) -> bool:
+    """Whether ``e`` is zarr/numcodecs failing on a chunk's bytes (checksum, Blosc, size)."""
+    text = str(e).lower()
+    return isinstance(e, (ValueError, RuntimeError, TypeError)) and any(
+        w in text for w in ("checksum", "blosc", "decompress", "cannot reshape", "buffer size"))
+
+
+def read_checked(array: zarr.Array, start: int, stop: int, store: str = "") -> Any:
+    """``array[start:stop]``; a chunk that does not decode is a ReadError naming its key and
+    rows (found by reading the range's chunks one by one, only after a failure)."""
+    try:
+        return array[start:stop]
+    except Exception as e:
+        if not is_decode_error(e):
+            raise
+        r = int(array.chunks[0])
+        tail = [0] * (array.ndim - 1)
+        for c in range(start // r, -(-stop // r)):
+            try:
+                array[c * r:min((c + 1) * r, array.shape[0])]
+            except Exception as bad:
+                key = f"{array.path}/{array.metadata.encode_chunk_key((c, *tail))}"
+                where = f" of store {store!r}" if store else ""
+                raise ReadError(
+                    f"chunk {key!r}{where} (rows [{c * r}, {min((c + 1) * r, array.shape[0])}) "
+                    f"of array {array.path!r}) is corrupt: {str(bad).splitlines()[0][:200]}; "
+                    "`chunkstore verify` lists every bad chunk and `chunkstore repair CONFIG` "
+                    "rewrites them from the source") from bad
+        raise ReadError(f"array {array.path!r} rows [{start}, {stop}) do not decode: "
+                        f"{str(e).splitlines()[0][:200]}") from e
+
+
 class StoreView:
     """A chunkstore store opened for reading.
 
@@ -116,7 +148,18 @@ class StoreView:
         meta = self.group.get(layout.META)
         self.meta: dict[str, zarr.Array] = (
             dict(meta.arrays()) if isinstance(meta, zarr.Group) else {})
-        if warn and self.status != layout.COMPLETE:
+        self.unfinished_streaming = (self.status != layout.COMPLETE
+                                     and self.attrs.get("placement") == "streaming")
+        if self.unfinished_streaming:
+            self.n_samples = 0  # its rows are placed only when the ingest ends
+            if warn:
+                committed = len(completed_tasks(path))
+                warnings.warn(
+                    f"store {path!r} is a streaming ingest that has not finished: "
+                    f"{committed:,} chunks are committed in its journal but rows are placed "
+                    "only at the end, so it reads as 0 rows; rerun the ingest to finish it",
+                    IncompleteStoreWarning, stacklevel=3)
+        elif warn and self.status != layout.COMPLETE:
             gaps = missing_rows(path)
             shown = ", ".join(f"[{a}, {b})" for a, b in gaps[:5]) + (" ..." if len(gaps) > 5
                                                                      else "")
@@ -151,6 +194,9 @@ class StoreView:
     def _dask(self) -> dict[str, da.Array]:
         import dask.array as da
 
+        if self.unfinished_streaming:
+            raise ReadError(f"store {self.path!r} is a streaming ingest that has not finished; "
+                            "its arrays are not sized yet: rerun the ingest to finish it")
         arrays = {"features": da.from_zarr(self.features)}
         arrays.update({f"labels/{h}": da.from_zarr(a) for h, a in self.labels.items()})
         arrays.update({f"masks/{h}": da.from_zarr(a) for h, a in self.masks.items()})
