@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -350,3 +352,51 @@ def oracle() -> SimpleNamespace:
     return SimpleNamespace(HEADS=ORACLE_HEADS, SIZES=ORACLE_SIZES, adversarial=adversarial,
                            labels_for=labels_for, masks_for=masks_for, reference=reference,
                            reference_corr=reference_corr, blocks=blocks)
+
+
+# ------------------------------------------------------------------------ moto S3 servers
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _start_moto() -> tuple[subprocess.Popen[bytes], dict[str, Any]]:
+    """A moto S3 server subprocess on a free loopback port, once it accepts connections."""
+    port = _free_port()
+    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p",
+                               str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 60
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            if server.poll() is not None or time.time() > deadline:
+                server.kill()
+                raise RuntimeError("moto did not start") from None
+            time.sleep(0.1)
+    return server, {"endpoint_url": f"http://127.0.0.1:{port}", "key": f"key-{port}",
+                    "secret": f"secret-{port}"}
+
+
+@pytest.fixture(scope="session")
+def moto_server() -> Iterator[Callable[[], dict[str, Any]]]:
+    """``moto_server()`` starts a separate moto S3 server process (on loopback) and returns
+    its fsspec storage options; every server started is stopped at the end of the session.
+
+    Separate *processes*: moto's in-process ``ThreadedMotoServer`` keeps one backend per
+    process, so two of them would serve the same buckets.
+    """
+    servers: list[subprocess.Popen[bytes]] = []
+
+    def start() -> dict[str, Any]:
+        server, options = _start_moto()
+        servers.append(server)
+        return options
+
+    yield start
+    for server in servers:
+        server.kill()
+        server.wait()

@@ -34,34 +34,12 @@ SMALL_TASKS = 32  # ceil(8000 / 256)
 SAMPLE_DIRS = ("features", "labels", "masks", "meta")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
-def s3() -> Iterator[dict[str, Any]]:
+def s3(moto_server) -> dict[str, Any]:
     """Storage options of a moto S3 server on 127.0.0.1 (a subprocess), with one bucket."""
-    port = _free_port()
-    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p",
-                               str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.time() + 60
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                assert server.poll() is None and time.time() < deadline, "moto did not start"
-                time.sleep(0.1)
-        options = {"endpoint_url": f"http://127.0.0.1:{port}", "key": "testing",
-                   "secret": "testing-secret"}
-        fsspec.filesystem("s3", **options).mkdir(BUCKET)
-        yield options
-    finally:
-        server.kill()
-        server.wait()
+    options = moto_server()
+    fsspec.filesystem("s3", **options).mkdir(BUCKET)
+    return options
 
 
 @pytest.fixture(autouse=True)

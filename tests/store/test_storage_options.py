@@ -10,10 +10,6 @@ a store read through the wrong endpoint would still be found.
 from __future__ import annotations
 
 import copy
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -35,46 +31,16 @@ pytestmark = pytest.mark.s3
 SAMPLE_ARRAYS = ("features", "labels/a", "masks/a", "labels/b", "masks/b")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _moto_server() -> tuple[subprocess.Popen[bytes], dict[str, Any]]:
-    port = _free_port()
-    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p",
-                               str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 60
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            assert server.poll() is None and time.time() < deadline, "moto did not start"
-            time.sleep(0.1)
-    options = {"endpoint_url": f"http://127.0.0.1:{port}", "key": f"key-{port}",
-               "secret": f"secret-{port}"}
-    return server, options
-
-
 @pytest.fixture(scope="module")
-def endpoints() -> Iterator[list[dict[str, Any]]]:
+def endpoints(moto_server) -> list[dict[str, Any]]:
     """Storage options of two separate moto S3 servers on 127.0.0.1, bucket-0 on the first
     and bucket-1 on the second only."""
-    servers: list[subprocess.Popen[bytes]] = []
-    try:
-        options = []
-        for i in range(2):
-            server, opts = _moto_server()
-            servers.append(server)
-            fsspec.filesystem("s3", **opts, skip_instance_cache=True).mkdir(f"bucket-{i}")
-            options.append(opts)
-        yield options
-    finally:
-        for server in servers:
-            server.kill()
-            server.wait()
+    options = []
+    for i in range(2):
+        opts = moto_server()
+        fsspec.filesystem("s3", **opts, skip_instance_cache=True).mkdir(f"bucket-{i}")
+        options.append(opts)
+    return options
 
 
 def _config(store: str, n_samples: int, seed: int, **extra: Any) -> dict[str, Any]:
