@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import zarr
 
 from chunkstore import NotAStoreError
 from chunkstore.cli import main
@@ -12,6 +13,7 @@ from chunkstore.report.info import JSON_KEYS, store_info
 from chunkstore.store import layout
 from chunkstore.store.journal import record_path
 from chunkstore.store.layout import update_attrs
+from chunkstore.store.view import DIGEST_KEY
 from chunkstore.testing import HEADS
 
 N_FEATURES = 6  # conftest.analysed_store: 160 rows in 10 chunks of 16
@@ -73,7 +75,9 @@ def test_info_text_cli(store, capsys):
 
 def test_info_of_an_incomplete_store(ingested_store, capsys):
     store = ingested_store
-    update_attrs(store, status="incomplete")  # as a killed ingest leaves it
+    update_attrs(store, status="incomplete")  # as a killed ingest leaves it: not yet sealed
+    root = zarr.open_group(store, mode="r+")
+    root.attrs.put({k: v for k, v in root.attrs.asdict().items() if k != DIGEST_KEY})
     record_path(store, 3).unlink()
     record_path(store, 4).unlink()
     record_path(store, 8).unlink()
