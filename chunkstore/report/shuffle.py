@@ -17,8 +17,10 @@ compares with a seeded random permutation of the same rows cut into the same bat
 * **rank correlation** (Spearman) of stream position vs store row: ~0 when shuffled, 1 in
   store order.
 
-Only the labels are read in full (``N`` small integers per head); features are decoded by the
-loader as in training, so the report costs one epoch.
+Only the labels are read in full (``N`` small integers per head). With ``decode=True``
+(default) the loader runs one epoch as in training (features decoded); ``decode=False``
+computes the same order from the epoch's plan (:mod:`chunkstore.read.order`) without reading
+any chunk, which takes milliseconds and is what the window sweeps use.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from chunkstore.read.loader import Loader
+from chunkstore.read.order import global_items, global_windows
 from chunkstore.store import layout
 from chunkstore.store.view import StoreView
 
@@ -99,7 +102,7 @@ class ShuffleReport:
 def shuffle_report(dataset: StoreView, *, heads: Sequence[str] | None = None,
                    batch_size: int = 256, epoch: int = 0, seed: int = 0,
                    split: str | None = None, splits: str = layout.DEFAULT_SPLITS,
-                   **loader_options: Any) -> ShuffleReport:
+                   decode: bool = True, **loader_options: Any) -> ShuffleReport:
     """Run one epoch of ``dataset.loader(...)`` and measure its shuffle quality.
 
     Parameters
@@ -107,6 +110,8 @@ def shuffle_report(dataset: StoreView, *, heads: Sequence[str] | None = None,
     dataset : an open store.
     heads : the heads whose labels are counted; None = all.
     batch_size, seed, split, splits : as for the loader; ``epoch`` is the epoch measured.
+    decode : run the loader for one epoch (True), or compute its one-rank order from the
+        epoch's plan without reading chunks (False; the elastic loader's order).
     loader_options : any other loader option (``window_chunks``, ``prefetch``, ...).
 
     Examples
@@ -119,7 +124,8 @@ def shuffle_report(dataset: StoreView, *, heads: Sequence[str] | None = None,
     loader = Loader(dataset, batch_size=batch_size, split=split, splits=splits, seed=seed,
                     heads=chosen[:1], **loader_options)
     loader.set_epoch(epoch)
-    batches = [np.asarray(b["index"], np.int64) for b in loader]
+    batches = ([np.asarray(b["index"], np.int64) for b in loader] if decode
+               else planned_batches(loader))
     labels = {h: np.asarray(dataset.labels[h][:]) for h in chosen}
     rows = np.concatenate(batches) if batches else np.zeros(0, np.int64)
     perm = np.random.default_rng([seed, epoch, 0x5EED]).permutation(np.sort(rows))
@@ -128,6 +134,22 @@ def shuffle_report(dataset: StoreView, *, heads: Sequence[str] | None = None,
     return ShuffleReport(order_figures(batches, labels, dataset.chunk_rows),
                          order_figures(np.split(perm, cuts), labels, dataset.chunk_rows),
                          settings)
+
+
+def planned_batches(loader: Loader) -> list[I64]:
+    """The store rows of each batch of ``loader``'s epoch for one rank, from the plan alone."""
+    r = loader.dataset.chunk_rows
+    windows = global_windows(loader._counts, seed=loader.seed, epoch=loader.epoch,
+                             shuffle=loader.shuffle, window_chunks=loader.window_chunks)
+    rows = []
+    for w in windows:
+        local = loader._items(w)  # type: ignore[arg-type]  # a Window is a WindowJob's shape
+        rows.append(w.chunks[local // r] * r + local % r)
+    order = global_items(windows, rows, seed=loader.seed, epoch=loader.epoch,
+                         shuffle=loader.shuffle)
+    b = loader.batch_size
+    cut = len(order) // b * b if loader.drop_last else len(order)
+    return [order[i:i + b] for i in range(0, cut, b)]
 
 
 def order_figures(batches: Sequence[I64], labels: dict[str, NDArray[Any]],

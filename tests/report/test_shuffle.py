@@ -79,3 +79,74 @@ def test_report_is_deterministic_for_seed_and_epoch(episode_store: str, tmp_path
     a = shuffle_report(ds, batch_size=40, window_chunks=4, seed=1, epoch=2).to_dict()
     b = shuffle_report(ds, batch_size=40, window_chunks=4, seed=1, epoch=2).to_dict()
     assert a == b
+
+
+# ------------------------------------------- realistic episode store and the class-sorted worst
+# 120 episodes of ~256 rows (lognormal), chunks of 256 rows, batches of 64: the ratios of the
+# default 1,024-row chunks and 256-row batches. decode=False: the loader's (elastic) order
+# from its plan, without reading chunks.
+
+SEGMENT_KEYS = ["mean", "first 10%", "middle 10%", "last 10%"]
+
+
+def _ingest_episodes(tmp: Path, order: str) -> str:
+    from chunkstore.testing.episodes import HEADS, episode_items
+
+    items = episode_items(120, 256, order=order)
+    cfg = write_config(tmp / "c.yaml", store=tmp / "s.zarr", paths=write_items(tmp / "b", items),
+                       heads=HEADS, ingest={"chunk_rows": 256})
+    chunkstore.ingest(cfg, progress=False)
+    return str(tmp / "s.zarr")
+
+
+@pytest.fixture(scope="module")
+def realistic_store(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return _ingest_episodes(tmp_path_factory.mktemp("realistic"), "episode")
+
+
+@pytest.fixture(scope="module")
+def class_sorted_store(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return _ingest_episodes(tmp_path_factory.mktemp("class_sorted"), "class")
+
+
+def worst(report, head: str) -> float:
+    return min(report.ratio(head, k) for k in SEGMENT_KEYS)
+
+
+@pytest.mark.parametrize("epoch", [0, 1, 2])
+def test_default_loader_is_within_5_percent_on_an_episode_ordered_store(realistic_store, epoch):
+    ds = chunkstore.open(realistic_store)
+    report = shuffle_report(ds, batch_size=64, epoch=epoch, decode=False)
+    assert report.loader.batches == report.random.batches
+    for head in ("action", "outcome"):  # labels held for runs, or a few classes per episode
+        assert worst(report, head) >= 0.95, str(report)
+    # one of 12 classes per episode: a window of 8 chunks holds at most 8 of them
+    assert worst(report, "map") < 0.9
+    assert abs(report.loader.rank_correlation) < 0.1
+
+
+@pytest.mark.parametrize("epoch", [0, 1])
+def test_window_32_reaches_5_percent_on_the_hard_heads_and_the_class_sorted_store(
+        realistic_store, class_sorted_store, epoch):
+    hard = shuffle_report(chunkstore.open(realistic_store), batch_size=64, epoch=epoch,
+                          decode=False, window_chunks=32)
+    assert worst(hard, "map") >= 0.95, str(hard)
+    ds = chunkstore.open(class_sorted_store)
+    default = shuffle_report(ds, batch_size=64, epoch=epoch, decode=False)
+    assert worst(default, "action") < 0.8  # the worst case: a chunk holds one class
+    wide = shuffle_report(ds, batch_size=64, epoch=epoch, decode=False, window_chunks=32)
+    assert worst(wide, "action") >= 0.95, str(wide)
+
+
+def test_planned_order_is_every_row_once_and_deterministic(realistic_store):
+    ds = chunkstore.open(realistic_store)
+    a = shuffle_report(ds, batch_size=50, decode=False, seed=3).to_dict()
+    assert a == shuffle_report(ds, batch_size=50, decode=False, seed=3).to_dict()
+    from chunkstore.read.loader import Loader
+    from chunkstore.report.shuffle import planned_batches
+
+    loader = Loader(ds, batch_size=50, seed=3)
+    rows = np.concatenate(planned_batches(loader))
+    assert sorted(rows.tolist()) == list(range(ds.n_samples))
+    assert [len(b) for b in planned_batches(Loader(ds, batch_size=50, drop_last=True))] == (
+        [50] * (ds.n_samples // 50))
