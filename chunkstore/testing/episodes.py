@@ -44,7 +44,8 @@ def episode_items(n_episodes: int, chunk_rows: int, *, n_features: int = 4, seed
     items = []
     for a, b in zip(cuts, [*cuts[1:], n], strict=True):
         r = rows[a:b]
-        item = {"strategic_features": features[r], "group": episode[r].astype(np.int64)}
+        item: dict[str, np.ndarray] = {"strategic_features": features[r],
+                                       "group": episode[r].astype(np.int64)}
         for h, k in HEADS.items():
             item[f"labels_{h}"] = labels[h][r]
             item[f"masks_{h}"] = np.ones((len(r), k), np.int8)
