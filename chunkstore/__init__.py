@@ -32,6 +32,7 @@ from chunkstore.errors import (
 # Bound eagerly, and last: the name ``ingest`` must be the function, over the
 # ``chunkstore.ingest`` subpackage that importing the pipeline loads first.
 from chunkstore.pipeline import ingest  # noqa: E402  isort: skip
+from chunkstore.dedup import dedup  # noqa: E402  isort: skip  (the function over the subpackage)
 
 # The rest is imported on first use, so that a worker process (which imports only what its
 # tasks need) does not pay for the readers, Dask statistics and xarray at start-up.
@@ -86,6 +87,7 @@ __all__ = [
     "Windows",
     "__version__",
     "compute_stats",
+    "dedup",
     "ingest",
     "load_config",
     "open",
