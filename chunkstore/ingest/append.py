@@ -243,10 +243,11 @@ def commit(config: Config, state: dict[str, Any]) -> str:
         seal_attrs(store)
     done = journal.read_json(adir / DONE) if (adir / DONE).exists() else []
     if not any(d["source_sha256"] == state["source_sha256"] for d in done):
-        done.append({k: state[k] for k in ("source_sha256", "n_before", "n_after", "started")})
-        journal.write_json(adir / DONE, done)
+        # the version first: killed in between, a rerun records it again (never not at all)
         vid = versions.commit_version(store, f"append {config.file}",
                                       source_sha256=state["source_sha256"]).id
+        done.append({k: state[k] for k in ("source_sha256", "n_before", "n_after", "started")})
+        journal.write_json(adir / DONE, done)
     else:
         vid = versions.resolve(store).id
     for p in (adir / journal.TASKS).iterdir():

@@ -176,6 +176,8 @@ def add_head(store: str, name: str, classes: int, labels: ArrayLike,
     raw = np.asarray(labels)
     attrs = layout.read_attrs(store)
     n = int(attrs["n_samples"])
+    if name in attrs["heads"] and (head_dir(store, name) / "state.json").exists():
+        return _finish(store, name, head, n)  # killed after its commit: only cleanup is left
     msk = (np.ones((n, head.classes), mask_dtype) if masks is None
            else np.asarray(masks).astype(mask_dtype, casting="unsafe"))
     _check(store, name, head.classes, raw, msk, attrs)
@@ -200,10 +202,23 @@ def add_head(store: str, name: str, classes: int, labels: ArrayLike,
         layout.update_attrs(store, heads=heads, modified=layout.now_iso())
         seal_attrs(store)
         vid = versions.commit_version(store, f"add-head {name}").id
-        for p in (head_dir(store, name) / journal.TASKS).iterdir():
-            p.unlink()
-        state_path.unlink()
+        _cleanup(store, name)
     return HeadSummary(store, name, head.classes, n, len(starts), len(todo), vid)
+
+
+def _cleanup(store: str, name: str) -> None:
+    for p in (head_dir(store, name) / journal.TASKS).iterdir():
+        p.unlink()
+    (head_dir(store, name) / "state.json").unlink()
+
+
+def _finish(store: str, name: str, head: HeadSpec, n: int) -> HeadSummary:
+    with journal.StoreLock(store):
+        kept = versions.log(store)
+        done = [v for v in kept if v.command == f"add-head {name}"]
+        vid = done[-1].id if done else versions.commit_version(store, f"add-head {name}").id
+        _cleanup(store, name)
+    return HeadSummary(store, name, head.classes, n, 0, 0, vid)
 
 
 def _run(store: str, name: str, todo: list[tuple[int, int]], step: int, lab: NDArray[Any],
