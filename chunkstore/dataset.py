@@ -21,8 +21,10 @@ from chunkstore.store.stats_io import Stats, load_stats
 from chunkstore.store.view import StoreView
 
 if TYPE_CHECKING:
+    import numpy as np
     import xarray as xr
     import xgboost as xgb
+    from numpy.typing import NDArray
 
     from chunkstore.interop.training import Fold, Parts
 
@@ -49,7 +51,8 @@ class Dataset(StoreView):
                seed: int = 0, window_chunks: int = 8, prefetch: int = 2,
                drop_last: bool = False, normalize: bool = False,
                heads: Sequence[str] | None = None, *, splits: str = "default",
-               threads: int = 2, unique: bool = False) -> Loader:
+               threads: int = 2, unique: bool = False,
+               rows: NDArray[np.bool_] | None = None) -> Loader:
         """A chunk-aware shuffled batch loader over all rows, or over one split.
 
         Each batch is ``{"features": (b, F), "labels": {head: (b,)}, "masks": {head: (b, K)},
@@ -66,12 +69,15 @@ class Dataset(StoreView):
             more memory (about ``(threads + prefetch + 2) x window_chunks`` decoded chunks).
         prefetch : windows decoded ahead of the one being consumed.
         drop_last : drop the last, smaller batch of the epoch (of each shard).
-        normalize : apply ``(x - mean) / std`` with ``stats/train`` (float32 features out).
+        normalize : apply ``(x - mean) / std`` with the train part's statistics of the split
+            set (``stats/train``; ``stats/<splits>/train`` for another split set).
         heads : the heads whose labels and masks to read; None = all.
         splits : the split array under ``splits/`` that defines ``split``.
         threads : background decode threads.
         unique : yield only first occurrences of duplicate rows (``meta/duplicate_of == -1``,
             written by ``chunkstore dedup STORE``, which must have run).
+        rows : a boolean (N,) array of the rows to read (e.g. a fold's train side,
+            ``train.mask(ds)`` of ``ds.folds(...)``), combined with ``split`` and ``unique``.
 
         Raises
         ------
@@ -89,7 +95,7 @@ class Dataset(StoreView):
         return Loader(self, batch_size=batch_size, split=split, shuffle=shuffle, seed=seed,
                       window_chunks=window_chunks, prefetch=prefetch, drop_last=drop_last,
                       normalize=normalize, heads=heads, splits=splits, threads=threads,
-                      unique=unique)
+                      unique=unique, rows=rows)
 
     def windows(self, lookback: int, horizon: int = 0, by: str | None = "group", *,
                 split: str | None = None, splits: str = "default",

@@ -41,15 +41,17 @@ def partial_fit(view: StoreView, estimator: E, *, split: str | Parts | None = "t
     ----------
     view : an open store (``ds.partial_fit(...)`` passes itself).
     estimator : any object with ``partial_fit(X[, y[, classes=]])``; returned, trained.
-    split : a part of ``splits/<splits>`` ("train"), ``"cv/fold0"``, a one-part fold side
-        (``valid`` of ``ds.folds(...)``), or None for every row.
+    split : a part of ``splits/<splits>`` ("train"), ``"cv/fold0"``, a fold side (``train``
+        or ``valid`` of ``ds.folds(...)``: k-1 parts or one), or None for every row.
     label : the head whose labels are ``y``; None calls ``partial_fit(X)`` (clustering, PCA).
     batch_size : rows per ``partial_fit`` call.
     epochs : passes over the split; epoch ``e`` is shuffled with ``(seed, e)``.
     classes : passed as ``classes=`` when ``partial_fit`` takes it; default ``0..K-1`` of
         the label head.
-    normalize : ``(x - mean) / std`` with ``stats/train`` (``chunkstore stats STORE --split
-        train`` writes them); never statistics that saw validation rows.
+    normalize : ``(x - mean) / std`` with the train part's statistics of the split set:
+        ``stats/train`` (``chunkstore stats STORE --split train`` writes them), or
+        ``stats/<splits>/train`` for another split set; never statistics that saw validation
+        rows. (For folds, compute them per fold or leave features unnormalized.)
     fill_nan : replace NaN features with this value (after normalizing, 0.0 is the train
         mean); None passes NaN through, which most scikit-learn estimators reject.
     splits : the split array ``split`` is looked up in.
@@ -61,8 +63,7 @@ def partial_fit(view: StoreView, estimator: E, *, split: str | Parts | None = "t
         On an unknown head or split, missing ``stats/train`` with ``normalize``, or unwritten
         (label -1) rows.
     UsageError
-        If the estimator has no ``partial_fit``, ``epochs < 1``, or ``split`` spans several
-        parts (the loader reads one part).
+        If the estimator has no ``partial_fit`` or ``epochs < 1``.
 
     Examples
     --------
@@ -77,14 +78,15 @@ def partial_fit(view: StoreView, estimator: E, *, split: str | Parts | None = "t
                          "IncrementalPCA, ...)")
     if epochs < 1:
         raise UsageError(f"epochs must be >= 1, found {epochs}")
-    part, array = _one_part(split, splits)
+    parts = resolve(split, splits)
     heads = [] if label is None else [label]
     if label is not None and label not in view.heads:
         raise ReadError(f"label={label!r} is not a head of store {view.path!r}; its heads are "
                         f"{list(view.heads)}")
     kwargs = _classes_kwarg(fit, view, label, classes)
-    loader = Loader(view, batch_size=batch_size, split=part, splits=array, shuffle=True,
-                    seed=seed, window_chunks=window_chunks, normalize=normalize, heads=heads,
+    loader = Loader(view, batch_size=batch_size, splits=parts.splits if parts else splits,
+                    rows=None if parts is None else parts.mask(view), shuffle=True, seed=seed,
+                    window_chunks=window_chunks, normalize=normalize, heads=heads,
                     threads=threads)
     for epoch in range(epochs):
         loader.set_epoch(epoch)
@@ -102,18 +104,6 @@ def partial_fit(view: StoreView, estimator: E, *, split: str | Parts | None = "t
                                 "them")
             fit(x, y, **kwargs)
     return estimator
-
-
-def _one_part(split: str | Parts | None, splits: str) -> tuple[str | None, str]:
-    """(part, split array) for the loader, which reads one part of one split array."""
-    parts = resolve(split, splits)
-    if parts is None:
-        return None, splits
-    if len(parts.parts) != 1:
-        raise UsageError(f"partial_fit reads one split part, found {parts} ({len(parts.parts)} "
-                         "parts); train on the parts one after another, or write a split set "
-                         "whose part is the union")
-    return parts.parts[0], parts.splits
 
 
 def _classes_kwarg(fit: Any, view: StoreView, label: str | None,

@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import xxhash
 from numpy.typing import NDArray
 
 from chunkstore.errors import ReadError
@@ -81,6 +82,15 @@ def unique_membership(dataset: StoreView) -> NDArray[np.bool_]:
     return np.asarray(dup[...]) == -1
 
 
+def _rows_digest(rows: NDArray[np.bool_], n: int) -> str:
+    """A short digest of an explicit row membership (part of the resume fingerprint)."""
+    rows = np.asarray(rows)
+    if rows.dtype != np.bool_ or rows.shape != (n,):
+        raise ReadError(f"rows= must be a boolean array of the store's {n} rows, found "
+                        f"{rows.dtype} {rows.shape}")
+    return format(xxhash.xxh3_64_intdigest(np.packbits(rows).tobytes()), "016x")
+
+
 def row_membership(dataset: StoreView, split: str | None, splits: str, unique: bool
                    ) -> NDArray[np.bool_] | None:
     """The rows a loader reads: of ``split`` (all if None), first occurrences only if
@@ -92,20 +102,25 @@ def row_membership(dataset: StoreView, split: str | None, splits: str, unique: b
     return first if member is None else member & first
 
 
-def train_normalization(dataset: StoreView) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
-    """(mean, 1 / std) as float32 from ``stats/train``, guarded like ``stats.normalization``:
-    a zero, tiny or undefined std counts as 1 and an undefined mean as 0."""
+def train_normalization(dataset: StoreView, splits: str = layout.DEFAULT_SPLITS
+                        ) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+    """(mean, 1 / std) as float32 from the train part's statistics of split set ``splits``
+    (``stats/train`` for the default set, ``stats/<splits>/train`` otherwise, as ``chunkstore
+    stats --split train --split-set <splits>`` writes them), guarded like
+    ``stats.normalization``: a zero, tiny or undefined std counts as 1, an undefined mean as 0."""
+    scope = "train" if splits == layout.DEFAULT_SPLITS else f"{splits}/train"
     try:
-        mean = np.asarray(dataset.array("stats/train/mean")[:], dtype=np.float64)
-        std = np.asarray(dataset.array("stats/train/std")[:], dtype=np.float64)
+        mean = np.asarray(dataset.array(f"stats/{scope}/mean")[:], dtype=np.float64)
+        std = np.asarray(dataset.array(f"stats/{scope}/std")[:], dtype=np.float64)
     except KeyError:
-        raise ReadError(f"normalize=True needs 'stats/train/mean' and 'stats/train/std' in "
+        option = "" if splits == layout.DEFAULT_SPLITS else f" --split-set {splits}"
+        raise ReadError(f"normalize=True needs 'stats/{scope}/mean' and 'stats/{scope}/std' in "
                         f"{dataset.path!r}, which has none; compute them with `chunkstore "
-                        "stats STORE --split train` (normalizing with statistics that saw "
-                        "validation rows would leak them)") from None
+                        f"stats STORE --split train{option}` (normalizing with statistics that "
+                        "saw validation rows would leak them)") from None
     n = len(dataset.feature_names)
     if mean.shape != (n,) or std.shape != (n,):
-        raise ReadError(f"stats/train/mean and std of {dataset.path!r} have shapes "
+        raise ReadError(f"stats/{scope}/mean and std of {dataset.path!r} have shapes "
                         f"{mean.shape} and {std.shape}, expected ({n},)")
     norm = normalization(mean, std)
     return norm.mean, (1.0 / norm.std).astype(np.float32)
@@ -134,7 +149,8 @@ class Loader(BatchStream):
                  shuffle: bool = True, seed: int = 0, window_chunks: int = 8,
                  prefetch: int = 2, drop_last: bool = False, normalize: bool = False,
                  heads: Sequence[str] | None = None, splits: str = "default",
-                 threads: int = 2, unique: bool = False) -> None:
+                 threads: int = 2, unique: bool = False,
+                 rows: NDArray[np.bool_] | None = None) -> None:
         super().__init__(batch_size=batch_size, shuffle=shuffle, seed=seed,
                          window_chunks=window_chunks, prefetch=prefetch, drop_last=drop_last,
                          threads=threads)
@@ -143,9 +159,12 @@ class Loader(BatchStream):
         self.unique = bool(unique)
         self.heads = resolve_heads(dataset, heads)
         self.sources = sample_sources(dataset, self.heads)
-        self._norm = train_normalization(dataset) if normalize else None
+        self._norm = train_normalization(dataset, splits) if normalize else None
         r, n = dataset.chunk_rows, dataset.n_samples
         self._member = row_membership(dataset, split, splits, self.unique)
+        self._rows_digest = None if rows is None else _rows_digest(rows, n)
+        if rows is not None:
+            self._member = rows if self._member is None else self._member & rows
         if self._member is None:
             rows = np.full(-(-n // r), r, dtype=np.int64)
             rows[-1:] = n - r * (len(rows) - 1)
@@ -188,7 +207,8 @@ class Loader(BatchStream):
     def _fingerprint(self) -> dict[str, Any]:
         # "unique" only when set, so states saved before the option existed still load
         return {**super()._fingerprint(), "split": self.split,
-                **({"unique": True} if self.unique else {})}
+                **({"unique": True} if self.unique else {}),
+                **({"rows": self._rows_digest} if self._rows_digest else {})}
 
     def _items(self, job: WindowJob) -> NDArray[np.int64]:
         r, n = self.dataset.chunk_rows, self.dataset.n_samples

@@ -111,6 +111,7 @@ class Windows:
         if isinstance(horizon, bool) or not isinstance(horizon, int) or horizon < 0:
             raise ReadError(f"horizon must be an integer >= 0, found {horizon!r}")
         self.dataset, self.lookback, self.horizon = dataset, lookback, horizon
+        self.splits = splits
         self.heads = resolve_heads(dataset, heads)
         if by is None:
             keys: NDArray[Any] = np.zeros(dataset.n_samples, np.int64)
@@ -200,7 +201,7 @@ class WindowLoader(BatchStream):
         self._starts = windows.index.starts()
         self._counts = np.bincount(self._starts // r, minlength=-(-n // r)).astype(np.int64)
         self._first = np.concatenate([[0], np.cumsum(self._counts)]).astype(np.int64)
-        self._norm = train_normalization(windows.dataset) if normalize else None
+        self._norm = train_normalization(windows.dataset, windows.splits) if normalize else None
 
     def _fingerprint(self) -> dict[str, Any]:
         return {**super()._fingerprint(), "lookback": self.windows.lookback,

@@ -112,10 +112,41 @@ def test_bad_arguments_say_what_to_do(store: str) -> None:
         ds.partial_fit(Recorder(), label="target", epochs=0)
     with pytest.raises(ReadError, match="not a head"):
         ds.partial_fit(Recorder(), label="nope")
-    from chunkstore.interop.training import Parts
 
-    with pytest.raises(UsageError, match="one split part"):
-        ds.partial_fit(Recorder(), split=Parts("default", ("train", "val")), label="target")
+
+def test_a_folds_train_side_of_several_parts(store: str) -> None:
+    """The train side of a k-fold (k-1 parts) is one selection: each of its rows once per
+    epoch, none of the validation fold's."""
+    full = read_all(store)
+    run_split(store, method="kfold", k=3, group=True, name="cv", seed=0)
+    ds = chunkstore.open(store)
+    for train, valid in ds.folds("cv"):
+        member = train.mask(ds)
+        assert not (member & valid.mask(ds)).any()
+        rec = ds.partial_fit(Recorder(), split=train, label="target", batch_size=16, epochs=2)
+        x, y = np.concatenate(rec.x), np.concatenate(rec.y)
+        n = int(member.sum())
+        assert len(x) == 2 * n
+        want = _sorted_rows(full["features"][member], full["labels/target"][member])
+        np.testing.assert_array_equal(_sorted_rows(x[:n], y[:n]), want)
+        np.testing.assert_array_equal(_sorted_rows(x[n:], y[n:]), want)
+
+
+def test_normalize_with_another_split_set_reads_its_own_train_stats(store: str,
+                                                                    write_split: Any) -> None:
+    ds = chunkstore.open(store)
+    write_split(store, (np.arange(ds.n_samples) % 2).astype(np.int8), name="alt",
+                names=["train", "val"])
+    with pytest.raises(ReadError, match="stats/alt/train/mean.*--split-set alt"):
+        ds.partial_fit(Recorder(), split="alt/train", label="move", normalize=True)
+    compute_stats(store, split="train", splits="alt", correlation=False)
+    ds = chunkstore.open(store)
+    alt = ds.stats("alt/train")
+    assert not np.allclose(alt.mean, ds.stats("train").mean)
+    rec = ds.partial_fit(Recorder(), split="alt/train", label="move", normalize=True)
+    raw = ds.partial_fit(Recorder(), split="alt/train", label="move")
+    np.testing.assert_allclose(np.concatenate(rec.x), (np.concatenate(raw.x) - alt.mean)
+                               / alt.std, rtol=1e-5, atol=1e-5)
 
 
 def test_needs_no_scikit_learn(store: str) -> None:

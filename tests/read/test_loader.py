@@ -279,3 +279,19 @@ def test_split_and_normalize_with_the_split_and_stats_commands(store, tmp_path, 
     for b in batches[:3]:
         np.testing.assert_allclose(b["features"], norm.apply(x[b["index"]]), rtol=1e-5,
                                    atol=1e-5)
+
+
+def test_rows_selects_exactly_those_rows_and_is_part_of_the_resume_state(ds):
+    rows = np.zeros(ds.n_samples, bool)
+    rows[::3] = True
+    loader = ds.loader(batch_size=16, split="train", rows=rows, seed=4)
+    seen = np.concatenate([b["index"] for b in loader])
+    want = np.flatnonzero(rows & ds.split_array().mask("train"))
+    np.testing.assert_array_equal(np.sort(seen), want)
+    other = rows.copy()
+    other[1] = True
+    with pytest.raises(ReadError, match="rows"):
+        ds.loader(batch_size=16, split="train", rows=other, seed=4).load_state_dict(
+            loader.state_dict())
+    with pytest.raises(ReadError, match="boolean array"):
+        ds.loader(rows=np.ones(3, bool))
