@@ -38,10 +38,12 @@ def require_h5py() -> Any:
 
 
 def _attr(value: Any) -> Any:
-    """A JSON-ish value as an HDF5 attribute: scalars and flat lists as they are, else JSON."""
+    """A JSON-ish value as an HDF5 attribute: scalars and flat lists as they are, else JSON
+    (also a list of strings holding a NUL, which HDF5 strings cannot)."""
     if isinstance(value, (bool, int, float, str, np.generic)):
         return value
-    if isinstance(value, (list, tuple)) and value and all(isinstance(v, str) for v in value):
+    if isinstance(value, (list, tuple)) and value and all(
+            isinstance(v, str) and "\x00" not in v for v in value):  # HDF5 strings end at NUL
         return np.array(value, dtype=require_h5py().string_dtype())
     if (isinstance(value, (list, tuple)) and value
             and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)):

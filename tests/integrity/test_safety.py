@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 import chunkstore
 from chunkstore import ingest
@@ -98,3 +99,19 @@ def test_unfinished_streaming_store_reads_as_zero_rows_with_a_warning(tmp_path):
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 100_000  # KiB
     assert np.asarray(json.loads((Path(store) / "zarr.json").read_text())["attributes"]
                       ["chunkstore"]["n_samples"]) == 0
+
+
+def test_hdf5_export_of_a_feature_name_with_a_nul(tmp_path):
+    pytest.importorskip("h5py")
+    import h5py
+
+    items = make_items([20], seed=1)
+    cfg = write_config(tmp_path / "c.yaml", store=tmp_path / "s.zarr",
+                       paths=write_items(tmp_path / "b", items), ingest={"chunk_rows": 8})
+    d = yaml.safe_load(Path(cfg).read_text())
+    d["schema"]["features"] = {"count": 4, "names": ["a\x00b", "f1", "f2", "f3"]}
+    Path(cfg).write_text(yaml.safe_dump(d))
+    ingest(cfg, progress=False)
+    export(str(tmp_path / "s.zarr"), str(tmp_path / "o.h5"))
+    with h5py.File(tmp_path / "o.h5") as f:
+        assert json.loads(f.attrs["feature_names"])[0] == "a\x00b"
