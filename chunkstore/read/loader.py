@@ -166,9 +166,9 @@ class Loader(BatchStream):
         if rows is not None:
             self._member = rows if self._member is None else self._member & rows
         if self._member is None:
-            rows = np.full(-(-n // r), r, dtype=np.int64)
-            rows[-1:] = n - r * (len(rows) - 1)
-            self._counts = rows if n else np.zeros(0, np.int64)
+            per_chunk = np.full(-(-n // r), r, dtype=np.int64)
+            per_chunk[-1:] = n - r * (len(per_chunk) - 1)
+            self._counts = per_chunk if n else np.zeros(0, np.int64)
         else:
             self._counts = np.add.reduceat(self._member.astype(np.int64),
                                            np.arange(0, n, r)) if n else np.zeros(0, np.int64)
