@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     import numpy as np
     import xarray as xr
     import xgboost as xgb
+    import zarr
     from numpy.typing import NDArray
 
     from chunkstore.interop.training import Fold, Parts
@@ -117,6 +118,12 @@ class Dataset(StoreView):
         """
         return Windows(self, lookback=lookback, horizon=horizon, by=by, split=split,
                        splits=splits, heads=heads)
+
+    @property
+    def duplicates(self) -> zarr.Array | None:
+        """``meta/duplicate_of`` (N,) int64 written by ``chunkstore dedup``: -1 for a row's first
+        occurrence, else the row of its first occurrence; None before dedup has run."""
+        return self.meta.get("duplicate_of")
 
     @cached_property
     def _rows(self) -> RowReader:

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import zarr
 
+import chunkstore
 from chunkstore import ingest
 from chunkstore.cli.app import main
 from chunkstore.core.rowhash import canonical
@@ -91,6 +92,7 @@ def test_planted_duplicates_found_exactly(planted: tuple[str, list[dict[str, Any
     assert s.duplicate_rows == int((want >= 0).sum()) == 8
     assert s.groups == 6 and s.largest[:2] == ((10, 3), (150, 3))
     assert dict(g["meta/duplicate_of"].attrs)["rows"] == 333
+    np.testing.assert_array_equal(chunkstore.open(store).duplicates[:], want)
 
 
 def test_conflicting_labels_exact(planted: tuple[str, list[dict[str, Any]]]) -> None:
