@@ -110,3 +110,22 @@ def test_the_same_source_is_not_appended_twice(tmp_path):
         append(cfg)
     assert _snapshot(store) == before
     shutil.rmtree(tmp_path / "b-items")
+
+
+def test_many_small_appends_equal_one_ingest(tmp_path):
+    """Five appends of a few rows each (no fragments, no compaction): the same chunk files as
+    one ingest; a stored kfold split is extended by its own rule every time."""
+    from chunkstore.splits.write import run_split
+
+    sizes = [21, 3, 5, 1, 9, 6]
+    items = make_items(sizes, seed=4)
+    whole, grown = tmp_path / "whole.zarr", tmp_path / "grown.zarr"
+    ingest(_cfg(tmp_path, "whole", items, whole), progress=False)
+    ingest(_cfg(tmp_path, "a", items[:1], grown), progress=False)
+    run_split(str(grown), method="kfold", k=3, seed=2, name="folds")
+    for k in range(1, len(sizes)):
+        append(_cfg(tmp_path, f"b{k}", items[k:k + 1], grown))
+    assert chunk_files(grown) == chunk_files(whole)
+    run_split(str(whole), method="kfold", k=3, seed=2, name="folds")
+    np.testing.assert_array_equal(zarr.open_array(str(grown), path="splits/folds")[:],
+                                  zarr.open_array(str(whole), path="splits/folds")[:])
