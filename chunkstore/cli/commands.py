@@ -47,7 +47,8 @@ def _stats(args: argparse.Namespace) -> str:
 
     with cluster(args) as address:
         return compute_stats(args.store, split=args.split, splits=args.split_set, bins=args.bins,
-                             correlation=not args.no_correlation, scheduler=address,
+                             correlation=False if args.no_correlation else None,
+                             scheduler=address,
                              progress=not args.quiet).format()
 
 

@@ -159,6 +159,10 @@ class Loader(BatchStream):
         self.unique = bool(unique)
         self.heads = resolve_heads(dataset, heads)
         self.sources = sample_sources(dataset, self.heads)
+        if normalize and np.dtype(dataset.features.dtype).kind in "iu":
+            raise ReadError(f"normalize=True is for float features; the features of "
+                            f"{dataset.path!r} are {dataset.features.dtype} (token ids or "
+                            "codes), which are used as they are (e.g. by an embedding)")
         self._norm = train_normalization(dataset, splits) if normalize else None
         r, n = dataset.chunk_rows, dataset.n_samples
         self._member = row_membership(dataset, split, splits, self.unique)

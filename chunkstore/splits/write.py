@@ -60,8 +60,9 @@ def _scheduler(address: str | None) -> Iterator[Any]:
     yield local_scheduler()
 
 
-def _report_head(ds: StoreView, spec: SplitSpec) -> str:
-    return spec.by if spec.by in ds.heads else next(iter(ds.heads))
+def _report_head(ds: StoreView, spec: SplitSpec) -> str | None:
+    """The head whose class balance the summary reports; None for a store without heads."""
+    return spec.by if spec.by in ds.heads else next(iter(ds.heads), None)
 
 
 def compute_split(ds: StoreView, spec: SplitSpec, *, overwrite: bool = False,
@@ -82,7 +83,7 @@ def compute_split(ds: StoreView, spec: SplitSpec, *, overwrite: bool = False,
                          "--split-set")
     dups = load_duplicates(ds, required=spec.dedup)
     inp, head = Inputs(ds, merged_groups(ds, spec)), _report_head(ds, spec)
-    k, n_parts = ds.heads[head], len(spec.names)
+    k, n_parts = (0 if head is None else ds.heads[head]), len(spec.names)
     grouped = is_grouped(spec)
     # zarr's codec pipeline handles a block's chunks in one batch instead of one at a time:
     # reads ~1.4x and writes ~2x faster than its default batch of 1 (affects only this run).
@@ -97,7 +98,8 @@ def compute_split(ds: StoreView, spec: SplitSpec, *, overwrite: bool = False,
         if spec.dedup and not grouped and dups is not None:
             blocks = _copies_follow_firsts(lazy, lengths, dups, run_on, progress)
         arr = _create_array(ds, path, inp.block_rows)
-        labels = ([None] * len(blocks) if grouped else kept if kept and head == spec.by
+        labels = ([None] * len(blocks) if grouped or head is None
+                  else kept if kept and head == spec.by
                   else inp.blocks(inp.read(f"labels/{head}")))
         groups = ([None] * len(blocks) if grouped or "group" not in ds.meta
                   else inp.blocks(inp.read("meta/group")))
@@ -108,7 +110,7 @@ def compute_split(ds: StoreView, spec: SplitSpec, *, overwrite: bool = False,
                         what=f"split: writing {path}")[0]
     if grouped and table is not None and assignment is not None:
         # the table has every (group, class) count: no second read for the tally
-        tally = tally_table(table, assignment, n_parts, k, with_classes=True)
+        tally = tally_table(table, assignment, n_parts, k, with_classes=head is not None)
     leaked = None if dups is None else dups.leakage(np.asarray(arr[:]), n_parts)
     summary = SplitSummary.of(ds.path, spec, ds.n_samples, inp.key_name(spec), head, tally,
                               time.perf_counter() - t0, leaked)
@@ -116,7 +118,7 @@ def compute_split(ds: StoreView, spec: SplitSpec, *, overwrite: bool = False,
     return summary
 
 
-def _first_pass(inp: Inputs, spec: SplitSpec, head: str, run_on: Any, progress: bool
+def _first_pass(inp: Inputs, spec: SplitSpec, head: str | None, run_on: Any, progress: bool
                 ) -> tuple[Any, list[Any], list[np.ndarray]]:
     """The method's global table, the key runs of lookup methods and, for stratified methods,
     the labels of ``by`` as numpy blocks: read once here, they also give the codes and the

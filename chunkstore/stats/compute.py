@@ -52,6 +52,7 @@ from chunkstore.stats.graphs import (  # noqa: F401
     stored_binning,
     tree_reduce,
 )
+from chunkstore.stats.value_counts import write_value_counts
 from chunkstore.store import layout
 from chunkstore.store.stats_io import (
     Stats,
@@ -119,7 +120,7 @@ def compute_stats(
     split: str | None = None,
     splits: str = DEFAULT_SPLITS,
     bins: int = DEFAULT_BINS,
-    correlation: bool = True,
+    correlation: bool | None = None,
     scheduler: str | None = None,
     progress: bool = True,
     block_mib: float = BLOCK_MIB,
@@ -135,7 +136,9 @@ def compute_stats(
         another array is ``<splits>/<split>``.
     bins : equal-width bins per feature, between the feature's min and max, for the stored
         histograms and the mutual-information tables.
-    correlation : compute the (F, F) correlation matrix (F^2 memory and work).
+    correlation : compute the (F, F) correlation matrix (F^2 memory and work); default: on for
+        float features, off for integer features (token ids, codes), whose F is often a
+        sequence length and whose correlation rarely means anything.
     scheduler : a ``dask.distributed`` scheduler address; default: local threads.
     progress : progress bar on stderr (with a scheduler: the dashboard link and a text bar).
     block_mib : features per Dask block, in MiB (rounded to whole store chunks).
@@ -158,10 +161,17 @@ def compute_stats(
     from chunkstore.store.view import StoreView
 
     group, sel, rows = _prepare(store, split, splits, bins, block_mib)
+    features: Any = group["features"]
+    integer = features.dtype.kind in "iu"
+    if correlation is None:
+        correlation = not integer
     with _runner(scheduler, progress, store) as compute:
         first, second, binning = _passes(compute, group, sel, bins, correlation, rows)
     arrays, bias = result_arrays(first, second, binning, _heads(group))
     write_scope(group, sel.scope, arrays, scope_attrs(sel, first.rows, correlation, bins, bias))
+    attrs: Any = group.attrs["chunkstore"]
+    if integer and attrs.get("vocab_size"):  # the token frequency table
+        write_value_counts(store, split, splits=splits, scheduler=scheduler, progress=progress)
     return load_stats(StoreView(store), sel.scope)
 
 
