@@ -176,6 +176,8 @@ class _BatchCheck:
                 r = _first_bad_row(big & np.isfinite(f))
                 raise self.fail(f"feature value {f[r][big[r]][0].item()!r} overflows {ftype} "
                                 "(dtype overflow)", r)
+        if ftype.kind in "iu":
+            self.integer_features(f, schema)
         features = f.astype(ftype, copy=False)
         if nan_policy == "error" and features.dtype.kind == "f":
             nan = np.isnan(features)
@@ -185,6 +187,21 @@ class _BatchCheck:
                 raise self.fail(f"NaN in feature {schema.feature_names[col]!r} and "
                                 "ingest.nan_policy is 'error'", r)
         return features
+
+    def integer_features(self, f: NDArray[Any], schema: Schema) -> None:
+        """Integer features (token ids, codes) must be integral and fit the dtype/vocabulary."""
+        info = np.iinfo(schema.feature_dtype)
+        hi = info.max if schema.vocab_size is None else schema.vocab_size - 1
+        lo = info.min if schema.vocab_size is None else 0
+        bad = (f < lo) | (f > hi)
+        if f.dtype.kind == "f":
+            bad |= ~np.isfinite(f) | (f != np.round(f))
+        if bad.any():
+            r = _first_bad_row(bad)
+            col = int(np.flatnonzero(bad[r])[0])
+            raise self.fail(f"feature {schema.feature_names[col]!r} value {f[r, col].item()!r} "
+                            f"is not an integer in [{lo}, {hi}] (dtype {schema.feature_dtype}"
+                            f"{'' if schema.vocab_size is None else ', vocab_size'})", r)
 
     def labels(self, given: Mapping[str, Any], head: HeadSpec) -> NDArray[Any]:
         """(rows,) integer class ids in ``[0, classes)``, in the head's label dtype."""

@@ -41,10 +41,15 @@ DEFAULT_SPLITS = "default"  # the split array read when none is named
 STATS = "stats"  # stats/<scope>/...
 
 # Unwritten rows read as these, so a hole is visible: NaN features, label -1.
-FEATURE_FILL = float("nan")
+FEATURE_FILL = float("nan")  # integer features (token ids, codes) have no NaN: 0
 LABEL_FILL = -1
 MASK_FILL = 0
 GROUP_FILL = -1
+
+
+def feature_fill(schema: Schema) -> float | int:
+    """What unwritten feature rows read as: NaN for float features, 0 for integer ones."""
+    return FEATURE_FILL if np.dtype(schema.feature_dtype).kind == "f" else 0
 
 
 def now_iso() -> str:
@@ -79,7 +84,7 @@ def sample_arrays(schema: Schema, has_group: bool, has_source: bool = False
     The one list of them: writers, readers and exporters all iterate this.
     """
     arrays: dict[str, tuple[tuple[int, ...], str, Any]] = {
-        FEATURES: ((schema.n_features,), schema.feature_dtype, FEATURE_FILL),
+        FEATURES: ((schema.n_features,), schema.feature_dtype, feature_fill(schema)),
     }
     for h in schema.heads:
         arrays[label_path(h.name)] = ((), h.label_dtype, LABEL_FILL)
@@ -158,6 +163,7 @@ def create_store(
         "status": INCOMPLETE,
         "feature_names": list(schema.feature_names),
         "feature_dtype": schema.feature_dtype,
+        **({"vocab_size": schema.vocab_size} if schema.vocab_size is not None else {}),
         "heads": {h.name: h.to_dict() for h in schema.heads},
         "has_group": has_group,
         "has_source": has_source,

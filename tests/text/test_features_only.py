@@ -78,3 +78,30 @@ def test_xarray_and_info_without_heads(store, capsys):
     assert xr_ds.attrs["heads"] == ""
     assert main(["info", store]) == 0
     assert "complete" in capsys.readouterr().out
+
+
+from chunkstore.splits.write import run_split  # noqa: E402
+
+
+@pytest.mark.parametrize("method", ["random", "group"])
+def test_splits_and_the_loader_work_without_heads(store, method):
+    run_split(store, method=method, name=method, overwrite=True)
+    g = zarr.open_group(store, mode="r")
+    codes = g[f"splits/{method}"][:]
+    n = g["features"].shape[0]
+    assert codes.shape == (n,) and set(np.unique(codes)) <= {0, 1, 2}
+    if method == "group":  # a document's rows (by first token) never straddle parts
+        doc = g["meta/group"][:]
+        for d in np.unique(doc):
+            assert len(set(codes[doc == d])) == 1
+    ds = chunkstore.open(store)
+    seen = []
+    for b in ds.loader(batch_size=5, split="train", splits=method, seed=3):
+        assert set(b) == {"features", "labels", "masks", "index"}
+        assert b["labels"] == {} and b["masks"] == {} and b["features"].shape[1] == L
+        np.testing.assert_array_equal(b["features"], g["features"][np.sort(b["index"])][
+            np.argsort(np.argsort(b["index"]))])
+        seen.extend(b["index"].tolist())
+    assert sorted(seen) == np.flatnonzero(codes == 0).tolist()
+
+
