@@ -231,7 +231,17 @@ class Mixture:
         """The global position: loads into a mixture of any world size or worker count."""
         return {"epoch": self.epoch, "position": self._position, **self._fingerprint()}
 
+    def state_after(self, batches: int) -> dict[str, Any]:
+        """The state once every rank has consumed ``batches`` batches from where this mixture
+        starts (its loaded state, else the epoch's start): for DataLoader workers, whose
+        position the training process cannot see."""
+        position = position_after(self.items, start=self._resume, batch_size=self.batch_size,
+                                  world_size=self.world_size, remainder=self.remainder,
+                                  done=int(batches))
+        return {"epoch": self.epoch, "position": position, **self._fingerprint()}
+
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Resume at a state of any rank, world size or worker count (same mixture)."""
         mine = self._fingerprint()
         diff = sorted(k for k in mine if state.get(k) != mine[k])
         if diff:
