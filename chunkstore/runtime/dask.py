@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext, redirect_stdout
 from typing import Any
 
-from chunkstore.errors import ConfigError, ReadError
+from chunkstore.errors import ChunkstoreError, ConfigError, ReadError
 from chunkstore.runtime.messages import say
 
 CLUSTERS = ("local",)
@@ -111,6 +111,8 @@ def compute(*graphs: Any, scheduler: Any, progress: bool = False, what: str = ""
     """
     try:
         return _compute(graphs, scheduler, progress, what)
+    except ChunkstoreError:
+        raise  # already says what and where (e.g. the chunk decoder's ReadError)
     except (ValueError, RuntimeError) as e:
         text = str(e).splitlines()[0] if str(e) else type(e).__name__
         if "checksum" not in text.lower() and "blosc" not in text.lower():

@@ -76,10 +76,10 @@ def test_corrupt_chunk_in_export_and_stats_is_one_message_naming_it(tmp_path):
     data = bytearray(chunk.read_bytes())
     data[-1] ^= 0xFF
     chunk.write_bytes(bytes(data))
-    with pytest.raises(ReadError, match=r"'features/c/2/0'.*rows \[16, 24\).*verify"):
-        export(str(tmp_path / "s.zarr"), str(tmp_path / "out"), format="npy")
-    with pytest.raises(ReadError, match="corrupt.*chunkstore verify"):
-        compute_stats(str(tmp_path / "s.zarr"), progress=False)
+    for run in (lambda: export(str(tmp_path / "s.zarr"), str(tmp_path / "out"), format="npy"),
+                lambda: compute_stats(str(tmp_path / "s.zarr"), progress=False)):
+        with pytest.raises(ReadError, match=r"features/c/2/0.*rows \[16, 24\)"):
+            run()
 
 
 def test_unfinished_streaming_store_reads_as_zero_rows_with_a_warning(tmp_path):
