@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import chunkstore
 from chunkstore.read.elastic import OrderKey, Shard, elastic_batches, epoch_windows
@@ -80,6 +82,23 @@ def test_resume_under_a_new_world_size_continues_the_global_order(old, new, rema
         if remainder == "pad":
             assert order == list(range(total))
         assert end == total
+
+
+@settings(max_examples=200, deadline=None)
+@given(total=st.integers(0, 400), batch=st.integers(1, 17), world=st.integers(1, 8),
+       stop=st.integers(0, 60), new_batch=st.integers(1, 17), new_world=st.integers(1, 8),
+       remainder=st.sampled_from(["even", "drop", "pad"]))
+def test_any_stop_and_any_new_world_continue_the_global_order(total, batch, world, stop,
+                                                             new_batch, new_world, remainder):
+    before, pos = positions(total, 0, batch, world, remainder, stop=stop)
+    after, end = positions(total, pos, new_batch, new_world, remainder)
+    order = flat(before) + flat(after)
+    assert order == list(range(len(order)))
+    assert end == total
+    if remainder == "pad":
+        assert len(order) == total
+    for step in before + after:  # padding only ever repeats real items
+        assert all(0 <= p < total for p, _ in step)
 
 
 @pytest.mark.parametrize("workers", [1, 2, 3, 5])
