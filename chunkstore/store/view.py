@@ -53,6 +53,8 @@ def attrs_problems(path: str, group: zarr.Group | None = None) -> list[str]:
     if not isinstance(attrs, dict):
         return [f"attrs key {layout.ATTR_KEY!r} is missing or not a mapping"]
     now = attrs_digest(attrs)
+    if attrs.get("status") == layout.INCOMPLETE and "status" in sealed:
+        now["status"] = sealed["status"]  # back to incomplete (to be resumed): opens warn
     out = [f"attrs key {k!r} was removed" for k in sealed if k not in now]
     out += [f"attrs key {k!r} was added" for k in now if k not in sealed]
     out += [f"attrs key {k!r} was changed (found {_short(attrs[k])})" for k in sealed
