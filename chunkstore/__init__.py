@@ -10,6 +10,7 @@ from typing import Any
 
 from chunkstore._version import __version__
 from chunkstore.errors import (
+    AppendError,
     ChunkstoreError,
     ChunkstoreWarning,
     ConfigError,
@@ -27,6 +28,7 @@ from chunkstore.errors import (
     StoreExistsError,
     StoreLockedError,
     UsageError,
+    VersionError,
 )
 
 # Bound eagerly, and last: the name ``ingest`` must be the function, over the
@@ -37,6 +39,10 @@ from chunkstore.dedup import dedup  # noqa: E402  isort: skip  (the function ove
 # The rest is imported on first use, so that a worker process (which imports only what its
 # tasks need) does not pay for the readers, Dask statistics and xarray at start-up.
 _LAZY = {
+    "append": "chunkstore.ingest.append",
+    "add_head": "chunkstore.ingest.heads",
+    "open_version": "chunkstore.store.versions",
+    "AppendSummary": "chunkstore.ingest.append_check",
     "Config": "chunkstore.config",
     "load_config": "chunkstore.config",
     "Dataset": "chunkstore.dataset",
@@ -63,6 +69,8 @@ def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_LAZY))
 
 __all__ = [
+    "AppendError",
+    "AppendSummary",
     "ChunkstoreError",
     "ChunkstoreWarning",
     "Config",
@@ -84,12 +92,16 @@ __all__ = [
     "StoreExistsError",
     "StoreLockedError",
     "UsageError",
+    "VersionError",
     "Windows",
     "__version__",
+    "add_head",
+    "append",
     "compute_stats",
     "dedup",
     "ingest",
     "load_config",
     "open",
+    "open_version",
     "shuffle_report",
 ]

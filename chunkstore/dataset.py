@@ -186,7 +186,8 @@ class Dataset(StoreView):
 
 
 def open(path: str, mode: Literal["r", "r+"] = "r", *,  # noqa: A001 - mirrors zarr.open
-         storage_options: dict[str, Any] | None = None) -> Dataset:
+         storage_options: dict[str, Any] | None = None,
+         version: str | int | None = None) -> Any:
     """Open a chunkstore store.
 
     Parameters
@@ -197,6 +198,9 @@ def open(path: str, mode: Literal["r", "r+"] = "r", *,  # noqa: A001 - mirrors z
         this store: every later open of it or of its files in this process uses them, and other
         stores keep their own (see :func:`chunkstore.store.urls.configure`). None uses the
         options registered for the URL already, if any, and fsspec's configuration.
+    version : a version id or tag (``chunkstore log STORE`` lists them): a read-only
+        :class:`~chunkstore.store.versions.StoreVersion` of the store as it was then (rows
+        ``[0, N_v)``, that version's splits and statistics). None: the store as it is now.
 
     Raises
     ------
@@ -212,4 +216,8 @@ def open(path: str, mode: Literal["r", "r+"] = "r", *,  # noqa: A001 - mirrors z
     """
     if mode not in ("r", "r+"):
         raise UsageError(f"mode must be 'r' or 'r+', found {mode!r}")
+    if version is not None:
+        from chunkstore.store.versions import open_version
+
+        return open_version(path, version)
     return Dataset(path, mode=mode, storage_options=storage_options)

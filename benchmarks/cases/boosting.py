@@ -29,8 +29,8 @@ preallocated arrays, the frugal way), then `xgboost.QuantileDMatrix(X)`. SGDClas
 (log-loss, {EPOCHS} epochs, features normalized with `stats/train`, NaN -> 0):
 (c) `ds.partial_fit(batch_size=4096, normalize=True, fill_nan=0.0)`, validation log-loss
 streamed over the val chunks; (d) `fit(X_train)` on numpy arrays normalized the same way.
-(e) is (a) with `external_memory=True` (XGBoost pages its quantised matrix to disk). *Data MiB*: peak
-RSS minus the process's RSS after its imports."""
+(e) is (a) with `external_memory=True` (XGBoost pages its quantised matrix to disk).
+*Data MiB*: peak RSS minus the process's RSS after its imports."""
 
 
 def _rss() -> int:

@@ -38,7 +38,7 @@ from chunkstore.splits.graphs import (
     tree_reduce,
 )
 from chunkstore.splits.summary import SplitSummary, Tally, tally_block, tally_table
-from chunkstore.store import journal, layout
+from chunkstore.store import journal, layout, versions
 from chunkstore.store.urls import open_group
 from chunkstore.store.view import StoreView
 
@@ -193,8 +193,10 @@ def write_split(store: str, spec: SplitSpec, *, overwrite: bool = False,
     ds = StoreView(store)  # opened once: a view reads only metadata, ~25 ms per open
     check_spec(ds, spec)
     with journal.StoreLock(store):
-        return compute_split(ds, spec, overwrite=overwrite, scheduler=scheduler,
-                             progress=progress)
+        summary = compute_split(ds, spec, overwrite=overwrite, scheduler=scheduler,
+                                progress=progress)
+        versions.commit_version(store, f"split {spec.name}")
+        return summary
 
 
 def command(store: str, spec: SplitSpec) -> str:
@@ -254,6 +256,9 @@ def write_config_splits(config: Config, *, overwrite: bool = False, progress: bo
     with journal.StoreLock(config.store):
         done = write_declared_splits(config.store, config.splits, overwrite=overwrite,
                                      scheduler=config.ingest.scheduler, progress=progress)
+        if done:
+            versions.commit_version(config.store,
+                                    "split " + ",".join(s.spec.name for s in done))
     if progress:
         for s in done:
             parts = ", ".join(f"{n} {r:,}" for n, r in zip(s.spec.names, s.rows, strict=True))

@@ -53,7 +53,7 @@ from chunkstore.stats.graphs import (  # noqa: F401
     tree_reduce,
 )
 from chunkstore.stats.value_counts import write_value_counts
-from chunkstore.store import layout
+from chunkstore.store import layout, versions
 from chunkstore.store.stats_io import (
     Stats,
     load_stats,
@@ -172,6 +172,7 @@ def compute_stats(
     attrs: Any = group.attrs["chunkstore"]
     if integer and attrs.get("vocab_size"):  # the token frequency table
         write_value_counts(store, split, splits=splits, scheduler=scheduler, progress=progress)
+    versions.commit_version(store, f"stats {sel.scope}")
     return load_stats(StoreView(store), sel.scope)
 
 
