@@ -24,7 +24,14 @@ from tqdm import tqdm
 
 from chunkstore.config import Config
 from chunkstore.core.moments import Partial, merge_partials
-from chunkstore.core.plan import Plan, choose_chunk_rows, choose_task_chunks, plan_writes
+from chunkstore.core.plan import (
+    Plan,
+    check_shards,
+    choose_chunk_rows,
+    choose_task_chunks,
+    plan_writes,
+    shard_rows_of,
+)
 from chunkstore.errors import (
     ChunkstoreError,
     IngestError,
@@ -48,7 +55,7 @@ from chunkstore.runtime.budget import PlanSize, check_plan
 from chunkstore.runtime.memory import peak_rss
 from chunkstore.sources import Source, open_source
 from chunkstore.sources.python import PythonSource
-from chunkstore.store import journal, layout
+from chunkstore.store import journal, layout, versions
 from chunkstore.store import urls as storage
 from chunkstore.store.stats_io import partial_arrays, write_scope
 from chunkstore.store.urls import open_group
@@ -193,6 +200,7 @@ def ingest_store(config: Config, *, workers: int | None = None, overwrite: bool 
         worker_peak = run_tasks(store, config, source, plan, pending, n_workers, progress, rb)
         if state != "done" or pending:
             finalize(store, plan, config)
+            versions.commit_version(store, f"ingest {config.file}", config_sha256=sha)
         else:
             settle(store)
     return record_summary(IngestSummary(
@@ -231,6 +239,13 @@ def local_dir(store: str) -> str | None:
     return store if storage.is_local(store) else None
 
 
+def task_shard_rows(plan: Plan) -> int:
+    """One shard per write task (a task is the one writer of its shard: proven here)."""
+    shard_rows = shard_rows_of(plan)
+    check_shards(plan, shard_rows)
+    return shard_rows
+
+
 def open_or_create(config: Config, plan: Plan, sha: str, has_group: bool, overwrite: bool
                    ) -> str:
     """Under the store's lock: create the store at its final shape, or check that a resumed
@@ -242,7 +257,8 @@ def open_or_create(config: Config, plan: Plan, sha: str, has_group: bool, overwr
         _clear(store)
         layout.create_store(store, schema=config.schema, compression=config.compression,
                             n_samples=plan.n_samples, chunk_rows=plan.chunk_rows,
-                            has_group=has_group, config_sha256=sha)
+                            has_group=has_group, config_sha256=sha,
+                            shard_rows=task_shard_rows(plan))
         journal.write_json(jdir / "config.json", config.to_dict())
         journal.write_json(jdir / "plan.json", plan.to_dict())
     elif journal.read_json(jdir / "plan.json") != plan.to_dict():
@@ -366,6 +382,7 @@ def _ingest_streaming(config: Config, source: PythonSource, workers: int, overwr
             journal.write_json(journal.journal_dir(store) / "plan.json", plan.to_dict())
             layout.update_attrs(store, n_samples=result.rows)
             finalize(store, plan, config)
+            versions.commit_version(store, f"ingest {config.file}", config_sha256=sha)
     n = result.rows
     return record_summary(IngestSummary(
         store=store, rows=n, tasks_total=len(source.items), tasks_run=result.items_run,

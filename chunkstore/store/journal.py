@@ -47,7 +47,8 @@ PathLike = StorePath | str | os.PathLike[str]
 
 
 JOURNAL_NAMES = ("lock", "config.json", "plan.json", "summary.json", TASKS,
-                 ASIDE, "items", MERGED)  # what chunkstore writes in _chunkstore/
+                 ASIDE, "items", MERGED,  # what chunkstore writes in _chunkstore/
+                 "appends", "versions", "heads")  # (growing a store: ingest/append, heads)
 
 
 def is_ours(entry: StorePath) -> bool:

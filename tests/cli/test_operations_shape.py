@@ -81,8 +81,9 @@ def test_stats_on_a_corrupt_chunk_prints_one_line(build_store, tmp_path, capsys)
     err = captured.err
     assert err.startswith("chunkstore: error: ") and err.count("\n") == 1, err
     assert "Traceback" not in err
-    assert "'features' rows [0, " in err  # the array and rows read
-    assert "checksum" in err and "restore the store" in err  # what happened, what to do
+    assert "array 'features'" in err and "rows [" in err  # the array, chunk file and rows
+    assert "features/c/1/0" in err
+    assert "checksum" in err and "restore the file" in err  # what happened, what to do
 
 
 def test_export_without_h5py_gives_the_install_hint(small_store, tmp_path):
