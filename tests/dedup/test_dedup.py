@@ -13,7 +13,7 @@ import zarr
 import chunkstore
 from chunkstore import ingest
 from chunkstore.cli.app import main
-from chunkstore.core.rowhash import canonical
+from chunkstore.core.rowhash import canonical, row_hashes
 from chunkstore.dedup import dedup
 from chunkstore.errors import DedupError
 from chunkstore.testing import make_items, write_config, write_items
@@ -174,3 +174,26 @@ def test_stored_row_hashes_are_used(planted: tuple[str, list[dict[str, Any]]],
         g.create_array("meta/row_hash", shape=h.shape, dtype="uint64", chunks=(CHUNK,))[:] = h
     s = dedup(store)
     assert s.hash_source == "meta/row_hash" and s.duplicate_rows == 8
+
+
+def test_duplicates_across_an_append_are_found(tmp_path: Path) -> None:
+    """Rows appended later that copy rows of the original ingest (a replayed episode): the
+    append writes their meta/row_hash like an ingest, and dedup links them to the first copy."""
+    from chunkstore.ingest.append import append
+
+    items = make_items([20, 13], seed=8)
+    extra = make_items([11], seed=9)[0]
+    extra["strategic_features"][2] = items[0]["strategic_features"][4]  # row 35 copies row 4
+    extra["strategic_features"][7] = items[1]["strategic_features"][0]  # row 40 copies row 20
+    store = tmp_path / "s.zarr"
+    ingest(write_config(tmp_path / "a.yaml", store=store, ingest={"chunk_rows": CHUNK},
+                        paths=write_items(tmp_path / "a", items)), progress=False)
+    append(write_config(tmp_path / "b.yaml", store=store, ingest={"chunk_rows": CHUNK},
+                        paths=write_items(tmp_path / "b", [extra])))
+    g = zarr.open_group(str(store), mode="r")
+    features = np.concatenate([d["strategic_features"] for d in [*items, extra]])
+    np.testing.assert_array_equal(g["meta/row_hash"][:], row_hashes(features))
+    s = dedup(str(store))
+    dup = g["meta/duplicate_of"][:]
+    np.testing.assert_array_equal(dup, _expected(features))
+    assert dup[35] == 4 and dup[40] == 20 and s.duplicate_rows == 2
