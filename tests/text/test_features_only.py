@@ -1,7 +1,7 @@
 """A store without heads (issue 19): ingest, loader, export, info, xarray.
 
-Built by a real ingest of the python source over ``examples/pack_text.py`` (float32 ids for
-now: see the issue note on integer features) so that ``meta/group`` holds document ids.
+Built by a real ingest of the python source over ``examples/pack_text.py`` (uint16 token ids)
+so that ``meta/group`` holds document ids.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ def store(tmp_path_factory) -> str:
                              work=str(tmp / "work")))
     path = str(tmp / "s.zarr")
     chunkstore.ingest({"store": path,
-                       "schema": {"features": {"count": L, "dtype": "float32"}, "heads": {}},
+                       "schema": {"features": {"count": L, "dtype": "uint16"}, "heads": {}},
                        "source": {"kind": "python", "path": [str(REPO)], "group": True,
                                   "process": "examples.pack_text:pack_shard"},
                        "ingest": {"workers": 2, "chunk_rows": 8}}, items=items,
@@ -105,3 +105,38 @@ def test_splits_and_the_loader_work_without_heads(store, method):
     assert sorted(seen) == np.flatnonzero(codes == 0).tolist()
 
 
+
+
+def test_dedup_without_heads(store):
+    from chunkstore.dedup import dedup
+
+    g = zarr.open_group(store, mode="r")
+    rows = g["features"][:]
+    s = dedup(store)
+    dup = g["meta/duplicate_of"][:]
+    _, first = np.unique(rows, axis=0, return_index=True)
+    assert s.duplicate_rows == len(rows) - len(first) == int((dup >= 0).sum())
+    assert (dup[np.sort(first)] == -1).all()
+    np.testing.assert_array_equal(rows[dup >= 0], rows[dup[dup >= 0]])
+
+
+def test_windows_without_heads_stay_in_a_document(store):
+    g = zarr.open_group(store, mode="r")
+    doc, feats = g["meta/group"][:], g["features"][:]
+    w = chunkstore.open(store).windows(lookback=2, by="group")
+    assert len(w) > 0
+    batch = w[np.arange(len(w))]
+    assert batch["labels"] == {} and batch["features"].dtype == np.uint16
+    for start, x in zip(batch["start"], batch["features"], strict=True):
+        assert len(set(doc[start:start + 2])) == 1
+        np.testing.assert_array_equal(x, feats[start:start + 2])
+
+
+def test_hdf5_export_without_heads(store, tmp_path):
+    h5py = pytest.importorskip("h5py")
+    out = tmp_path / "x.h5"
+    assert main(["export", store, str(out), "--format", "hdf5", "--quiet"]) == 0
+    with h5py.File(out, "r") as f:
+        np.testing.assert_array_equal(f["features"][:], zarr.open_group(store, mode="r")[
+            "features"][:])
+        assert f["features"].dtype == np.uint16
