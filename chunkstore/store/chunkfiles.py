@@ -220,8 +220,11 @@ def _decode(src: ChunkSource, c: int, out: NDArray[Any], data: NDArray[np.uint8]
         index = data[len(data) - size - 4:]
         if len(data) < size + 4 or google_crc32c.value(index[:size]) != int.from_bytes(
                 index[size:].tobytes(), "little"):
-            raise ReadError(f"shard file {path!r} of array {src.name!r} is corrupt: its index "
-                            f"does not match its checksum; re-ingest or restore the file")
+            lo = (c - c % k) * src.chunk_rows
+            hi = min(lo + k * src.chunk_rows, src.shape[0])
+            raise ReadError(f"shard file {path!r} of array {src.name!r} (rows [{lo}, {hi})) is "
+                            "corrupt: its index does not match its checksum; re-ingest those "
+                            "rows (`chunkstore repair CONFIG`) or restore the file")
         offset, nbytes = (int(v) for v in index[:size].view("<u8")[2 * (c % k):2 * (c % k) + 2])
         if offset == EMPTY and nbytes == EMPTY:
             return False
@@ -242,7 +245,7 @@ def _decode_blosc(src: ChunkSource, c: int, out: NDArray[Any], data: NDArray[np.
         if len(data) < 4 or google_crc32c.value(inner) != stored:
             raise ReadError(f"chunk {c} in {path!r} of array {src.name!r} is corrupt: stored and "
                             f"computed checksum do not match; re-ingest the rows [{lo}, "
-                            f"{lo + n}) or restore the file")
+                            f"{lo + n}) (`chunkstore repair CONFIG`) or restore the file")
     # Blosc header: bytes 4..8 hold the uncompressed size (little-endian uint32).
     nbytes = int.from_bytes(data[4:8].tobytes(), "little") if len(inner) >= 16 else -1
     if nbytes != out.nbytes:

@@ -115,8 +115,11 @@ def stored_sample_arrays(group: zarr.Group) -> list[str]:
 
 
 def chunk_key(array: zarr.Array, chunk: int) -> str:
-    """The store key (relative to the array) of row-chunk ``chunk``, as zarr encodes it."""
-    return str(array.metadata.encode_chunk_key((chunk, *([0] * (array.ndim - 1)))))
+    """The store key (relative to the array) of the file holding row-chunk ``chunk``, as zarr
+    encodes it: the chunk's own file, or the shard file it is packed in (sharded arrays)."""
+    shards = getattr(array, "shards", None)
+    index = chunk if shards is None else chunk * int(array.chunks[0]) // int(shards[0])
+    return str(array.metadata.encode_chunk_key((index, *([0] * (array.ndim - 1)))))
 
 
 def dimension_names(path: str) -> tuple[str, ...]:

@@ -93,12 +93,11 @@ def read_checked(array: zarr.Array, start: int, stop: int, store: str = "") -> A
         if not is_decode_error(e):
             raise
         r = int(array.chunks[0])
-        tail = [0] * (array.ndim - 1)
         for c in range(start // r, -(-stop // r)):
             try:
                 array[c * r:min((c + 1) * r, array.shape[0])]
             except Exception as bad:
-                key = f"{array.path}/{array.metadata.encode_chunk_key((c, *tail))}"
+                key = f"{array.path}/{layout.chunk_key(array, c)}"
                 where = f" of store {store!r}" if store else ""
                 raise ReadError(
                     f"chunk {key!r}{where} (rows [{c * r}, {min((c + 1) * r, array.shape[0])}) "

@@ -32,10 +32,13 @@ def _bomb(levels: int, where: str) -> str:
 
 
 def _peak_mib_of(code: str) -> tuple[int, str]:
-    """Run ``code`` in a fresh interpreter; (its peak RSS in MiB, its stdout)."""
+    """Run ``code`` in a fresh interpreter; (its peak RSS in MiB, its stdout). The peak is
+    VmHWM of the new process image: getrusage's ru_maxrss survives exec on Linux, so a child
+    of a big pytest process would report the parent's size."""
     out = subprocess.run([sys.executable, "-c", code + textwrap.dedent("""
-        import resource
-        print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
+        import re
+        with open("/proc/self/status") as f:
+            print(int(re.search(r"VmHWM:\\s+(\\d+)", f.read()).group(1)) // 1024)
         """)], capture_output=True, text=True, timeout=120)
     lines = out.stdout.strip().splitlines()
     return int(lines[-1]), "\n".join(lines[:-1])

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import zarr
 from producers import process
 
 import chunkstore
@@ -100,6 +101,12 @@ def test_edited_zarr_json_is_an_error_on_open_naming_the_key(tmp_path):
     assert any("required attrs keys missing: ['n_samples']" in p.detail for p in problems)
 
 
+def _file_rows(store: str) -> int:
+    """Rows per file of the store's features: its shard (one write task) or its chunk."""
+    features = zarr.open_array(store, path="features", mode="r")
+    return int((features.shards or features.chunks)[0])
+
+
 def test_cli_verify_exit_status_and_json(tmp_path):
     _, store = _ordered(tmp_path)
     run = [sys.executable, "-m", "chunkstore.cli", "verify", store, "--json"]
@@ -109,8 +116,9 @@ def test_cli_verify_exit_status_and_json(tmp_path):
     bad = subprocess.run(run, capture_output=True, text=True, timeout=120)
     assert bad.returncode == 1
     problems = json.loads(bad.stdout)["problems"]
+    unit = _file_rows(store)  # rows per file: a shard (one write task) or a chunk
     assert [(p["kind"], p["key"], p["rows"]) for p in problems if p["key"]] == [
-        ("missing", "features/c/4/0", [32, 40])]
+        ("missing", "features/c/4/0", [4 * unit, 5 * unit])]
     assert "problem(s), listed above" in bad.stderr
     assert bad.stderr.count("\n") == 1  # one line, no traceback
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 import shutil
 from pathlib import Path
 
@@ -80,16 +81,26 @@ def test_fast_path_equals_zarr_for_every_array_and_chunk(store, full, decoder):
             np.testing.assert_array_equal(got, full[name][c * 16:(c + 1) * 16])
 
 
+def _file_rows(path: str, name: str) -> int:
+    """Rows per file of an array: its shard (one write task) or its chunk."""
+    a = zarr.open_array(path, path=name, mode="r")
+    return int((a.shards or a.chunks)[0])
+
+
 def test_unwritten_chunk_reads_as_fill_value(store, tmp_path):
     path = str(tmp_path / "holes.zarr")
     shutil.copytree(store, path)
-    (Path(path) / "features" / "c" / "2" / "0").unlink()
+    (Path(path) / "features" / "c" / "2" / "0").unlink()  # file 2: a chunk or a whole shard
     (Path(path) / "labels" / "move" / "c" / "2").unlink()
+    u = _file_rows(path, "features")
+    assert _file_rows(path, "labels/move") == u
     ds = chunkstore.open(path)
-    rows = ds[np.arange(30, 50)]
-    assert np.isnan(rows["features"][2:18]).all() and not np.isnan(rows["features"][:2]).any()
-    assert (rows["labels"]["move"][2:18] == -1).all()
-    zf = zarr.open_array(path, path="features", mode="r")[30:50]
+    rows = ds[np.arange(2 * u - 2, 3 * u + 2)]
+    assert np.isnan(rows["features"][2:u + 2]).all()
+    assert not np.isnan(rows["features"][:2]).any()
+    assert not np.isnan(rows["features"][u + 2:]).any()
+    assert (rows["labels"]["move"][2:u + 2] == -1).all()
+    zf = zarr.open_array(path, path="features", mode="r")[2 * u - 2:3 * u + 2]
     np.testing.assert_array_equal(rows["features"], zf)
 
 
@@ -100,12 +111,16 @@ def test_corrupt_chunk_is_a_clear_error(store, tmp_path):
     data = bytearray(chunk.read_bytes())
     data[len(data) // 2] ^= 0xFF
     chunk.write_bytes(bytes(data))
+    u = _file_rows(path, "features")  # file 1 holds rows [u, 2u): one chunk of 16, or a shard
     ds = chunkstore.open(path)
-    with pytest.raises(ReadError, match=r"features/c/1/0.*checksum do not match.*\[16, 32\)"):
-        ds[20]
+    with pytest.raises(ReadError, match=r"features/c/1/0.*checksum do not match") as e:
+        for r in range(u, 2 * u, 16):  # the corrupt inner chunk is one of the file's
+            ds[r]
+    lo, hi = (int(v) for v in re.search(r"rows \[(\d+), (\d+)\)", str(e.value)).groups())
+    assert u <= lo < hi <= 2 * u and hi - lo == 16
     with pytest.raises(ReadError, match="checksum"):
         list(ds.loader(batch_size=64))
-    ds[40]  # other chunks still read
+    ds[2 * u]  # other files still read
 
 
 def test_to_dask_and_to_xarray(small_sizes, store, full):
