@@ -53,7 +53,8 @@ class Dataset(StoreView):
                drop_last: bool = False, normalize: bool = False,
                heads: Sequence[str] | None = None, *, splits: str = "default",
                threads: int = 2, unique: bool = False,
-               rows: NDArray[np.bool_] | None = None) -> Loader:
+               rows: NDArray[np.bool_] | None = None,
+               remainder: str | None = None, elastic: bool = True) -> Loader:
         """A chunk-aware shuffled batch loader over all rows, or over one split.
 
         Each batch is ``{"features": (b, F), "labels": {head: (b,)}, "masks": {head: (b, K)},
@@ -77,6 +78,15 @@ class Dataset(StoreView):
         threads : background decode threads.
         unique : yield only first occurrences of duplicate rows (``meta/duplicate_of == -1``,
             written by ``chunkstore dedup STORE``, which must have run).
+        remainder : the last step of an epoch when ranks share it (see
+            :mod:`chunkstore.read.order`): "even" (default; equal batches of the items left,
+            fewer than ``world_size`` items dropped), "drop" (the partial step is skipped) or
+            "pad" (full batches, repeats flagged False in ``batch["valid"]``); default
+            "drop" when ``drop_last``.
+        elastic : the epoch's global order, the same for every world size and worker count,
+            with lockstep ranks and a state that resumes any new world size (default); False
+            deals chunks to shards instead (each shard decodes only its own chunks, but the
+            order and the state belong to one world size).
         rows : a boolean (N,) array of the rows to read (e.g. a fold's train side,
             ``train.mask(ds)`` of ``ds.folds(...)``), combined with ``split`` and ``unique``.
 
@@ -95,7 +105,8 @@ class Dataset(StoreView):
         """
         return Loader(self, batch_size=batch_size, split=split, shuffle=shuffle, seed=seed,
                       window_chunks=window_chunks, prefetch=prefetch, drop_last=drop_last,
-                      normalize=normalize, heads=heads, splits=splits, threads=threads,
+                      normalize=normalize, heads=heads, remainder=remainder, elastic=elastic,
+                      splits=splits, threads=threads,
                       unique=unique, rows=rows)
 
     def windows(self, lookback: int, horizon: int = 0, by: str | None = "group", *,

@@ -130,12 +130,22 @@ class IterableDataset(_Reopening, tud.IterableDataset):  # type: ignore[misc]
     splits, threads : as for :meth:`chunkstore.Dataset.loader`.
     lookback, horizon, by : when ``lookback`` is given, yield batches of sequence windows
         instead (see :meth:`chunkstore.Dataset.windows`).
-    rank, world_size : this process's shard in distributed training.
+    rank, world_size : this process's rank in distributed training, given explicitly (no
+        process group needed).
+    remainder, elastic : as for :meth:`chunkstore.Dataset.loader`. Elastic (default): a
+        rank's batches are the same, in the same order, for any ``num_workers``, and every
+        rank yields the same number of batches.
     pin_memory : iterated in the training process, yield each batch in one pinned buffer
         (ready for ``non_blocking`` copies to the GPU). Without an accelerator this warns once
         and yields ordinary CPU tensors, as ``DataLoader(pin_memory=True)`` does. In
         DataLoader workers use the DataLoader's own ``pin_memory=True`` instead.
     unique : only first occurrences of duplicate rows (needs ``chunkstore dedup STORE``).
+
+    Resume: count the batches this rank consumed in the epoch and save
+    ``ds.state_dict(batches)`` (DataLoader workers' positions are invisible to the main
+    process, so the count is the caller's); on any world size and ``num_workers``,
+    ``IterableDataset(..., rank=r, world_size=w).load_state_dict(state)`` continues with
+    exactly the rest of that epoch's global order.
 
     Call :meth:`set_epoch` before iterating the DataLoader each epoch: workers get a fresh
     copy of this object per epoch, except with ``persistent_workers=True``, where they keep
@@ -158,12 +168,14 @@ class IterableDataset(_Reopening, tud.IterableDataset):  # type: ignore[misc]
                  heads: Sequence[str] | None = None, splits: str = "default",
                  threads: int = 2, lookback: int | None = None, horizon: int = 0,
                  by: str | None = "group", rank: int = 0, world_size: int = 1,
-                 unique: bool = False, pin_memory: bool = False) -> None:
+                 unique: bool = False, pin_memory: bool = False,
+                 remainder: str | None = None, elastic: bool = True) -> None:
         super().__init__()
         self.path = str(path)
         self.options: dict[str, Any] = dict(
             batch_size=batch_size, shuffle=shuffle, seed=seed, window_chunks=window_chunks,
-            prefetch=prefetch, drop_last=drop_last, normalize=normalize, threads=threads)
+            prefetch=prefetch, drop_last=drop_last, normalize=normalize, threads=threads,
+            remainder=remainder, elastic=elastic)
         self.split, self.splits, self.heads = split, splits, heads
         self.lookback, self.horizon, self.by = lookback, horizon, by
         self.rank, self.world_size = rank, world_size
@@ -177,11 +189,33 @@ class IterableDataset(_Reopening, tud.IterableDataset):  # type: ignore[misc]
             raise ReadError("unique=True applies to row batches, not sequence windows "
                             "(lookback=): a window needs its consecutive rows")
         self.epoch = 0
+        self._state: dict[str, Any] | None = None
         self.loader()  # validate every option now, in the main process
 
     def set_epoch(self, epoch: int) -> None:
-        """Use the shuffle order of ``epoch`` for the next iteration."""
+        """Use the shuffle order of ``epoch`` for the next iteration (a loaded state of
+        another epoch is dropped)."""
+        if int(epoch) != self.epoch:
+            self._state = None
         self.epoch = int(epoch)
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Resume the next iteration at ``state`` (:meth:`state_dict` of any rank, or a
+        loader's ``state_dict()``), whatever world size and ``num_workers`` it ran with.
+
+        Raises
+        ------
+        ReadError
+            If the state belongs to a differently ordered stream (seed, window, split, ...).
+        """
+        self._state = dict(state)
+        self.epoch = int(state["epoch"])
+        self.loader()  # check it now, in the main process
+
+    def state_dict(self, batches: int) -> dict[str, Any]:
+        """The state once this rank (and, in lockstep, every rank) has consumed ``batches``
+        batches of the current iteration (counted from the loaded state, if any)."""
+        return self.loader().state_after(batches)  # type: ignore[no-any-return]
 
     def loader(self) -> Any:
         """The underlying loader (row or window), for this process's store handle."""
@@ -195,6 +229,8 @@ class IterableDataset(_Reopening, tud.IterableDataset):  # type: ignore[misc]
                              heads=self.heads).loader(**self.options)
         stream = stream.shard(self.rank, self.world_size)
         stream.set_epoch(self.epoch)
+        if self._state is not None:
+            stream.load_state_dict(self._state)
         return stream
 
     def __iter__(self) -> Iterator[dict[str, Any]]:

@@ -150,9 +150,11 @@ class Loader(BatchStream):
                  prefetch: int = 2, drop_last: bool = False, normalize: bool = False,
                  heads: Sequence[str] | None = None, splits: str = "default",
                  threads: int = 2, unique: bool = False,
-                 rows: NDArray[np.bool_] | None = None) -> None:
+                 rows: NDArray[np.bool_] | None = None,
+                 remainder: str | None = None, elastic: bool = True) -> None:
         super().__init__(batch_size=batch_size, shuffle=shuffle, seed=seed,
                          window_chunks=window_chunks, prefetch=prefetch, drop_last=drop_last,
+                         remainder=remainder, elastic=elastic,
                          threads=threads)
         self.dataset = dataset
         self.split = split

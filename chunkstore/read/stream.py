@@ -3,8 +3,13 @@
 The rows (or sequence windows) of one epoch form a *stream*: windows of chunks, each permuted,
 one after the other. Batch ``k`` is items ``[k * batch_size, (k + 1) * batch_size)`` of the
 stream (a batch may straddle two windows), so a position in the stream is all a resume needs.
-Sharding (ranks, DataLoader workers) deals the chunks of the permuted order round-robin, so the
-shards are disjoint, cover every item once, and each shard decodes only its own chunks.
+By default (``elastic=True``) the stream is the epoch's global order
+(:mod:`chunkstore.read.order`): the same for every world size and worker count, taken by
+lockstep ranks batch by batch, with the global position as the state, so a state saved by any
+rank resumes every rank of a new world size exactly, and every rank yields the same number of
+batches (``remainder``). With ``elastic=False``, sharding (ranks, DataLoader workers) deals the
+chunks of the permuted order round-robin instead, so each shard decodes only its own chunks,
+but the order and a saved state belong to one world size.
 
 :class:`BatchStream` is shared by the row loader (:mod:`chunkstore.read.loader`) and sequence
 windows (:mod:`chunkstore.read.windows`).
@@ -24,6 +29,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from chunkstore.errors import ReadError
+from chunkstore.read.elastic import OrderKey, Shard, elastic_batches
+from chunkstore.read.order import check_remainder, position_after, rank_batches, steps
 
 Batch = dict[str, Any]
 
@@ -110,7 +117,8 @@ class BatchStream:
     """
 
     def __init__(self, *, batch_size: int, shuffle: bool, seed: int, window_chunks: int,
-                 prefetch: int, drop_last: bool, threads: int) -> None:
+                 prefetch: int, drop_last: bool, threads: int, remainder: str | None = None,
+                 elastic: bool = True) -> None:
         self.batch_size = _positive("batch_size", batch_size)
         self.seed = _positive("seed", seed, 0)
         self.window_chunks = _positive("window_chunks", window_chunks)
@@ -118,6 +126,9 @@ class BatchStream:
         self.threads = _positive("threads", threads)
         self.shuffle = bool(shuffle)
         self.drop_last = bool(drop_last)
+        self.elastic = bool(elastic)
+        self.remainder = check_remainder("drop" if remainder is None and drop_last
+                                         else remainder or "even")
         self.epoch = 0
         self.rank, self.world_size = 0, 1
         self._position = 0  # stream rows yielded so far in this epoch
@@ -147,9 +158,14 @@ class BatchStream:
     def shard(self, rank: int, world_size: int) -> Self:
         """A copy that reads only shard ``rank`` of ``world_size`` (e.g. one per DDP rank).
 
-        Shards are disjoint and together hold every item once per epoch; their lengths differ
-        by at most a few chunks' worth of items. Inside a torch DataLoader worker each shard is
-        split again between the workers automatically.
+        Elastic (default): rank ``r`` takes global batches ``r, r + world_size, ...`` of the
+        epoch's global order; every rank yields the same number of batches (the last step
+        follows ``remainder``), and a state saved by any rank after ``k`` batches loads into
+        every rank of any new world size. Not elastic: shards get the chunks of the permuted
+        order round-robin; their lengths differ by at most a few chunks' worth of items.
+        Either way, inside a torch DataLoader worker each shard is split again between the
+        workers automatically (elastic: worker ``j`` of ``k`` takes the rank's batches ``j,
+        j + k, ...``, the order the DataLoader collects them in).
         """
         world_size = _positive("world_size", world_size)
         if not 0 <= rank < world_size:
@@ -172,17 +188,47 @@ class BatchStream:
 
     @property
     def n_items(self) -> int:
-        """Items (rows or windows) of this shard's epoch."""
+        """Items (rows or windows) this shard yields in a whole epoch (elastic: padding
+        repeats included)."""
+        if self.elastic:
+            return sum(b.size for b in self._specs(0))
         jobs = self.plan()
         return jobs[-1].start + jobs[-1].count if jobs else 0
 
     def __len__(self) -> int:
-        """Batches per epoch of this shard."""
+        """Batches per epoch of this shard (elastic: the same for every rank)."""
+        if self.elastic:
+            worker, workers = torch_worker()
+            n = steps(int(self._counts.sum()), start=0, batch_size=self.batch_size,
+                      world_size=self.world_size, remainder=self.remainder)
+            return len(range(worker, n, workers))
         n, b = self.n_items, self.batch_size
         return n // b if self.drop_last else -(-n // b)
 
+    def _specs(self, start: int) -> Any:
+        worker, workers = torch_worker()
+        return rank_batches(int(self._counts.sum()), start=start, batch_size=self.batch_size,
+                            rank=self.rank, world_size=self.world_size,
+                            remainder=self.remainder, workers=(worker, workers))
+
+    def state_after(self, batches: int) -> dict[str, Any]:
+        """The state once every rank has consumed ``batches`` batches from where this loader
+        starts (its loaded state, else the epoch's start): for a loader iterated elsewhere,
+        e.g. in DataLoader workers, whose position this process cannot see."""
+        if not self.elastic:
+            raise ReadError("state_after needs the elastic order (elastic=True)")
+        done = _positive("batches", batches, 0)
+        position = position_after(int(self._counts.sum()), start=self._resume,
+                                  batch_size=self.batch_size, world_size=self.world_size,
+                                  remainder=self.remainder, done=done)
+        return {"epoch": self.epoch, "position": position, **self._fingerprint()}
+
     def state_dict(self) -> dict[str, Any]:
-        """Where iteration stands: load it into a new loader to resume mid-epoch exactly."""
+        """Where iteration stands: load it into a new loader to resume mid-epoch exactly.
+
+        Elastic: the global position (items every rank together consumed), valid for any rank,
+        world size, batch size and worker count of the resuming loaders.
+        """
         return {"epoch": self.epoch, "position": self._position, **self._fingerprint()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -191,8 +237,9 @@ class BatchStream:
         Raises
         ------
         ReadError
-            If the state was saved by a loader with a different configuration (batch size,
-            seed, shuffle, window, shard or items), since its stream would differ.
+            If the state was saved by a loader with a different order (seed, shuffle, window,
+            items, split; not elastic: also batch size and shard), since its stream would
+            differ.
         """
         mine = self._fingerprint()
         diff = sorted(k for k in mine if state.get(k) != mine[k])
@@ -202,16 +249,25 @@ class BatchStream:
                                 f"{k} (saved {state.get(k)!r}, this loader {mine[k]!r})"
                                 for k in diff))
         position = _positive("position", state["position"], 0)
+        if self.elastic and position > int(self._counts.sum()):
+            raise ReadError(f"resume position {position} is beyond this epoch's "
+                            f"{int(self._counts.sum())} items")
         self.epoch = _positive("epoch", state["epoch"], 0)
         self._resume = self._position = position
 
     def _fingerprint(self) -> dict[str, Any]:
-        return {"kind": type(self).__name__, "batch_size": self.batch_size, "seed": self.seed,
-                "shuffle": self.shuffle, "window_chunks": self.window_chunks,
-                "rank": self.rank, "world_size": self.world_size,
-                "items": int(self._counts.sum())}
+        order = {"kind": type(self).__name__, "seed": self.seed, "shuffle": self.shuffle,
+                 "window_chunks": self.window_chunks, "items": int(self._counts.sum())}
+        if self.elastic:
+            return {**order, "order": "elastic"}
+        return {**order, "batch_size": self.batch_size, "rank": self.rank,
+                "world_size": self.world_size}
 
     def __iter__(self) -> Iterator[Batch]:
+        if self.elastic:
+            start, self._resume = self._resume, 0
+            self._position = start
+            return self._elastic(start)
         jobs = self.plan()
         total = jobs[-1].start + jobs[-1].count if jobs else 0
         start, self._resume = self._resume, 0
@@ -221,6 +277,20 @@ class BatchStream:
         self._position = start
         jobs = [j for j in jobs if j.start + j.count > start]
         return self._run(jobs, start, self.shard_key())
+
+    def _elastic(self, start: int) -> Iterator[Batch]:
+        worker, workers = torch_worker()
+        total = int(self._counts.sum())
+        key = OrderKey(self.seed, self.epoch, self.shuffle, self.window_chunks)
+        for batch, step in elastic_batches(
+                self._items, self._produce, self._counts, key, start=start,
+                batch_size=self.batch_size, remainder=self.remainder, threads=self.threads,
+                prefetch=self.prefetch,
+                shard=Shard(self.rank, self.world_size, worker, workers)):
+            self._position = position_after(total, start=start, batch_size=self.batch_size,
+                                            world_size=self.world_size,
+                                            remainder=self.remainder, done=step + 1)
+            yield batch
 
     def _job(self, job: WindowJob, skip: int, key: tuple[int, int]) -> list[Batch]:
         items = self._items(job)

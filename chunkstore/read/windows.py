@@ -151,7 +151,8 @@ class Windows:
 
     def loader(self, *, batch_size: int = 64, shuffle: bool = True, seed: int = 0,
                window_chunks: int = 8, prefetch: int = 2, drop_last: bool = False,
-               normalize: bool = False, threads: int = 2) -> WindowLoader:
+               normalize: bool = False, threads: int = 2, remainder: str | None = None,
+               elastic: bool = True) -> WindowLoader:
         """Shuffled batches of windows, chunk-aware, like :meth:`Dataset.loader`.
 
         Every window is yielded once per epoch; ``set_epoch``, ``state_dict`` /
@@ -160,7 +161,8 @@ class Windows:
         """
         return WindowLoader(self, batch_size=batch_size, shuffle=shuffle, seed=seed,
                             window_chunks=window_chunks, prefetch=prefetch,
-                            drop_last=drop_last, normalize=normalize, threads=threads)
+                            drop_last=drop_last, normalize=normalize, threads=threads,
+                            remainder=remainder, elastic=elastic)
 
 
 def _first(batch: Batch) -> Batch:
@@ -192,10 +194,10 @@ class WindowLoader(BatchStream):
 
     def __init__(self, windows: Windows, *, batch_size: int, shuffle: bool, seed: int,
                  window_chunks: int, prefetch: int, drop_last: bool, normalize: bool,
-                 threads: int) -> None:
+                 threads: int, remainder: str | None = None, elastic: bool = True) -> None:
         super().__init__(batch_size=batch_size, shuffle=shuffle, seed=seed,
                          window_chunks=window_chunks, prefetch=prefetch, drop_last=drop_last,
-                         threads=threads)
+                         threads=threads, remainder=remainder, elastic=elastic)
         self.windows = windows
         r, n = windows.dataset.chunk_rows, windows.dataset.n_samples
         self._starts = windows.index.starts()

