@@ -152,3 +152,10 @@ def test_planned_order_is_every_row_once_and_deterministic(realistic_store):
     assert sorted(rows.tolist()) == list(range(ds.n_samples))
     assert [len(b) for b in planned_batches(Loader(ds, batch_size=50, drop_last=True))] == (
         [50] * (ds.n_samples // 50))
+
+
+def test_decoded_epoch_equals_the_planned_order(realistic_store):
+    ds = chunkstore.open(realistic_store)
+    decoded = shuffle_report(ds, batch_size=64, window_chunks=8, epoch=1)
+    planned = shuffle_report(ds, batch_size=64, window_chunks=8, epoch=1, decode=False)
+    assert decoded.to_dict() == planned.to_dict()
