@@ -53,7 +53,7 @@ def run(ctx: Context) -> dict[str, Any]:
     import numpy as np
     import zarr
 
-    store = ctx.work / "store.zarr"  # a hard-linked copy: the splits are not written into
+    store = ctx.work / f"store-{ctx.rows}.zarr"  # a hard-linked copy: splits are not written into
     if not store.exists():  # the shared fixture (zarr replaces files, never edits them)
         subprocess.run(["cp", "-al", str(fixtures.large_store(ctx.rows)), str(store)], check=True)
     names = {"read": "(a) read meta/group + labels (plain zarr)",
