@@ -107,6 +107,8 @@ class _Reopening:
     path: str
     _ds: StoreView | None = None
     _pid: int | None = None
+    _stream: Any = None  # IterableDataset's loader, built once per process
+    _stream_pid: int | None = None
 
     def dataset(self) -> StoreView:
         if self._ds is None or self._pid != os.getpid():
@@ -115,7 +117,7 @@ class _Reopening:
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        for handle in ("_ds", "_pid", "_reader", "_reader_pid"):
+        for handle in ("_ds", "_pid", "_reader", "_reader_pid", "_stream", "_stream_pid"):
             state.pop(handle, None)
         return state
 
@@ -218,7 +220,19 @@ class IterableDataset(_Reopening, tud.IterableDataset):  # type: ignore[misc]
         return self.loader().state_after(batches)  # type: ignore[no-any-return]
 
     def loader(self) -> Any:
-        """The underlying loader (row or window), for this process's store handle."""
+        """The underlying loader (row or window), for this process's store handle, at the
+        current epoch and loaded state. Built once per process and reused across epochs, so
+        what it keeps between epochs (labels and masks decoded once, see
+        :mod:`chunkstore.read.small`) is kept."""
+        if self._stream is None or self._stream_pid != os.getpid():
+            self._stream, self._stream_pid = self._new_stream(), os.getpid()
+        stream = self._stream
+        stream.set_epoch(self.epoch)
+        if self._state is not None:
+            stream.load_state_dict(self._state)
+        return stream
+
+    def _new_stream(self) -> Any:
         ds = self.dataset()
         if self.lookback is None:
             stream: Any = Loader(ds, split=self.split, splits=self.splits, heads=self.heads,
@@ -227,11 +241,7 @@ class IterableDataset(_Reopening, tud.IterableDataset):  # type: ignore[misc]
             stream = Windows(ds, lookback=self.lookback, horizon=self.horizon, by=self.by,
                              split=self.split, splits=self.splits,
                              heads=self.heads).loader(**self.options)
-        stream = stream.shard(self.rank, self.world_size)
-        stream.set_epoch(self.epoch)
-        if self._state is not None:
-            stream.load_state_dict(self._state)
-        return stream
+        return stream.shard(self.rank, self.world_size)
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         in_worker = tud.get_worker_info() is not None
