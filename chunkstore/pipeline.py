@@ -8,16 +8,14 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Mapping
-from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from chunkstore.config import Config, load_config
-from chunkstore.errors import ConfigError, IntegrityError
+from chunkstore.config import Config
+from chunkstore.errors import IntegrityError
 from chunkstore.ingest.coordinator import ingest_store
-from chunkstore.ingest.executors import check_reachable
+from chunkstore.ingest.resolve import resolve_config, with_scheduler
 from chunkstore.ingest.summary import IngestSummary
 from chunkstore.runtime.dask import dask_scheduler
 from chunkstore.store import journal, layout
@@ -25,32 +23,6 @@ from chunkstore.store import urls as storage
 
 if TYPE_CHECKING:
     from chunkstore.integrity.report import RepairSummary, VerifyReport
-
-
-def resolve_config(config: Any, items: Any, process: Any, count: Any) -> Config:
-    if isinstance(config, Mapping):
-        config = Config.from_dict(config)
-    elif not isinstance(config, Config):
-        config = load_config(config)
-    if items is None and process is None and count is None:
-        return config
-    if config.source.kind != "python":
-        raise ConfigError(f"items=/process=/count= need source kind 'python'; config "
-                          f"{config.file!r} has kind {config.source.kind!r}")
-    options = config.source.options.with_callables(items, process, count)
-    return replace(config, source=replace(config.source, options=options))
-
-
-def with_scheduler(config: Config, scheduler: str | None) -> Config:
-    """``scheduler`` (when given) replaces ``ingest.scheduler``; on a cluster a local store
-    path is made absolute, since the workers' working directory may differ from ours."""
-    address = scheduler or config.ingest.scheduler
-    if not address:
-        return config
-    check_reachable(config.store, address)
-    store = os.path.abspath(config.store) if storage.is_local(config.store) else config.store
-    return replace(config, store=store, ingest=replace(config.ingest, scheduler=address))
-
 
 
 def ingest(

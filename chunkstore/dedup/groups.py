@@ -14,20 +14,13 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
+from chunkstore.core.assign import mix64
+
 I64 = NDArray[np.int64]
 U64 = NDArray[np.uint64]
 
 _LABEL_SALT = np.uint64(0xA0761D6478BD642F)
 
-
-def _mix64(x: U64) -> U64:
-    """The splitmix64 finalizer (a bijection on uint64)."""
-    with np.errstate(over="ignore"):
-        x = x ^ (x >> np.uint64(30))
-        x = x * np.uint64(0xBF58476D1CE4E5B9)
-        x = x ^ (x >> np.uint64(27))
-        x = x * np.uint64(0x94D049BB133111EB)
-        return x ^ (x >> np.uint64(31))
 
 
 def with_labels(hashes: U64, labels: Sequence[NDArray[np.integer]]) -> U64:
@@ -36,7 +29,7 @@ def with_labels(hashes: U64, labels: Sequence[NDArray[np.integer]]) -> U64:
     with np.errstate(over="ignore"):
         for i, lab in enumerate(labels):
             v = np.asarray(lab, dtype=np.int64).view(np.uint64)
-            h = _mix64(h + _mix64(v + _LABEL_SALT * np.uint64(i + 1)))
+            h = mix64(h + mix64(v + _LABEL_SALT * np.uint64(i + 1)))
     return h
 
 

@@ -5,21 +5,18 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 
-from chunkstore.config import Config, load_config
+from chunkstore.config import Config
 from chunkstore.core.plan import choose_chunk_rows
-from chunkstore.errors import AppendError, ConfigError
+from chunkstore.errors import AppendError
 from chunkstore.ingest.coordinator import is_streaming
-from chunkstore.ingest.executors import check_reachable
+from chunkstore.ingest.resolve import resolve_config, with_scheduler
 from chunkstore.sources import Source
 from chunkstore.store import layout
-from chunkstore.store import urls as storage
 
 
 @dataclass(frozen=True)
@@ -101,22 +98,7 @@ def source_sha256(config: Config, counts: list[int]) -> str:
 
 
 def resolve(config: Any, items: Any, process: Any, count: Any, scheduler: str | None
-             ) -> Config:
+            ) -> Config:
     """A Config from a Config, mapping or YAML path, with a python source's callables and a
     scheduler address applied (as :func:`chunkstore.ingest` does)."""
-    if isinstance(config, Mapping):
-        config = Config.from_dict(config)
-    elif not isinstance(config, Config):
-        config = load_config(config)
-    if not (items is None and process is None and count is None):
-        if config.source.kind != "python":
-            raise ConfigError(f"items=/process=/count= need source kind 'python'; config "
-                              f"{config.file!r} has kind {config.source.kind!r}")
-        options = config.source.options.with_callables(items, process, count)
-        config = replace(config, source=replace(config.source, options=options))
-    address = scheduler or config.ingest.scheduler
-    if not address:
-        return config
-    check_reachable(config.store, address)
-    store = os.path.abspath(config.store) if storage.is_local(config.store) else config.store
-    return replace(config, store=store, ingest=replace(config.ingest, scheduler=address))
+    return with_scheduler(resolve_config(config, items, process, count), scheduler)
