@@ -7,16 +7,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
-import psutil
 import pytest
 import zarr
+from killing import kill_after
 
 from chunkstore import ingest
 from chunkstore.ingest.append import append
@@ -46,28 +44,6 @@ def base_and_reference(tmp_path_factory) -> tuple[Path, dict[str, bytes], dict[s
     return base, chunk_files(ref), stats
 
 
-def _kill_after(proc: subprocess.Popen, store: Path, records: int) -> bool:
-    deadline = time.time() + 120
-    while proc.poll() is None and len(_done(store)) < records:
-        assert time.time() < deadline, "no progress"
-        time.sleep(0.003)
-    if proc.poll() is not None:
-        return False
-    children = psutil.Process(proc.pid).children(recursive=True)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    _, alive = psutil.wait_procs(children, timeout=15)
-    assert not alive, f"workers outlived the killed coordinator: {alive}"
-    return True
-
-
-def _done(store: Path) -> set[int]:
-    try:
-        return completed(str(store))
-    except OSError:
-        return set()
-
-
 @pytest.mark.parametrize("records", [3, 20])
 def test_killed_append_resumes_to_identical(tmp_path, base_and_reference, records):
     base, ref_files, ref_stats = base_and_reference
@@ -77,7 +53,7 @@ def test_killed_append_resumes_to_identical(tmp_path, base_and_reference, record
     code = f"from chunkstore.ingest.append import append; append({str(cfg)!r})"
     proc = subprocess.Popen([sys.executable, "-c", code], env=dict(os.environ),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    killed = _kill_after(proc, store, records)
+    killed = kill_after(proc, lambda: completed(str(store)), records)
     assert killed or records > 3, "the append finished before the kill: nothing was tested"
     if killed:  # readers still see the old rows only
         attrs = zarr.open_group(str(store), mode="r").attrs["chunkstore"]

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import psutil
 import pytest
+from killing import committed, kill_after
 
 from chunkstore import ingest
 from chunkstore.errors import ChunkstoreError
@@ -56,28 +57,13 @@ def _streaming_cfg(store: Path, python_config) -> dict:
                          process="producers:process_slow")
 
 
-def _kill_at(proc: subprocess.Popen, store: Path, records: int, seconds: float = 120) -> bool:
-    """SIGKILL the coordinator (only it: its workers must notice by themselves) once
-    ``records`` tasks are committed; False if it finished first."""
-    deadline = time.time() + seconds
-    while proc.poll() is None and len(_done(store)) < records:
-        assert time.time() < deadline, "no progress"
-        time.sleep(0.003)
-    if proc.poll() is not None:
-        return False
-    children = psutil.Process(proc.pid).children(recursive=True)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    _, alive = psutil.wait_procs(children, timeout=15)
-    assert not alive, f"workers outlived the killed coordinator: {alive}"
-    return True
+def _kill_at(proc: subprocess.Popen, store: Path, records: int) -> bool:
+    """SIGKILL the coordinator once ``records`` tasks are committed (see killing.kill_after)."""
+    return kill_after(proc, lambda: completed_tasks(str(store)), records)
 
 
 def _done(store: Path) -> set[int]:
-    try:
-        return completed_tasks(str(store))
-    except OSError:
-        return set()
+    return committed(lambda: completed_tasks(str(store)))
 
 
 @pytest.fixture(scope="module")
