@@ -22,12 +22,15 @@ from chunkstore.errors import SourceError
 
 @dataclass(frozen=True)
 class Batch:
-    """Rows of one item: features (n, F), a label (n,) and a mask (n, K) per head, groups (n,)."""
+    """Rows of one item: features (n, F), a label (n,) and a mask (n, K) per head, groups (n,),
+    and optionally the source's own provenance (n, 2) for ``meta/source`` (see
+    :attr:`Source.has_source`)."""
 
     features: NDArray[Any]
     labels: Mapping[str, NDArray[Any]]
     masks: Mapping[str, NDArray[Any]]
     group: NDArray[Any] | None = None
+    source: NDArray[Any] | None = None
 
     def __len__(self) -> int:
         return int(self.features.shape[0])
@@ -82,6 +85,12 @@ class Source(ABC):
         """Whether batches carry ``group`` ids (then the store gets ``meta/group``)."""
         return False
 
+    @property
+    def has_source(self) -> bool:
+        """Whether batches carry their own provenance (``source``, (n, 2) integers), which the
+        store then keeps as ``meta/source`` instead of chunkstore's (item, row within item)."""
+        return False
+
     def describe(self, item: int) -> str:
         """Where ``item`` comes from, for error messages."""
         return f"item {item}"
@@ -100,6 +109,7 @@ def check_batch(
     item_start: int,
     rows: int,
     has_group: bool,
+    has_source: bool = False,
     nan_policy: str = "allow",
 ) -> Batch:
     """Validate a batch against the schema and convert it to the store's dtypes.
@@ -112,6 +122,8 @@ def check_batch(
     item_start : the item row of ``batch`` row 0, so messages give rows within the item.
     rows : how many rows were asked for.
     has_group : whether a ``group`` array is required.
+    has_source : whether a ``source`` provenance array (rows, 2) is required; one that is
+        present is checked and kept either way.
     nan_policy : ``"allow"`` or ``"error"`` (NaN in features is refused).
 
     Returns
@@ -139,7 +151,11 @@ def check_batch(
         if g.dtype.kind == "f":
             raise check.fail(f"group ids have dtype {g.dtype}; expected integers")
         group = g.astype(np.int64)
-    return Batch(features, labels, masks, group)
+    if has_source and batch.source is None:
+        raise check.fail("no 'source' provenance, but the source declares it; every item "
+                         "needs 'source' (rows, 2)")
+    source = None if batch.source is None else check.provenance(batch.source)
+    return Batch(features, labels, masks, group, source)
 
 
 @dataclass(frozen=True)
@@ -162,6 +178,17 @@ class _BatchCheck:
             exp = f"({self.rows},)" if ndim == 1 else f"({self.rows}, ...)"
             raise self.fail(f"{name} has shape {a.shape}; expected {exp}")
         return a
+
+    def provenance(self, raw: Any) -> NDArray[np.int64]:
+        """(rows, 2) integers (e.g. document, first token offset) as int64."""
+        s = np.asarray(raw)
+        if s.dtype.kind not in "iu" or s.ndim != 2 or s.shape != (self.rows, 2):
+            raise self.fail(f"'source' provenance has shape {s.shape} and dtype {s.dtype}; "
+                            f"expected ({self.rows}, 2) integers, one (a, b) pair per row")
+        if s.dtype == np.uint64 and s.size and int(s.max()) > np.iinfo(np.int64).max:
+            r = _first_bad_row(s > np.iinfo(np.int64).max)
+            raise self.fail("'source' provenance does not fit int64", r)
+        return s.astype(np.int64, copy=False)
 
     def features(self, raw: Any, schema: Schema, nan_policy: str) -> NDArray[Any]:
         """(rows, F) in the schema's dtype; no overflow, no NaN if the policy says so."""

@@ -4,6 +4,14 @@
 mapping ``{"features": (n, F), "labels": {head: (n,)}, "masks": {head: (n, K)}, "group": (n,)}``
 with any ``n >= 0``; ``count(item)``, when given, says ``n`` without processing.
 
+Provenance: by default a streaming store's ``meta/source`` holds ``(item, row within item)``.
+With ``provenance: true`` in the config, ``process`` also returns ``"source"``: (n, 2) integers
+of its own — e.g. (document, offset of the row's first token) for packed text, (replay, frame)
+for game states — and ``meta/source`` holds those instead. chunkstore still keeps each chunk's
+(item, row) runs in its journal, which is what resume and ``repair`` use, so user provenance
+may be anything that fits int64 (streaming placement only; each row's pair should be unique,
+as split keys are taken from it).
+
 Placement: ``ordered`` (counts known, from ``count`` or an opt-in counting pass) uses the
 chunk-aligned planner and is byte-deterministic; ``streaming`` (the default without ``count``)
 lets workers claim chunks as they fill them (see :mod:`chunkstore.streaming`).
@@ -88,6 +96,7 @@ class PythonOptions(SourceOptions):
     placement: Literal["auto", "ordered", "streaming"] = "auto"  # auto: ordered with counts
     counting_pass: StrictBool = False
     group: StrictBool = False     # process() returns "group" ids -> meta/group
+    provenance: StrictBool = False  # process() returns "source" (n, 2) -> meta/source
     path: Annotated[tuple[StrictStr, ...], BeforeValidator(
         _path_list, json_schema_input_type=str | list[str])] = ()
 
@@ -97,13 +106,20 @@ class PythonOptions(SourceOptions):
             raise invalid("ordered placement needs row counts: give source.count, or set "
                           "counting_pass: true (runs process twice), or use placement: "
                           "streaming", "placement")
+        if self.provenance and self.resolved_placement != "streaming":
+            raise invalid("provenance: true (process() returns 'source' for meta/source) needs "
+                          "streaming placement; remove source.count/counting_pass or set "
+                          "placement: streaming", "provenance")
         return self
 
     def to_dict(self) -> dict[str, Any]:
-        return {"items": ref_name(self.items), "process": ref_name(self.process),
-                "count": ref_name(self.count), "placement": self.placement,
-                "counting_pass": self.counting_pass, "group": self.group,
-                "path": list(self.path)}
+        d = {"items": ref_name(self.items), "process": ref_name(self.process),
+             "count": ref_name(self.count), "placement": self.placement,
+             "counting_pass": self.counting_pass, "group": self.group,
+             "path": list(self.path)}
+        if self.provenance:  # only when set: earlier configs keep their hash (resume works)
+            d["provenance"] = True
+        return d
 
     @property
     def resolved_placement(self) -> str:
@@ -119,8 +135,12 @@ class PythonOptions(SourceOptions):
                                        "count": self.count if count is None else count})
 
 
-def as_batch(out: Any, where: str) -> Batch:
-    """Turn ``process(item)``'s mapping into a Batch, naming the item on a bad shape."""
+def as_batch(out: Any, where: str, provenance: bool = False) -> Batch:
+    """Turn ``process(item)``'s mapping into a Batch, naming the item on a bad shape.
+
+    ``provenance``: the config declares that ``process`` returns ``"source"`` (n, 2); it must
+    then be there, and it must not be there otherwise (it would silently not be stored).
+    """
     if not isinstance(out, Mapping) or "features" not in out:
         raise SourceError(f"{where}: process() returned {type(out).__name__}; expected a mapping "
                           "with 'features', 'labels' {head: ...}, 'masks' {head: ...}")
@@ -128,7 +148,16 @@ def as_batch(out: Any, where: str) -> Batch:
     if not isinstance(labels, Mapping) or not isinstance(masks, Mapping):
         raise SourceError(f"{where}: process() 'labels' and 'masks' must be mappings head -> "
                           "array")
-    return Batch(np.asarray(out["features"]), labels, masks, out.get("group"))
+    if provenance != ("source" in out):
+        raise SourceError(
+            f"{where}: process() returned 'source' provenance, but source.provenance is not "
+            "set; add 'provenance: true' to the source section to store it as meta/source"
+            if not provenance else
+            f"{where}: process() returned no 'source'; source.provenance: true says every "
+            "item returns 'source', (n, 2) integers for meta/source")
+    source = out.get("source")
+    return Batch(np.asarray(out["features"]), labels, masks, out.get("group"),
+                 None if source is None else np.asarray(source))
 
 
 class PythonSource(Source):
@@ -168,6 +197,10 @@ class PythonSource(Source):
     def has_group(self) -> bool:
         return self.options.group
 
+    @property
+    def has_source(self) -> bool:
+        return self.options.provenance
+
     def describe(self, item: int) -> str:
         return f"item {item} ({self.items[item]!r})"
 
@@ -180,7 +213,7 @@ class PythonSource(Source):
             raise
         except Exception as e:
             raise SourceError(f"{where}: process() raised {type(e).__name__}: {e}") from e
-        return as_batch(out, where)
+        return as_batch(out, where, self.options.provenance)
 
     def count(self, item: int) -> int:
         """``count(items[item])``, checked."""
@@ -216,4 +249,5 @@ class PythonSource(Source):
         return Batch(b.features[start:stop],
                      {k: np.asarray(v)[start:stop] for k, v in b.labels.items()},
                      {k: np.asarray(v)[start:stop] for k, v in b.masks.items()},
-                     None if b.group is None else np.asarray(b.group)[start:stop])
+                     None if b.group is None else np.asarray(b.group)[start:stop],
+                     None if b.source is None else b.source[start:stop])
