@@ -18,6 +18,7 @@ from chunkstore.read.rows import RowReader
 from chunkstore.read.windows import Windows
 from chunkstore.splits.views import SplitView, split_view
 from chunkstore.store.stats_io import Stats, load_stats
+from chunkstore.store.version_view import VersionView
 from chunkstore.store.view import StoreView
 
 if TYPE_CHECKING:
@@ -196,9 +197,20 @@ class Dataset(StoreView):
                            epochs=epochs, classes=classes, normalize=normalize, **options)
 
 
+class VersionDataset(VersionView, Dataset):
+    """A store read as it was at one version: ``chunkstore.open(path, version="paper")``.
+
+    Everything a :class:`Dataset` does for reading -- ``loader``, ``split`` views, ``stats``,
+    ``to_dask``, ``ds[i]``, windows, xarray/XGBoost -- over rows ``[0, N_v)`` only, with the
+    split codes and statistics that version saw (a later ``split --overwrite`` or ``stats`` run
+    does not change them) and the heads it had. ``version`` is its record (id, time, command,
+    ...); ``live_group`` the store's root group as it is now. Read-only.
+    """
+
+
 def open(path: str, mode: Literal["r", "r+"] = "r", *,  # noqa: A001 - mirrors zarr.open
          storage_options: dict[str, Any] | None = None,
-         version: str | int | None = None) -> Any:
+         version: str | int | None = None) -> Dataset:
     """Open a chunkstore store.
 
     Parameters
@@ -210,14 +222,17 @@ def open(path: str, mode: Literal["r", "r+"] = "r", *,  # noqa: A001 - mirrors z
         stores keep their own (see :func:`chunkstore.store.urls.configure`). None uses the
         options registered for the URL already, if any, and fsspec's configuration.
     version : a version id or tag (``chunkstore log STORE`` lists them): a read-only
-        :class:`~chunkstore.store.versions.StoreVersion` of the store as it was then (rows
-        ``[0, N_v)``, that version's splits and statistics). None: the store as it is now.
+        :class:`VersionDataset` of the store as it was then (rows ``[0, N_v)``, that
+        version's splits, statistics and heads; loader, split views, Dask, export all stop at
+        ``N_v``). ``mode`` must be "r". None: the store as it is now.
 
     Raises
     ------
     NotAStoreError
         If ``path`` holds no chunkstore store (nothing there, a file, a dangling link, or a
         Zarr group that chunkstore did not write).
+    VersionError
+        If the store has no version or tag ``version``.
 
     Examples
     --------
@@ -228,7 +243,8 @@ def open(path: str, mode: Literal["r", "r+"] = "r", *,  # noqa: A001 - mirrors z
     if mode not in ("r", "r+"):
         raise UsageError(f"mode must be 'r' or 'r+', found {mode!r}")
     if version is not None:
-        from chunkstore.store.versions import open_version
-
-        return open_version(path, version)
+        if mode != "r":
+            raise UsageError(f"a version of a store is read-only: open it with mode='r', "
+                             f"found {mode!r}")
+        return VersionDataset(path, version, storage_options=storage_options)
     return Dataset(path, mode=mode, storage_options=storage_options)
