@@ -17,6 +17,7 @@ import numpy as np
 import zarr
 
 from chunkstore.config import Config
+from chunkstore.ingest.worker_partials import consolidate, discard_merged
 from chunkstore.runtime.messages import warn
 from chunkstore.store import journal, layout
 from chunkstore.store.stats_io import node_array
@@ -81,7 +82,7 @@ def recover(store: str, config: Config, has_group: bool
     r = chunk_rows_of(group)
     names = layout.sample_arrays(config.schema, has_group, has_source=True)
     parts: list[dict[str, np.ndarray]] = []
-    kept = []
+    kept, reclaimed = [], []
     for c, (meta, arrays) in records.items():
         rows = meta["stop"] - meta["start"]
         # A partial chunk (leftovers packed before a crash) is re-packed too: kept chunks are
@@ -92,6 +93,12 @@ def recover(store: str, config: Config, has_group: bool
         data = {name: np.asarray(node_array(group, name)[c * r:c * r + rows]) for name in names}
         keep = np.isin(data[layout.SOURCE][:, 0], list(complete))
         parts.append({k: v[keep] for k, v in data.items()})
+        reclaimed.append(c)
+    # Statistics first (they must cover exactly the kept chunks before any record goes), then
+    # the records of reclaimed chunks and items: a crash anywhere here redoes the same work.
+    discard_merged(store)
+    consolidate(store, group, config, r, dict.fromkeys(kept, r))
+    for c in reclaimed:
         journal.record_path(store, c).unlink()
     for k in set(counts) - complete:
         item_record(store, k).unlink()

@@ -14,8 +14,10 @@ skipped; chunks holding rows of incomplete items are reclaimed (their complete i
 re-packed as leftovers, the rest is redone); the holes left behind are filled by renaming the
 last chunks' files into them.
 
-Journal (under ``_chunkstore/``): ``tasks/<chunk>.npz`` (chunk records, the same format as task
-records, so statistics are merged by the same code) and ``items/<item>.json``.
+Journal (under ``_chunkstore/``): ``tasks/<chunk>.npz`` (chunk records: the row range and the
+item runs), ``items/<item>.json`` and ``workers/<loop>.npz``: each loop's running partial
+statistics of the chunks it committed, one file per loop rather than one per chunk, merged
+into ``merged.npz`` for finalize (see :mod:`chunkstore.ingest.worker_partials`).
 
 The shared counters are :class:`~chunkstore.cluster.SharedCounter` objects: process-shared
 values for the local pool, scheduler-held ones on a Dask cluster. On a cluster the scheduler
@@ -43,6 +45,7 @@ from tqdm import tqdm
 from zarr.core.sync import sync
 
 from chunkstore.config import Config
+from chunkstore.core.moments import Partial
 from chunkstore.core.plan import Plan, WriteTask, choose_chunk_rows
 from chunkstore.core.rowhash import row_hashes
 from chunkstore.errors import ChunkstoreError, ConfigError, IngestError
@@ -50,10 +53,15 @@ from chunkstore.ingest.executors import SharedCounter, executor, make_counters
 from chunkstore.ingest.recovery import chunk_rows_of, compact, concat_rows, item_record, recover
 from chunkstore.ingest.task import (
     init_worker,
-    partial_stats,
     use_zarrs,
     worker_config_and_source,
     worker_source,
+)
+from chunkstore.ingest.worker_partials import (
+    RunningPartial,
+    block_partial,
+    consolidate,
+    save_merged,
 )
 from chunkstore.runtime.faults import pause_point
 from chunkstore.runtime.memory import peak_rss
@@ -133,21 +141,24 @@ def runs_of(source_rows: np.ndarray) -> np.ndarray:
 
 
 def write_chunk(group: zarr.Group, store: str, config: Config, chunk: int, rows: int,
-                data: dict[str, np.ndarray], moved_from: int = -1) -> None:
-    """Write one chunk (``rows`` <= chunk_rows) of every array, then commit its record.
+                data: dict[str, np.ndarray], moved_from: int = -1) -> Partial | None:
+    """Write one chunk (``rows`` <= chunk_rows) of every array, then commit its record;
+    returns the chunk's partial statistics (None with ``stats.online: false``).
 
     ``meta/row_hash`` is computed here from the chunk's features, whatever ``data`` holds for
-    it: the loops' buffers and the re-packed leftovers all pass through this one place.
+    it: the loops' buffers and the re-packed leftovers all pass through this one place. The
+    record holds the chunk's item runs, not its statistics: the caller adds those to a
+    worker's running partial (:mod:`chunkstore.ingest.worker_partials`).
     """
     r = chunk_rows_of(group)
     data = {**data, layout.ROW_HASH: row_hashes(data[layout.FEATURES][:rows])}
     for name, values in data.items():
         node_array(group, name)[chunk * r:chunk * r + rows] = values[:rows]
-    stats = partial_stats({k: v[:rows] for k, v in data.items()}, config)
-    stats["runs"] = runs_of(data[layout.SOURCE][:rows])
+    part = block_partial(data, rows, config)
     journal.write_record(store, chunk, {"task_id": chunk, "start": chunk * r,
                                         "stop": chunk * r + rows, "moved_from": moved_from},
-                         stats)
+                         {"runs": runs_of(data[layout.SOURCE][:rows])})
+    return part
 
 
 def produce_item(spec: LoopSpec, config: Config, source: PythonSource, item: int
@@ -170,6 +181,7 @@ def stream_loop(spec: LoopSpec) -> LoopResult:
     r = spec.chunk_rows
     buf = empty_buffers(config, r, spec.has_group)
     fill = 0
+    running = RunningPartial(spec.store, config)
     while not stop.get():
         k = next_item.add(1)
         if k >= spec.n_items:
@@ -185,10 +197,12 @@ def stream_loop(spec: LoopSpec) -> LoopResult:
                 buf[name][fill:fill + take] = values[pos:pos + take]
             fill, pos = fill + take, pos + take
             if fill == r:
-                write_chunk(group, spec.store, config, next_chunk.add(1), r, buf)
+                chunk = next_chunk.add(1)
+                running.add(chunk, write_chunk(group, spec.store, config, chunk, r, buf))
                 fill = 0
         rows_done.add(n)  # before items_done: see check_complete
         items_done.add(1)
+    running.flush()
     return LoopResult({k: v[:fill].copy() for k, v in buf.items()}, peak_rss())
 
 
@@ -225,8 +239,10 @@ def trim_rows(array: zarr.Array, rows: int) -> None:
 
 
 def pack_and_trim(store: str, config: Config, full_chunks: int,
-                  leftovers: dict[str, np.ndarray]) -> int:
-    """Write leftovers (sorted by provenance) after the full chunks; trim arrays to N."""
+                  leftovers: dict[str, np.ndarray], stats: Partial | None = None
+                  ) -> tuple[int, Partial | None]:
+    """Write leftovers (sorted by provenance) after the full chunks; trim arrays to N.
+    Returns (N, ``stats`` merged with the partials of the chunks written here)."""
     group = open_group(store, mode="r+")
     r = chunk_rows_of(group)
     order = np.lexsort((leftovers[layout.SOURCE][:, 1], leftovers[layout.SOURCE][:, 0]))
@@ -234,7 +250,10 @@ def pack_and_trim(store: str, config: Config, full_chunks: int,
     total = len(order)
     for i, start in enumerate(range(0, total, r)):
         part = {k: v[start:start + r] for k, v in rows.items()}
-        write_chunk(group, store, config, full_chunks + i, len(part[layout.SOURCE]), part)
+        chunk_stats = write_chunk(group, store, config, full_chunks + i,
+                                  len(part[layout.SOURCE]), part)
+        if stats is not None and chunk_stats is not None:
+            stats = stats.merge(chunk_stats)
         pause_point("pack-mid", journal.journal_dir(store))
     n = full_chunks * r + total
     last = -(-n // r)
@@ -243,7 +262,7 @@ def pack_and_trim(store: str, config: Config, full_chunks: int,
             if p.name.isdigit() and int(p.name) >= last:
                 p.remove()
         trim_rows(node_array(group, name), n)
-    return n
+    return n, stats
 
 
 def streaming_plan(n: int, chunk_rows: int) -> Plan:
@@ -273,8 +292,15 @@ def run_streaming(config: Config, source: PythonSource, store: str, *, workers: 
                         first_chunk=first_chunk, progress=progress)
     leftovers = concat_rows([reclaimed, *(r.leftovers for r in results)], config, has_group)
     pause_point("pack", journal.journal_dir(store))
-    full = compact(store, open_group(store, mode="r+"), sorted(journal.completed_tasks(store)))
-    n = pack_and_trim(store, config, full, leftovers)
+    group = open_group(store, mode="r+")
+    committed = sorted(journal.completed_tasks(store))
+    # The loops' files merged into one, covering the chunk ids compaction leaves: valid once
+    # it is done (a crash in between recomputes from the store, see worker_partials).
+    stats = consolidate(store, group, config, chunk_rows, dict.fromkeys(committed, chunk_rows),
+                        covers=range(len(committed)))
+    full = compact(store, group, committed)
+    n, stats = pack_and_trim(store, config, full, leftovers, stats)
+    save_merged(store, stats, n, -(-n // chunk_rows))
     return StreamingResult(rows=n, items_run=spec.n_items - len(complete),
                            items_skipped=len(complete),
                            leftover_rows=len(leftovers[layout.SOURCE]),

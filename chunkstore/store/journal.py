@@ -8,12 +8,14 @@
   atomically (temp file + rename locally, one PUT on object storage) only after all of the
   task's chunks are written.
 - ``plan.json`` and ``config.json``: the plan and config the store was created with.
+- ``workers/<loop>.npz``: a streaming ingest's running partial statistics, one file per worker
+  loop (its chunk records hold none), see :mod:`chunkstore.ingest.worker_partials`.
 - ``aside/``: records that did not decode, moved out of ``tasks/`` so their tasks rerun
   (:func:`set_aside_bad_records`); kept for inspection, never read again.
 
-After finalize, :func:`compact_records` drops the partial statistics from every record (they
-are merged into ``stats/all``), keeping its metadata and a streaming chunk's item runs, so the
-journal stays a small fraction of the data.
+After finalize, :func:`compact_records` drops the partial statistics from every record and the
+``workers/`` files (they are merged into ``stats/all``), keeping each record's metadata and a
+streaming chunk's item runs, so the journal stays a small fraction of the data.
 
 Paths are :class:`~chunkstore.store.urls.StorePath` objects, so the store may be a local
 directory or an fsspec URL (see :mod:`chunkstore.store.urls`); functions taking a path also accept
@@ -41,13 +43,14 @@ from chunkstore.store.urls import StorePath, store_path
 
 TASKS = "tasks"
 ASIDE = "aside"
+WORKERS = "workers"  # a streaming ingest's running partial statistics, one file per loop
 MERGED = "merged.npz"  # every record's partial statistics merged, kept when they are compacted
 KEPT_AFTER_FINALIZE = ("runs",)  # record arrays repair still needs (a streaming chunk's items)
 PathLike = StorePath | str | os.PathLike[str]
 
 
 JOURNAL_NAMES = ("lock", "config.json", "plan.json", "summary.json", TASKS,
-                 ASIDE, "items", MERGED,  # what chunkstore writes in _chunkstore/
+                 ASIDE, "items", MERGED, WORKERS,  # what chunkstore writes in _chunkstore/
                  "appends", "versions", "heads")  # (growing a store: ingest/append, heads)
 
 
@@ -247,6 +250,7 @@ def set_aside_bad_records(store: str) -> list[int]:
 def compact_records(store: str) -> int:
     """After finalize: rewrite each record without its partial statistics; returns the bytes
     the journal's records hold afterwards. Idempotent, and safe to kill (atomic rewrites)."""
+    (journal_dir(store) / WORKERS).remove()  # a streaming ingest's, merged into stats/all
     total = 0
     for t in sorted(completed_tasks(store)):
         path = record_path(store, t)

@@ -15,6 +15,7 @@ import yaml
 import zarr
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from killing import assert_stats_exact, kill_after
 from producers import HEADS, make, process
 
 from chunkstore import SourceError, ingest
@@ -193,3 +194,39 @@ def test_changed_item_function_output_is_refused(assert_exactly_once, python_con
     with pytest.raises(StoreExistsError, match=r"item list changed .*\(4 items now\)"):
         ingest(path, progress=False)
     assert_exactly_once(tmp_path / "s.zarr", items)
+
+
+def test_statistics_live_in_worker_files_and_stay_exact_after_sigkill(
+        assert_exactly_once, python_config, tmp_path, monkeypatch, capfd):
+    """Chunk records hold item runs only; each loop's running partial (with the chunk ids it
+    covers) is one file under workers/. After a SIGKILL, a torn worker file and a missing one,
+    the resume recomputes the uncovered chunks from the store and stats/all stays exact."""
+    cfg = python_config(tmp_path / "s.zarr", items="producers:items_from_env",
+                        process="producers:process")
+    cfg["stats"] = {"correlation": True}
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    sizes = KILL_SIZES[:100]
+    env = {"CHUNKSTORE_TEST_SIZES": ",".join(map(str, sizes)),
+           "PYTHONPATH": cfg["source"]["path"][0]}
+    store = tmp_path / "s.zarr"
+    proc = run_cli(path, env)
+    assert kill_after(proc, lambda: completed_tasks(str(store)), 40)
+    jdir = store / "_chunkstore"
+    record = np.load(sorted((jdir / "tasks").glob("*.npz"))[0])
+    assert sorted(record.files) == ["_meta", "runs"]  # no per-chunk moments or co-moments
+    files = sorted((jdir / "workers").glob("*.npz"))
+    assert 1 <= len(files) <= 2  # one per loop, not one per chunk
+    covered = [set(np.load(f)["chunks"].tolist()) for f in files]
+    assert all(c <= completed_tasks(str(store)) for c in covered)
+    files[0].write_bytes(files[0].read_bytes()[:-40])  # torn: deleted with a warning
+    for f in files[1:]:
+        f.unlink()  # lost: its chunks are recomputed
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.syspath_prepend(env["PYTHONPATH"])
+    ingest(path, progress=False)
+    assert "worker statistics" in capfd.readouterr().err
+    assert_exactly_once(store, list(enumerate(sizes)))
+    assert_stats_exact(store)
+    assert not (jdir / "workers").exists()  # merged into stats/all at finalize
