@@ -16,6 +16,7 @@ from chunkstore.cli.options import (
     cluster,
     positive_int,
 )
+from chunkstore.errors import UsageError, VersionError
 
 SPLIT_METHODS = ("random", "group", "stratified", "stratified-group", "kfold", "ordered")
 SPLIT_SET_OF_PART = "split set holding --split's parts: the array splits/NAME"
@@ -42,9 +43,36 @@ def add_ingest(sub: Any) -> None:
     p.set_defaults(run=_ingest)
 
 
+VERSION_HELP = ("read the store as it was at this version id or tag (`chunkstore log STORE` "
+                "lists them): rows [0, N_v), its splits, statistics and heads")
+
+
+def _stored_stats(args: argparse.Namespace) -> str:
+    """``stats --version``: print the statistics a version saw; never recompute into it."""
+    from chunkstore.store.stats_io import load_stats
+    from chunkstore.store.version_view import VersionView
+
+    if args.bins != 32 or args.no_correlation:
+        raise UsageError("stats --version prints the statistics stored with that version; "
+                         "it cannot recompute them (--bins/--no-correlation), because a "
+                         "version never changes: run `chunkstore stats` without --version "
+                         "to compute the latest")
+    view = VersionView(args.store, args.version, warn=False)
+    part = args.split or "all"
+    scope = part if args.split_set == "default" or part == "all" else f"{args.split_set}/{part}"
+    if scope not in view.version.stats:
+        raise VersionError(f"version {view.version.id} of {args.store!r} holds no statistics "
+                           f"for scope {scope!r}; it holds {sorted(view.version.stats) or 'none'}")
+    v = view.version
+    head = f"version {v.id} ({v.time}, {v.command!r}, {v.n_samples:,} rows)"
+    return head + "\n" + load_stats(view, scope).format()
+
+
 def _stats(args: argparse.Namespace) -> str:
     from chunkstore.stats.compute import compute_stats
 
+    if args.version is not None:
+        return _stored_stats(args)
     with cluster(args) as address:
         return compute_stats(args.store, split=args.split, splits=args.split_set, bins=args.bins,
                              correlation=False if args.no_correlation else None,
@@ -68,6 +96,9 @@ def add_stats(sub: Any) -> None:
                         "(default: 32)")
     p.add_argument("--no-correlation", action="store_true",
                    help="skip the (F, F) correlation matrix")
+    p.add_argument("--version", default=None, metavar="ID_OR_TAG",
+                   help="print the statistics stored with this version id or tag (`chunkstore "
+                        "log STORE` lists them) instead of computing; a version never changes")
     add_cluster_options(p, "threads of the local computation, or the size of --cluster local "
                            "(default: the CPU count)")
     add_quiet(p)
@@ -133,7 +164,7 @@ def _export(args: argparse.Namespace) -> str:
     # export shows no progress bar yet; --quiet is accepted so every long command takes it
     return export(args.store, args.out, format=args.format, split=args.split,
                   splits=args.split_set, compression=args.compression, level=args.level,
-                  overwrite=args.overwrite).format()
+                  overwrite=args.overwrite, version=args.version).format()
 
 
 def add_export(sub: Any) -> None:
@@ -151,6 +182,7 @@ def add_export(sub: Any) -> None:
                    help="hdf5 only (default: gzip, readable by every HDF5 tool)")
     p.add_argument("--level", type=int, default=1, help="gzip level 0-9 (default: 1)")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    p.add_argument("--version", default=None, metavar="ID_OR_TAG", help=VERSION_HELP)
     add_quiet(p)
     p.set_defaults(run=_export)
 
@@ -158,7 +190,7 @@ def add_export(sub: Any) -> None:
 def _info(args: argparse.Namespace) -> str:
     from chunkstore.report.info import store_info
 
-    info = store_info(args.store, names=args.names, top=args.top)
+    info = store_info(args.store, names=args.names, top=args.top, version=args.version)
     return json.dumps(info.to_dict(), indent=1) if args.json else info.format()
 
 
@@ -172,6 +204,7 @@ def add_info(sub: Any) -> None:
     p.add_argument("--names", type=int, default=5, help="feature names to show (default: 5)")
     p.add_argument("--top", type=int, default=5,
                    help="features per head by mutual information (default: 5)")
+    p.add_argument("--version", default=None, metavar="ID_OR_TAG", help=VERSION_HELP)
     p.set_defaults(run=_info)
 
 

@@ -40,6 +40,7 @@ from chunkstore.store import layout
 from chunkstore.store.membership import split_array
 from chunkstore.store.stats_io import node_array
 from chunkstore.store.urls import open_group
+from chunkstore.store.version_view import VersionView
 from chunkstore.store.view import read_checked
 
 FORMATS = ("hdf5", "npy")
@@ -87,6 +88,7 @@ def export(
     overwrite: bool = False,
     block_mib: float = 32.0,
     threads: int | None = None,
+    version: str | int | None = None,
 ) -> ExportSummary:
     """Export ``store`` to an HDF5 file or a directory of ``.npy``/``.npz`` files.
 
@@ -102,6 +104,8 @@ def export(
     overwrite : replace existing output files.
     block_mib : uncompressed sample bytes per block; memory is a few blocks.
     threads : HDF5 gzip compression threads (default: CPU count).
+    version : export the store as it was at this version id or tag (``chunkstore log``):
+        rows ``[0, N_v)``, that version's split codes, statistics and heads. None: as it is.
 
     Returns
     -------
@@ -111,6 +115,8 @@ def export(
     ------
     ExportError
         Unknown format, compression or split; an incomplete store; output exists.
+    VersionError
+        ``store`` has no version or tag ``version``.
     NotAStoreError
         ``store`` holds no chunkstore store.
 
@@ -124,7 +130,8 @@ def export(
     fmt = check_request(out, format, compression, level)
     if fmt == "hdf5":
         require_h5py()  # the install hint before any work
-    src = open_export(store, split, splits, with_splits=fmt == "hdf5", block_mib=block_mib)
+    src = open_export(store, split, splits, with_splits=fmt == "hdf5", block_mib=block_mib,
+                      version=version)
     blocks = prefetch(iter_blocks(src.arrays, src.rows, src.block_rows, src.chunk_rows))
     if fmt == "hdf5":
         files = [out]
@@ -167,15 +174,27 @@ class ExportSource:
 
 
 def open_export(store: str, split: str | None, splits: str, *, with_splits: bool,
-                block_mib: float) -> ExportSource:
-    """Open a complete store for export and resolve the split's rows."""
+                block_mib: float, version: str | int | None = None) -> ExportSource:
+    """Open a complete store (or one of its versions) for export and resolve the split's
+    rows."""
     attrs = layout.read_attrs(store)
     if attrs.get("status") != layout.COMPLETE:
         raise ExportError(f"store {store!r} is incomplete (status {attrs.get('status')!r}); "
                           "finish the ingest (rerun it) before exporting")
-    group = open_group(store, mode="r")
-    rows = split_rows(group, store, split, splits)
-    arrays = sample_arrays(group, attrs, with_splits=with_splits)
+    if version is None:
+        group = open_group(store, mode="r")
+        rows = split_rows(group, store, split, splits)
+        arrays = sample_arrays(group, attrs, with_splits=with_splits)
+    else:
+        view = VersionView(store, version, warn=False)
+        group, n = view.group, view.n_samples
+        attrs = {**view.attrs, "version": {"id": view.version.id, "time": view.version.time,
+                                           "command": view.version.command}}
+        rows = None if split is None else split_array(group, store, splits, n).rows(split)
+        arrays = {p: view.array(p) for p in sample_arrays(view.live_group, attrs,
+                                                          with_splits=False)}
+        if with_splits:
+            arrays.update(sample_arrays(group, {"heads": {}}, with_splits=True, only_splits=True))
     row_bytes = sum(int(np.prod(a.shape[1:], dtype=np.int64)) * a.dtype.itemsize
                     for a in arrays.values())
     chunk_rows = int(attrs["chunk_rows"])
@@ -199,14 +218,15 @@ def split_rows(group: zarr.Group, store: str, split: str | None, splits: str
     return split_array(group, store, splits, n).rows(split)
 
 
-def sample_arrays(group: zarr.Group, attrs: Mapping[str, Any], *, with_splits: bool
-                  ) -> dict[str, zarr.Array]:
+def sample_arrays(group: zarr.Group, attrs: Mapping[str, Any], *, with_splits: bool,
+                  only_splits: bool = False) -> dict[str, zarr.Array]:
     """Every per-sample array to export, by store path (the root is never listed: the journal
-    directory there is not a Zarr node)."""
+    directory there is not a Zarr node); ``only_splits``: the split arrays alone."""
     heads = list(attrs["heads"])
-    paths = [layout.FEATURES, *(f(h) for f in (layout.label_path, layout.mask_path)
-                                for h in heads)]
-    for sub in (layout.META, layout.SPLITS) if with_splits else (layout.META,):
+    paths = [] if only_splits else [
+        layout.FEATURES, *(f(h) for f in (layout.label_path, layout.mask_path) for h in heads)]
+    subs = (layout.META,) * (not only_splits) + (layout.SPLITS,) * with_splits
+    for sub in subs:
         node = group.get(sub)
         if isinstance(node, zarr.Group):
             paths.extend(f"{sub}/{k}" for k in sorted(node.array_keys()))

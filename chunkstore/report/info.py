@@ -20,12 +20,13 @@ from chunkstore.store import layout
 from chunkstore.store.journal import completed_tasks, journal_dir, missing_rows, read_json
 from chunkstore.store.stats_io import available_scopes, load_stats, node_group
 from chunkstore.store.urls import store_path
+from chunkstore.store.version_view import VersionView
 from chunkstore.store.view import StoreView
 
 INFO_VERSION = 1
 JSON_KEYS = ("info_version", "path", "format_version", "status", "missing", "n_samples",
              "chunk_rows", "shard_rows", "features", "heads", "codec", "bytes", "splits", "stats",
-             "duplicates", "created", "config_sha256")
+             "duplicates", "created", "config_sha256", "version")
 
 # Top-level nodes of format version 1, listed rather than discovered: listing the group would
 # also meet the journal directory, which is not a Zarr node.
@@ -101,6 +102,7 @@ class StoreInfo:
     duplicates: DuplicateInfo | None
     created: str | None
     config_sha256: str | None
+    version: Mapping[str, Any] | None = None  # id, time, command of ``--version``; else None
 
     @property
     def bytes_raw(self) -> int:
@@ -147,6 +149,7 @@ class StoreInfo:
                 **asdict(self.duplicates), "share": self.duplicates.share},
             "created": self.created,
             "config_sha256": self.config_sha256,
+            "version": None if self.version is None else dict(self.version),
         }
 
     def format(self) -> str:
@@ -240,7 +243,8 @@ def _scopes(ds: StoreView, top: int) -> tuple[ScopeInfo, ...]:
     return tuple(out)
 
 
-def store_info(path: str, *, names: int = 5, top: int = 5) -> StoreInfo:
+def store_info(path: str, *, names: int = 5, top: int = 5,
+               version: str | int | None = None) -> StoreInfo:
     """Summarize a store: format, status, shape, heads, codec, bytes, splits, statistics.
 
     Parameters
@@ -249,6 +253,8 @@ def store_info(path: str, *, names: int = 5, top: int = 5) -> StoreInfo:
     names : how many feature names to include.
     top : how many features to list per head by mutual information (scopes computed by
         ``chunkstore stats``).
+    version : summarize the store as it was at this version id or tag: its rows, heads,
+        splits and statistics (bytes are the whole store's, which every version shares).
 
     Returns
     -------
@@ -258,6 +264,8 @@ def store_info(path: str, *, names: int = 5, top: int = 5) -> StoreInfo:
     ------
     NotAStoreError
         If ``path`` holds no chunkstore store.
+    VersionError
+        If ``version`` names no version of the store.
 
     Examples
     --------
@@ -265,7 +273,9 @@ def store_info(path: str, *, names: int = 5, top: int = 5) -> StoreInfo:
     """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", IncompleteStoreWarning)  # reported as status instead
-        ds = StoreView(path)
+        ds = StoreView(path) if version is None else VersionView(path, version)
+    live = ds.live_group if isinstance(ds, VersionView) else ds.group
+    v = ds.version if isinstance(ds, VersionView) else None
     attrs = ds.attrs
     codecs: Any = ds.features.metadata.to_dict().get("codecs", ())
     codec = tuple(codecs)
@@ -283,12 +293,13 @@ def store_info(path: str, *, names: int = 5, top: int = 5) -> StoreInfo:
         feature_names=tuple(ds.feature_names[:names]),
         heads=dict(ds.heads),
         codec=codec,
-        bytes_by_node=_bytes_by_node(path, ds.group),
+        bytes_by_node=_bytes_by_node(path, live),
         splits=_splits(ds.group),
         stats=_scopes(ds, top),
         duplicates=_duplicates(ds),
         created=attrs.get("created"),
         config_sha256=attrs.get("config_sha256"),
+        version=None if v is None else {"id": v.id, "time": v.time, "command": v.command},
     )
 
 
@@ -356,6 +367,9 @@ def format_info(info: StoreInfo) -> str:
         f"store            {info.path}  (format version {info.format_version})",
         f"status           {status}",
         f"samples          {info.n_samples:,}",
+        *([f"version          {info.version['id']} of {info.version['time']} "
+           f"({info.version['command']}); bytes below are the whole store's"]
+          if info.version else []),
         f"features         {info.n_features:,} x {info.feature_dtype}: {names}{more}",
         "heads            " + _wrap([f"{h} ({k} classes)" for h, k in info.heads.items()]),
         f"chunking         {info.chunk_rows:,} rows per chunk"

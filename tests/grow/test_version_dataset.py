@@ -4,6 +4,8 @@ views, Dask and map-style reads, after a later append, split overwrite and stats
 
 from __future__ import annotations
 
+import json
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -12,9 +14,11 @@ import zarr
 
 import chunkstore
 from chunkstore import ingest
+from chunkstore.cli.app import main
 from chunkstore.errors import UsageError, VersionError
 from chunkstore.ingest.append import append
 from chunkstore.ingest.heads import add_head
+from chunkstore.interop.export import export
 from chunkstore.splits.write import run_split
 from chunkstore.stats.compute import compute_stats
 from chunkstore.store import versions
@@ -94,3 +98,56 @@ def test_a_version_is_read_only_and_must_exist(grown):
         chunkstore.open(s, mode="r+", version="paper")
     with pytest.raises(VersionError, match="no version or tag 'nope'"):
         chunkstore.open(s, version="nope")
+
+
+def _cli(capsys, *args: str) -> subprocess.CompletedProcess[str]:
+    """The CLI in this process (its ``main``), as a finished process: code, stdout, stderr."""
+    code = main(list(args))
+    out = capsys.readouterr()
+    return subprocess.CompletedProcess(args, code, out.out, out.err)
+
+
+def test_export_info_and_stats_accept_a_version(grown, tmp_path, capsys):
+    s, then, features = grown
+    train = np.flatnonzero(then["codes"] == 0)
+    out = tmp_path / "npy"
+    r = _cli(capsys, "export", s, str(out), "--format", "npy", "--split", "train",
+             "--version", "paper")
+    assert r.returncode == 0, r.stderr
+    np.testing.assert_array_equal(np.load(out / "X_train.npy"), features[train])
+    h5 = tmp_path / "v.h5"
+    export(s, h5, version="paper")
+    import h5py
+
+    with h5py.File(h5, "r") as f:
+        np.testing.assert_array_equal(f["features"][...], features[:33])
+        np.testing.assert_array_equal(f["splits/default"][...], then["codes"])
+        np.testing.assert_array_equal(f["stats/train/mean"][...], then["mean"])
+        assert "labels/later" not in f and json.loads(f.attrs["chunkstore"])["version"]
+    r = _cli(capsys, "info", s, "--version", "paper", "--json")
+    assert r.returncode == 0, r.stderr
+    info = json.loads(r.stdout)
+    assert info["n_samples"] == 33 and "later" not in info["heads"]
+    assert info["splits"]["default"]["rows"]["train"] == len(train)
+    assert info["version"]["id"] == versions.resolve(s, "paper").id
+    assert json.loads(_cli(capsys, "info", s, "--json").stdout)["version"] is None
+    r = _cli(capsys, "stats", s, "--version", "paper", "--split", "train")
+    assert r.returncode == 0, r.stderr
+    assert f"stats/train    {len(train):,} rows" in r.stdout and "33 rows" in r.stdout
+    now = _cli(capsys, "stats", s, "--version", "latest", "--split", "train").stdout
+    assert f"stats/train    {len(train):,} rows" not in now
+
+
+@pytest.mark.parametrize("args, code, message", [
+    (["stats", "{s}", "--version", "paper", "--bins", "8"], 2, "cannot recompute"),
+    (["stats", "{s}", "--version", "paper", "--split", "test"], 1,
+     "no statistics for scope 'test'"),
+    (["info", "{s}", "--version", "nope"], 1, "no version or tag 'nope'"),
+    (["export", "{s}", "{out}", "--version", "99"], 1, "no version or tag '99'"),
+])
+def test_a_bad_version_request_is_one_clear_line(grown, tmp_path, capsys, args, code,
+                                                 message):
+    s = grown[0]
+    r = _cli(capsys, *(a.format(s=s, out=tmp_path / "x") for a in args))
+    assert r.returncode == code and message in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert not (tmp_path / "x").exists()
