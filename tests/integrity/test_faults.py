@@ -1,7 +1,7 @@
 """Fault injection: SIGKILLs at seeded random points (both placements), a killed worker, a full
 disk, a dead coordinator's workers; every resume ends equal to an uninterrupted run.
 
-The default run does a handful of kills; ``-m slow`` does >= 20 per placement.
+The default run chains a handful of kills per placement; ``-m slow`` chains >= 20.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import psutil
 import pytest
-from killing import committed, kill_after
+from killing import assert_stats_exact, chain_kills, committed, kill_after
 
 from chunkstore import ingest
 from chunkstore.errors import ChunkstoreError
@@ -27,10 +27,10 @@ from chunkstore.testing import chunk_files
 
 TESTS = Path(__file__).parents[1]
 STREAM_SIZES = [int(n) for n in np.random.default_rng(7).integers(0, 40, size=120)]
-# The issue asks for >= 20 seeded kills per placement under `slow`; at ~9 s a kill (three
-# interpreter starts each) that is ~6 min of CI alone, so CI runs 5 per placement until a kill
-# is made cheaper (one resume loop per test): CHUNKSTORE_FAULT_KILLS=20 runs the full set.
-QUICK, SLOW = 2, int(os.environ.get("CHUNKSTORE_FAULT_KILLS", "5"))
+# Kills per placement: QUICK in the default run, SLOW (>= 20, the issue's bar) under `slow`.
+# One test per placement chains them (kill, rerun the same command, kill again ...), so a kill
+# costs one interpreter start; CHUNKSTORE_FAULT_KILLS changes the slow count.
+QUICK, SLOW = 3, int(os.environ.get("CHUNKSTORE_FAULT_KILLS", "20"))
 
 
 def _cli(config: Path, capture: bool = False) -> subprocess.Popen:
@@ -53,8 +53,10 @@ def _ordered_cfg(store: Path) -> dict:
 
 
 def _streaming_cfg(store: Path, python_config) -> dict:
-    return python_config(store, items=[[k, n] for k, n in enumerate(STREAM_SIZES)],
-                         process="producers:process_slow")
+    cfg = python_config(store, items=[[k, n] for k, n in enumerate(STREAM_SIZES)],
+                        process="producers:process")
+    cfg["stats"] = {"correlation": True}
+    return cfg
 
 
 def _kill_at(proc: subprocess.Popen, store: Path, records: int) -> bool:
@@ -73,53 +75,40 @@ def ordered_reference(tmp_path_factory) -> dict[str, bytes]:
     return chunk_files(tmp / "r.zarr")
 
 
-def _kill_points(seed: int, n: int, total: int) -> list[int]:
-    return sorted(int(k) for k in np.random.default_rng(seed).integers(0, total, size=n))
+def _streaming_total() -> int:
+    return -(-sum(STREAM_SIZES) // 8)  # chunks of 8 rows (tests/conftest.py)
 
 
-@pytest.mark.parametrize("point", range(QUICK))
-def test_ordered_random_sigkill_resumes_to_identical(tmp_path, ordered_reference, point):
-    _ordered_kill(tmp_path, ordered_reference, _kill_points(11, QUICK, 70)[point])
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("point", range(SLOW))
-def test_ordered_random_sigkill_many(tmp_path, ordered_reference, point):
-    _ordered_kill(tmp_path, ordered_reference, _kill_points(12, SLOW, 79)[point])
-
-
-def _ordered_kill(tmp: Path, reference: dict[str, bytes], records: int) -> None:
-    store = tmp / "s.zarr"
-    path = _write(tmp / "c.yaml", _ordered_cfg(store))
-    _kill_at(_cli(path), store, records)
+@pytest.mark.parametrize("kills", [
+    pytest.param(QUICK, id="quick"), pytest.param(SLOW, id="many", marks=pytest.mark.slow)])
+def test_ordered_chained_sigkills_resume_to_identical(tmp_path, ordered_reference, kills):
+    """The same command SIGKILLed ``kills`` times at seeded random points (some during its
+    resume), then run to the end: byte-identical to an uninterrupted run, and verify is clean."""
+    store = tmp_path / "s.zarr"
+    path = _write(tmp_path / "c.yaml", _ordered_cfg(store))
+    landed = chain_kills(lambda: _cli(path), store, lambda: completed_tasks(str(store)),
+                         kills, 20_000 // 256, seed=12)
+    assert landed >= kills - max(1, kills // 10), f"only {landed} of {kills} kills landed"
     ingest(str(path), progress=False)
-    assert chunk_files(store) == reference
+    assert chunk_files(store) == ordered_reference
     assert verify(str(store)).ok
 
 
-@pytest.mark.parametrize("point", range(QUICK))
-def test_streaming_random_sigkill_resumes_exactly_once(tmp_path, python_config,
-                                                       assert_exactly_once, monkeypatch, point):
-    _streaming_kill(tmp_path, python_config, assert_exactly_once, monkeypatch,
-                    _kill_points(21, QUICK, 60)[point])
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("point", range(SLOW))
-def test_streaming_random_sigkill_many(tmp_path, python_config, assert_exactly_once,
-                                       monkeypatch, point):
-    _streaming_kill(tmp_path, python_config, assert_exactly_once, monkeypatch,
-                    _kill_points(22, SLOW, 70)[point])
-
-
-def _streaming_kill(tmp: Path, python_config, assert_exactly_once, monkeypatch,
-                    records: int) -> None:
-    store = tmp / "s.zarr"
-    path = _write(tmp / "c.yaml", _streaming_cfg(store, python_config))
-    _kill_at(_cli(path), store, records)
+@pytest.mark.parametrize("kills", [
+    pytest.param(QUICK, id="quick"), pytest.param(SLOW, id="many", marks=pytest.mark.slow)])
+def test_streaming_chained_sigkills_resume_exactly_once(tmp_path, python_config,
+                                                        assert_exactly_once, monkeypatch, kills):
+    """As above for streaming placement: every item's rows exactly once, no chunk hole,
+    statistics (with correlation) equal to a full recompute, and verify is clean."""
+    store = tmp_path / "s.zarr"
+    path = _write(tmp_path / "c.yaml", _streaming_cfg(store, python_config))
+    landed = chain_kills(lambda: _cli(path), store, lambda: completed_tasks(str(store)),
+                         kills, _streaming_total(), seed=22)
+    assert landed >= kills - max(1, kills // 10), f"only {landed} of {kills} kills landed"
     monkeypatch.syspath_prepend(str(TESTS))
     ingest(str(path), progress=False)
     assert_exactly_once(store, [(k, n) for k, n in enumerate(STREAM_SIZES)])
+    assert_stats_exact(store)
     assert verify(str(store)).ok
 
 
