@@ -18,7 +18,9 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from chunkstore.errors import ReadError
 from chunkstore.read.order import (
+    Piece,
     Task,
     Window,
     check_remainder,
@@ -27,6 +29,7 @@ from chunkstore.read.order import (
     tasks,
     window_permutation,
 )
+from chunkstore.read.pipeline import WindowSource, pipelined
 
 Batch = dict[str, Any]
 Items = Callable[[Any], NDArray[np.int64]]
@@ -69,13 +72,17 @@ def concat(parts: Sequence[Batch]) -> Batch:
             else np.concatenate([p[k] for p in parts]) for k, v in parts[0].items()}
 
 
-def elastic_batches(items: Items, produce: Produce, counts: NDArray[np.int64], key: OrderKey,
+def elastic_batches(items: Items, produce: Produce | None, counts: NDArray[np.int64], key: OrderKey,
                     *, start: int, batch_size: int, shard: Shard, remainder: str,
-                    threads: int = 2, prefetch: int = 2) -> Iterator[tuple[Batch, int]]:
+                    threads: int = 2, prefetch: int = 2, source: WindowSource | None = None
+                    ) -> Iterator[tuple[Batch, int]]:
     """One shard's batches from global position ``start``: (batch, step completed) pairs.
 
     ``step`` counts the rank's steps from ``start`` (0 = the first step after it). With the
     "pad" remainder every batch has ``valid`` (bool per item; False marks padding repeats).
+    With a ``source`` (:mod:`chunkstore.read.pipeline`), a window is decoded once into a
+    window buffer and its batches gathered on demand (``1 + prefetch`` window buffers);
+    otherwise ``produce`` makes all of a task's batches at once in a background thread.
     """
     check_remainder(remainder)
     windows, total = epoch_windows(counts, key)
@@ -84,17 +91,42 @@ def elastic_batches(items: Items, produce: Produce, counts: NDArray[np.int64], k
                          workers=(shard.worker, shard.workers))
     todo = tasks(windows, specs)
 
-    def run(task: Task) -> list[Batch]:
-        got = items(task.window)
+    def order(window: Window) -> NDArray[np.int64]:
+        got = items(window)
         if key.shuffle:
             got = got[window_permutation(len(got), seed=key.seed, epoch=key.epoch,
-                                         number=task.window.number)]
+                                         number=window.number)]
+        return got
+
+    if source is not None:
+        pieces = pipelined(source, order, todo, threads=threads, prefetch=prefetch)
+    elif produce is not None:
+        pieces = _produced(produce, order, todo, threads, prefetch)
+    else:
+        raise ReadError("elastic_batches needs a produce hook or a window source")
+    parts: list[Batch] = []
+    for piece, part in pieces:
+        if remainder == "pad":
+            part = {**part, "valid": np.full(piece.hi - piece.lo, piece.valid)}
+        parts.append(part)
+        if piece.ends >= 0:
+            yield concat(parts), piece.ends
+            parts = []
+
+
+def _produced(produce: Produce, order: Callable[[Window], NDArray[np.int64]],
+              todo: Iterator[Task], threads: int, prefetch: int
+              ) -> Iterator[tuple[Piece, Batch]]:
+    """Each task's pieces made at once by ``produce`` in a background thread, ``prefetch``
+    tasks ahead."""
+
+    def run(task: Task) -> list[Batch]:
+        got = order(task.window)
         return produce(task.window, [got[p.lo:p.hi] for p in task.pieces])
 
     pool = ThreadPoolExecutor(threads, thread_name_prefix="chunkstore-elastic")
     pending: deque[tuple[Task, Future[list[Batch]]]] = deque()
     try:
-        parts: list[Batch] = []
         while True:
             while len(pending) <= prefetch:
                 task = next(todo, None)
@@ -104,13 +136,7 @@ def elastic_batches(items: Items, produce: Produce, counts: NDArray[np.int64], k
             if not pending:
                 return
             task, future = pending.popleft()
-            for piece, part in zip(task.pieces, future.result(), strict=True):
-                if remainder == "pad":
-                    part = {**part, "valid": np.full(piece.hi - piece.lo, piece.valid)}
-                parts.append(part)
-                if piece.ends >= 0:
-                    yield concat(parts), piece.ends
-                    parts = []
+            yield from zip(task.pieces, future.result(), strict=True)
     finally:
         for _, f in pending:
             f.cancel()

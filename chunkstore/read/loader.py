@@ -19,7 +19,6 @@ The stream itself (plan, prefetch, resume, sharding) is :mod:`chunkstore.read.st
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -28,6 +27,8 @@ import xxhash
 from numpy.typing import NDArray
 
 from chunkstore.errors import ReadError
+from chunkstore.read.order import Window
+from chunkstore.read.pipeline import JOB_ROWS
 from chunkstore.read.slabs import SlabPool
 from chunkstore.read.small import SmallArrays
 from chunkstore.read.stream import Batch, BatchStream, WindowJob, batch_views
@@ -35,6 +36,26 @@ from chunkstore.store import layout
 from chunkstore.store.chunkfiles import ChunkSource, chunk_source, read_chunk
 from chunkstore.store.stats_io import normalization
 from chunkstore.store.view import StoreView
+
+# Default decoded bytes of one window: 73 chunks of 1,024 rows x 893 float32 features, enough
+# for a label constant over a chunk with 12 classes to mix like a random permutation (balanced
+# windows hold between half and all of it).
+WINDOW_BYTES = 256 << 20
+
+
+def window_chunks_for(window_chunks: int | None, window_bytes: int,
+                      sources: dict[str, ChunkSource], chunk_rows: int, n_chunks: int) -> int:
+    """The window in chunks: ``window_chunks`` when given, else as many chunks as fit
+    ``window_bytes`` of decoded arrays (``sources``), at least 1 and at most ``n_chunks``."""
+    if window_chunks is not None:
+        return window_chunks
+    if isinstance(window_bytes, bool) or not isinstance(window_bytes, (int, np.integer)) \
+            or window_bytes < 1:
+        raise ReadError(f"window_bytes must be an integer >= 1, found {window_bytes!r}")
+    row = sum(int(np.prod(s.shape[1:], dtype=np.int64)) * s.dtype.itemsize
+              for s in sources.values())
+    per_chunk = max(1, row * chunk_rows)
+    return int(max(1, min(max(1, n_chunks), int(window_bytes) // per_chunk)))
 
 
 def resolve_heads(dataset: StoreView, heads: Sequence[str] | None) -> list[str]:
@@ -141,26 +162,33 @@ class Loader(BatchStream):
     Use :meth:`chunkstore.reader.StoreView.loader` to make one. Each batch is
     ``{"features": (b, F), "labels": {head: (b,)}, "masks": {head: (b, K)}, "index": (b,)}``
     with ``index`` the store rows. ``unique=True`` skips the rows that ``chunkstore dedup``
-    marked as duplicates (``meta/duplicate_of != -1``). Memory: about
-    ``(threads + prefetch + 2) x window_chunks`` decoded chunks of all arrays read.
+    marked as duplicates (``meta/duplicate_of != -1``). The window is ``window_chunks`` chunks,
+    or (``window_chunks=None``, the default) as many chunks as fit ``window_bytes`` of decoded
+    arrays (labels and masks kept decoded whole do not count). Memory: ``1 + prefetch``
+    decoded windows plus a few gathered batches (``elastic=False``: about ``(threads +
+    prefetch + 2)`` windows).
     """
 
     def __init__(self, dataset: StoreView, *, batch_size: int = 256, split: str | None = None,
-                 shuffle: bool = True, seed: int = 0, window_chunks: int = 8,
-                 prefetch: int = 2, drop_last: bool = False, normalize: bool = False,
-                 heads: Sequence[str] | None = None, splits: str = "default",
-                 threads: int = 2, unique: bool = False,
+                 shuffle: bool = True, seed: int = 0, window_chunks: int | None = None,
+                 window_bytes: int = WINDOW_BYTES, prefetch: int = 1, drop_last: bool = False,
+                 normalize: bool = False, heads: Sequence[str] | None = None,
+                 splits: str = "default", threads: int = 2, unique: bool = False,
                  rows: NDArray[np.bool_] | None = None,
                  remainder: str | None = None, elastic: bool = True) -> None:
-        super().__init__(batch_size=batch_size, shuffle=shuffle, seed=seed,
-                         window_chunks=window_chunks, prefetch=prefetch, drop_last=drop_last,
-                         remainder=remainder, elastic=elastic,
-                         threads=threads)
         self.dataset = dataset
-        self.split = split
-        self.unique = bool(unique)
         self.heads = resolve_heads(dataset, heads)
         self.sources = sample_sources(dataset, self.heads)
+        self._small = self._new_small()
+        super().__init__(batch_size=batch_size, shuffle=shuffle, seed=seed,
+                         window_chunks=window_chunks_for(
+                             window_chunks, window_bytes, self._decoded(), dataset.chunk_rows,
+                             -(-dataset.n_samples // dataset.chunk_rows)),
+                         prefetch=prefetch, drop_last=drop_last,
+                         remainder=remainder, elastic=elastic, threads=threads)
+        self.window_bytes = window_bytes
+        self.split = split
+        self.unique = bool(unique)
         if normalize and np.dtype(dataset.features.dtype).kind in "iu":
             raise ReadError(f"normalize=True is for float features; the features of "
                             f"{dataset.path!r} are {dataset.features.dtype} (token ids or "
@@ -178,9 +206,7 @@ class Loader(BatchStream):
         else:
             self._counts = np.add.reduceat(self._member.astype(np.int64),
                                            np.arange(0, n, r)) if n else np.zeros(0, np.int64)
-        self._local = threading.local()
-        self._slabs = self._new_slabs()
-        self._small = self._new_small()
+        self._job_slabs = self._new_slabs()
 
     def _new_small(self) -> SmallArrays | None:
         """Labels and masks kept decoded across epochs when they are small (see read.small)."""
@@ -188,25 +214,25 @@ class Loader(BatchStream):
         return SmallArrays(small) if small and SmallArrays.fits(small) else None
 
     def _new_slabs(self) -> SlabPool:
-        rows = self.window_chunks * self.dataset.chunk_rows
+        """Recycled output buffers of one gather job (read.pipeline)."""
+        rows = JOB_ROWS + self.batch_size
         shapes = {k: ((rows, *s.shape[1:]), s.dtype) for k, s in self.sources.items()}
         return SlabPool(lambda: {k: np.empty(*v) for k, v in shapes.items()},
-                        keep=self.threads + self.prefetch + 2)
+                        keep=self.threads + 4)  # gathers in flight, and what the caller holds
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        del state["_local"], state["_slabs"], state["_small"]
+        del state["_small"], state["_job_slabs"]
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
-        self._local = threading.local()
-        self._slabs = self._new_slabs()
+        self._job_slabs = self._new_slabs()
         self._small = self._new_small()
 
     def shard(self, rank: int, world_size: int) -> Loader:
         other = super().shard(rank, world_size)
-        other._local, other._slabs = threading.local(), other._new_slabs()
+        other._job_slabs = other._new_slabs()
         other._small = self._small  # one decoded copy per process, whatever the shard
         return other
 
@@ -232,39 +258,41 @@ class Loader(BatchStream):
             return self.sources
         return {k: s for k, s in self.sources.items() if k not in self._small.sources}
 
-    def _buffers(self) -> dict[str, NDArray[Any]]:
-        """This thread's decode buffers for one window (reused: no page faults per window)."""
-        bufs = getattr(self._local, "bufs", None)
-        if bufs is None:
-            rows = self.window_chunks * self.dataset.chunk_rows
-            bufs = {k: np.empty((rows, *s.shape[1:]), s.dtype)
-                    for k, s in self._decoded().items()}
-            self._local.bufs = bufs
-        return bufs
+    # -- the pipeline's hooks (read.pipeline): one decoded window, batches gathered on demand
+    def _pipeline_source(self) -> Loader:
+        return self
 
-    def _produce(self, job: WindowJob, pieces: list[NDArray[np.int64]]) -> list[Batch]:
+    def window_buffers(self) -> dict[str, NDArray[Any]]:
+        rows = self.window_chunks * self.dataset.chunk_rows
+        return {k: np.empty((rows, *s.shape[1:]), s.dtype) for k, s in self._decoded().items()}
+
+    def decode(self, buffers: dict[str, NDArray[Any]], window: Window, slots: list[int]
+               ) -> None:
         r = self.dataset.chunk_rows
-        bufs = self._buffers()
         decoded = self._decoded()
-        for slot, c in enumerate(job.chunks.tolist()):
+        for slot in slots:
+            c = int(window.chunks[slot])
             for name, src in decoded.items():
-                read_chunk(src, c, bufs[name][slot * r:(slot + 1) * r])
+                read_chunk(src, c, buffers[name][slot * r:(slot + 1) * r])
         if self._small is not None:
-            self._small.ensure(job.chunks)
-        # One gather per array for the whole window (its rows in stream order); the batches
-        # are views of these arrays, which live as long as any of their batches.
-        local = np.concatenate(pieces) if pieces else np.zeros(0, np.int64)
-        n = len(local)
-        index = job.chunks[local // r] * r + local % r
-        slab = self._slabs.acquire()
+            self._small.ensure(window.chunks[slots])
+
+    def gather(self, buffers: dict[str, NDArray[Any]], window: Window, items: NDArray[np.int64],
+               sizes: list[int]) -> list[Batch]:
+        r, n = self.dataset.chunk_rows, len(items)
+        index = window.chunks[items // r] * r + items % r
+        slab = self._job_slabs.acquire()
         try:
+            if n > len(next(iter(slab.values()))):  # never with the pipeline's job sizes
+                slab = {k: np.empty((n, *v.shape[1:]), v.dtype) for k, v in slab.items()}
             # mode="clip": unbuffered (rows are in range), straight into the slab
-            whole = {name: np.take(buf, local, axis=0, out=slab[name][:n], mode="clip")
-                     for name, buf in bufs.items()}
+            whole = {name: np.take(buf, items, axis=0, out=slab[name][:n], mode="clip")
+                     for name, buf in buffers.items()}
             if self._small is not None:
                 whole.update(self._small.take(index, slab))
         finally:
-            self._slabs.release(slab)
+            self._job_slabs.release(slab)
         if self._norm is not None:
             whole["features"] = normalize_(whole["features"], self._norm)
+        pieces = np.split(index, np.cumsum(sizes)[:-1])
         return batch_views(whole, self.heads, pieces, {"index": index})

@@ -30,7 +30,16 @@ from numpy.typing import NDArray
 
 from chunkstore.errors import ReadError
 from chunkstore.read.elastic import OrderKey, Shard, elastic_batches
-from chunkstore.read.order import check_remainder, position_after, rank_batches, steps
+from chunkstore.read.order import (
+    Piece,
+    Task,
+    Window,
+    check_remainder,
+    position_after,
+    rank_batches,
+    steps,
+)
+from chunkstore.read.pipeline import pipelined
 
 Batch = dict[str, Any]
 
@@ -142,6 +151,11 @@ class BatchStream:
 
     def _produce(self, job: WindowJob, pieces: list[NDArray[np.int64]]) -> list[Batch]:
         raise NotImplementedError
+
+    def _pipeline_source(self) -> Any:
+        """The stream as a :class:`chunkstore.read.pipeline.WindowSource`, or None to make
+        each task's batches at once with ``_produce``."""
+        return None
 
     # -- public API -------------------------------------------------------------------------
     def set_epoch(self, epoch: int) -> None:
@@ -276,6 +290,8 @@ class BatchStream:
                             f"{total} items")
         self._position = start
         jobs = [j for j in jobs if j.start + j.count > start]
+        if self._pipeline_source() is not None:
+            return self._run_pipelined(jobs, start, total, self.shard_key())
         return self._run(jobs, start, self.shard_key())
 
     def _elastic(self, start: int) -> Iterator[Batch]:
@@ -285,7 +301,7 @@ class BatchStream:
         for batch, step in elastic_batches(
                 self._items, self._produce, self._counts, key, start=start,
                 batch_size=self.batch_size, remainder=self.remainder, threads=self.threads,
-                prefetch=self.prefetch,
+                prefetch=self.prefetch, source=self._pipeline_source(),
                 shard=Shard(self.rank, self.world_size, worker, workers)):
             self._position = position_after(total, start=start, batch_size=self.batch_size,
                                             world_size=self.world_size,
@@ -300,6 +316,38 @@ class BatchStream:
             items = items[rng.permutation(len(items))]
         pieces = [items[a:b] for a, b in cut(job.start, skip, job.count, self.batch_size)]
         return self._produce(job, pieces)
+
+    def _run_pipelined(self, jobs: list[WindowJob], start: int, total: int,
+                       key: tuple[int, int]) -> Iterator[Batch]:
+        """Not elastic, through :mod:`chunkstore.read.pipeline` (one decoded window at a
+        time, batches gathered on demand): the same batches as :meth:`_run`."""
+        b = self.batch_size
+
+        def todo() -> Iterator[Task]:
+            for j in jobs:
+                pieces = [Piece(lo, hi, True, 0 if (j.start + hi) % b == 0
+                                or j.start + hi == total else -1)
+                          for lo, hi in cut(j.start, max(0, start - j.start), j.count, b)]
+                yield Task(Window(j.number, j.chunks, j.start, j.count), tuple(pieces))
+
+        def order(w: Window) -> NDArray[np.int64]:
+            items = self._items(w)  # type: ignore[arg-type]  # a Window has a job's fields
+            if self.shuffle:
+                rng = np.random.default_rng(np.random.SeedSequence(
+                    [self.seed, self.epoch, 1, w.number, *key]))
+                items = items[rng.permutation(len(items))]
+            return items
+
+        parts: list[Batch] = []
+        for piece, part in pipelined(self._pipeline_source(), order, todo(),
+                                     threads=self.threads, prefetch=self.prefetch):
+            parts.append(part)
+            if piece.ends >= 0:
+                batch = concat_batches(parts)
+                parts, n = [], len(batch["index"])
+                self._position += n
+                if n == b or not self.drop_last:
+                    yield batch
 
     def _run(self, jobs: list[WindowJob], start: int, key: tuple[int, int]
              ) -> Iterator[Batch]:

@@ -166,7 +166,7 @@ def store(small_store) -> str:
 def run(loader, key: OrderKey, *, start: int, batch: int, shard: Shard, remainder: str,
         stop: int | None = None) -> list[dict]:
     out = []
-    for b, _step in elastic_batches(loader._items, loader._produce, loader._counts, key,
+    for b, _step in elastic_batches(loader._items, None, loader._counts, key, source=loader,
                                     start=start, batch_size=batch, shard=shard,
                                     remainder=remainder):
         if stop is not None and len(out) == stop:

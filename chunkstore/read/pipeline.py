@@ -1,0 +1,142 @@
+"""Decode a window once, gather its batches on demand: the loader's background pipeline.
+
+A window of the epoch's order is decoded into one window-sized buffer, its chunks split between
+the ``threads`` decode threads; the batches are then gathered from that buffer a few at a time
+(a *job* of about ``JOB_ROWS`` rows) by gather threads, just ahead of the consumer. While one
+window is being gathered, the next ``prefetch`` windows decode. So the decoded memory is
+``(1 + prefetch)`` window buffers plus a few jobs' worth of gathered rows, whatever the window
+size -- the window can be large (many chunks per batch, a better shuffle) at the cost of two
+buffers, not one per thread and per prefetched window.
+
+A source supplies three hooks (:class:`WindowSource`): a new window buffer, decoding some of a
+window's chunks into it, and gathering rows of it into batches. The window's items and their
+permutation come from the caller (:mod:`chunkstore.read.elastic`).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+from numpy.typing import NDArray
+
+from chunkstore.read.order import Piece, Task, Window
+
+Batch = dict[str, Any]
+I64 = NDArray[np.int64]
+JOB_ROWS = 1024  # rows gathered per background job (a few batches)
+
+
+class WindowSource(Protocol):
+    """What the pipeline needs from a stream (the row loader implements it)."""
+
+    def window_buffers(self) -> Any:
+        """A new buffer for one decoded window (reused for later windows)."""
+
+    def decode(self, buffers: Any, window: Window, slots: list[int]) -> None:
+        """Decode the window's chunks at ``slots`` (positions in ``window.chunks``)."""
+
+    def gather(self, buffers: Any, window: Window, items: I64, sizes: list[int]
+               ) -> list[Batch]:
+        """Batch pieces of ``sizes`` items each, from the window's ``items`` in order."""
+
+
+@dataclass
+class _Decoding:
+    task: Task
+    buffers: Any
+    jobs: list[Future[Any]]
+
+    def order(self) -> I64:
+        """Wait for the decode; the window's items in stream order (raises decode errors)."""
+        wait(self.jobs)
+        for job in self.jobs[1:]:
+            job.result()
+        return self.jobs[0].result()  # type: ignore[no-any-return]
+
+
+def _start(pool: ThreadPoolExecutor, source: WindowSource, order: Callable[[Window], I64],
+           task: Task, buffers: Any, threads: int) -> _Decoding:
+    w = task.window
+    slots = [s.tolist() for s in np.array_split(np.arange(len(w.chunks)), threads) if len(s)]
+
+    def first(part: list[int]) -> I64:
+        source.decode(buffers, w, part)
+        return order(w)
+
+    jobs: list[Future[Any]] = [pool.submit(first, slots[0])]
+    jobs += [pool.submit(source.decode, buffers, w, part) for part in slots[1:]]
+    return _Decoding(task, buffers, jobs)
+
+
+def _jobs(pieces: tuple[Piece, ...], rows: int) -> Iterator[list[Piece]]:
+    """Consecutive pieces in groups of at least ``rows`` items (the last may be smaller)."""
+    group: list[Piece] = []
+    have = 0
+    for p in pieces:
+        group.append(p)
+        have += p.hi - p.lo
+        if have >= rows:
+            yield group
+            group, have = [], 0
+    if group:
+        yield group
+
+
+def _gathered(pool: ThreadPoolExecutor, source: WindowSource, d: _Decoding, order: I64,
+              inflight: int) -> Iterator[tuple[Piece, Batch]]:
+    todo = _jobs(d.task.pieces, JOB_ROWS)
+    pending: deque[tuple[list[Piece], Future[list[Batch]]]] = deque()
+    try:
+        while True:
+            while len(pending) < inflight:
+                job = next(todo, None)
+                if job is None:
+                    break
+                items = np.concatenate([order[p.lo:p.hi] for p in job])
+                pending.append((job, pool.submit(source.gather, d.buffers, d.task.window,
+                                                 items, [p.hi - p.lo for p in job])))
+            if not pending:
+                return
+            job, future = pending.popleft()
+            yield from zip(job, future.result(), strict=True)
+    finally:
+        for _, f in pending:
+            f.cancel()
+        wait([f for _, f in pending])
+
+
+def pipelined(source: WindowSource, order: Callable[[Window], I64], todo: Iterator[Task], *,
+              threads: int, prefetch: int) -> Iterator[tuple[Piece, Batch]]:
+    """Every piece of the ``todo`` tasks with its batch part, in order.
+
+    ``order(window)`` gives the window's items in stream order (indices into the window
+    buffer); it runs in a decode thread. At most ``1 + prefetch`` window buffers exist.
+    """
+    decode = ThreadPoolExecutor(threads, thread_name_prefix="chunkstore-decode")
+    gather = ThreadPoolExecutor(threads, thread_name_prefix="chunkstore-gather")
+    free: list[Any] = []
+    ahead: deque[_Decoding] = deque()
+    try:
+        while True:
+            while len(ahead) <= prefetch:
+                task = next(todo, None)
+                if task is None:
+                    break
+                buffers = free.pop() if free else source.window_buffers()
+                ahead.append(_start(decode, source, order, task, buffers, threads))
+            if not ahead:
+                return
+            d = ahead.popleft()
+            yield from _gathered(gather, source, d, d.order(), threads + 1)
+            free.append(d.buffers)
+    finally:
+        for d in ahead:
+            for f in d.jobs:
+                f.cancel()
+        decode.shutdown(wait=True, cancel_futures=True)
+        gather.shutdown(wait=True, cancel_futures=True)
