@@ -40,7 +40,7 @@ except ImportError as e:  # pragma: no cover - exercised only without torch
         "chunkstore.torch needs PyTorch: pip install 'chunkstore[torch]' (or a CPU build: "
         "pip install torch --index-url https://download.pytorch.org/whl/cpu)") from e
 
-from chunkstore.read.loader import Loader, split_membership
+from chunkstore.read.loader import WINDOW_BYTES, Loader, split_membership
 from chunkstore.read.rows import RowReader
 from chunkstore.read.windows import Windows
 from chunkstore.store.view import StoreView
@@ -128,8 +128,9 @@ class IterableDataset(_Reopening, tud.IterableDataset):  # type: ignore[misc]
     Parameters
     ----------
     path : the store.
-    batch_size, split, shuffle, seed, window_chunks, prefetch, drop_last, normalize, heads,
-    splits, threads : as for :meth:`chunkstore.Dataset.loader`.
+    batch_size, split, shuffle, seed, window_chunks, window_bytes, prefetch, drop_last,
+    normalize, heads, splits, threads : as for :meth:`chunkstore.Dataset.loader` (the window
+    is a byte budget by default; sequence windows use 8 chunks unless ``window_chunks``).
     lookback, horizon, by : when ``lookback`` is given, yield batches of sequence windows
         instead (see :meth:`chunkstore.Dataset.windows`).
     rank, world_size : this process's rank in distributed training, given explicitly (no
@@ -165,19 +166,21 @@ class IterableDataset(_Reopening, tud.IterableDataset):  # type: ignore[misc]
     """
 
     def __init__(self, path: str, *, batch_size: int = 256, split: str | None = None,
-                 shuffle: bool = True, seed: int = 0, window_chunks: int = 8,
-                 prefetch: int = 2, drop_last: bool = False, normalize: bool = False,
+                 shuffle: bool = True, seed: int = 0, window_chunks: int | None = None,
+                 prefetch: int = 1, drop_last: bool = False, normalize: bool = False,
                  heads: Sequence[str] | None = None, splits: str = "default",
                  threads: int = 2, lookback: int | None = None, horizon: int = 0,
                  by: str | None = "group", rank: int = 0, world_size: int = 1,
                  unique: bool = False, pin_memory: bool = False,
-                 remainder: str | None = None, elastic: bool = True) -> None:
+                 remainder: str | None = None, elastic: bool = True,
+                 window_bytes: int = WINDOW_BYTES) -> None:
         super().__init__()
         self.path = str(path)
         self.options: dict[str, Any] = dict(
             batch_size=batch_size, shuffle=shuffle, seed=seed, window_chunks=window_chunks,
             prefetch=prefetch, drop_last=drop_last, normalize=normalize, threads=threads,
             remainder=remainder, elastic=elastic)
+        self.window_bytes = window_bytes
         self.split, self.splits, self.heads = split, splits, heads
         self.lookback, self.horizon, self.by = lookback, horizon, by
         self.rank, self.world_size = rank, world_size
@@ -236,11 +239,13 @@ class IterableDataset(_Reopening, tud.IterableDataset):  # type: ignore[misc]
         ds = self.dataset()
         if self.lookback is None:
             stream: Any = Loader(ds, split=self.split, splits=self.splits, heads=self.heads,
-                                 unique=self.unique, **self.options)
-        else:
+                                 unique=self.unique, window_bytes=self.window_bytes,
+                                 **self.options)
+        else:  # sequence windows: a window of chunks (8 unless given)
+            options = {**self.options, "window_chunks": self.options["window_chunks"] or 8}
             stream = Windows(ds, lookback=self.lookback, horizon=self.horizon, by=self.by,
                              split=self.split, splits=self.splits,
-                             heads=self.heads).loader(**self.options)
+                             heads=self.heads).loader(**options)
         return stream.shard(self.rank, self.world_size)
 
     def __iter__(self) -> Iterator[dict[str, Any]]:

@@ -15,8 +15,11 @@
   items), never on world size or workers; ranks take it in lockstep exactly like a single
   store's loader (``shard``, ``remainder``), and the state is the global position.
 
-Rows are read through a small decoded-chunk cache per store (``2 x window_chunks`` chunks per
-array): a store's items in the mixture come from one or two of its windows at a time.
+Each store's window is ``window_chunks`` chunks, or by default as many as fit its share
+(``window_bytes / stores``) of the byte budget, as for the loader. The chunks the next
+``prefetch`` batches need are decoded ahead in ``threads`` background threads, each once
+(:mod:`chunkstore.read.prefetch`), and kept in an LRU of ``2 x window_chunks`` decoded chunks
+per store: a store's items in the mixture come from one or two of its windows at a time.
 
 Batches: ``features`` (b, F), ``labels`` / ``masks`` for the union of the stores' heads (by
 name; a store without head ``h`` gives label ``-100``, the default ``ignore_index`` of torch's
@@ -28,7 +31,8 @@ from __future__ import annotations
 
 import copy
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Self
 
 import numpy as np
@@ -36,7 +40,12 @@ from numpy.typing import NDArray
 
 from chunkstore.errors import ReadError
 from chunkstore.read.elastic import concat
-from chunkstore.read.loader import row_membership, sample_sources
+from chunkstore.read.loader import (
+    WINDOW_BYTES,
+    row_membership,
+    sample_sources,
+    window_chunks_for,
+)
 from chunkstore.read.order import (
     check_remainder,
     global_windows,
@@ -45,8 +54,8 @@ from chunkstore.read.order import (
     steps,
     window_permutation,
 )
+from chunkstore.read.prefetch import ChunkPrefetcher, Decoded, ahead
 from chunkstore.read.stream import torch_worker
-from chunkstore.store.chunkfiles import ChunkCache
 from chunkstore.store.view import StoreView
 
 I64 = NDArray[np.int64]
@@ -173,25 +182,35 @@ class Mixture:
     def __init__(self, datasets: Sequence[StoreView], *, weights: Sequence[float],
                  seed: int = 0, batch_size: int = 256, split: str | None = None,
                  splits: str = "default", heads: Sequence[str] | None = None,
-                 window_chunks: int = 8, block: int = 1024, epoch_items: int | None = None,
-                 remainder: str = "even") -> None:
+                 window_chunks: int | None = None, block: int = 1024,
+                 epoch_items: int | None = None, remainder: str = "even",
+                 window_bytes: int = WINDOW_BYTES, threads: int = 2, prefetch: int = 4
+                 ) -> None:
         self.views = list(datasets)
         if not self.views or len(weights) != len(self.views):
             raise ReadError(f"mix needs one weight per store: {len(self.views)} stores, "
                             f"{len(weights)} weights")
         _check_features(self.views)
-        for name, value in (("batch_size", batch_size), ("window_chunks", window_chunks),
-                            ("block", block)):
+        for name, value in (("batch_size", batch_size), ("block", block),
+                            ("window_chunks", 1 if window_chunks is None else window_chunks),
+                            ("threads", threads), ("prefetch", prefetch + 1)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ReadError(f"{name} must be an integer >= 1, found {value!r}")
         self.weights = [float(w) for w in weights]
         self.counts = block_counts(self.weights, block)
         self.seed, self.batch_size, self.block = int(seed), batch_size, block
-        self.window_chunks, self.remainder = window_chunks, check_remainder(remainder)
+        self.remainder = check_remainder(remainder)
+        self.threads, self.prefetch = threads, prefetch
         self.heads = _union_heads(self.views, heads)
+        self._sources = [sample_sources(v, [h for h in self.heads if h in v.heads])
+                         for v in self.views]
+        share = max(1, int(window_bytes) // len(self.views))
+        self.window_chunks = [window_chunks_for(window_chunks, share, src, v.chunk_rows,
+                                                -(-v.n_samples // v.chunk_rows))
+                              for v, src in zip(self.views, self._sources, strict=True)]
         self.orders = [SourceOrder(row_membership(v, split, splits, False), v.n_samples,
                                    v.chunk_rows, seed=int(seed) * 1_000_003 + k,
-                                   window_chunks=window_chunks)
+                                   window_chunks=self.window_chunks[k])
                        for k, v in enumerate(self.views)]
         empty = [v.path for v, o, c in zip(self.views, self.orders, self.counts, strict=True)
                  if c and not o.items]
@@ -203,8 +222,6 @@ class Mixture:
         self.items = blocks * block  # items per mixture epoch
         self.epoch, self.rank, self.world_size = 0, 0, 1
         self._position = self._resume = 0
-        self._caches = [ChunkCache(sample_sources(v, [h for h in self.heads if h in v.heads]),
-                                   max_chunks=2 * window_chunks) for v in self.views]
 
     def set_epoch(self, epoch: int) -> None:
         """Use the order of ``epoch`` from now on (a loaded resume position of another epoch
@@ -263,15 +280,27 @@ class Mixture:
     def __iter__(self) -> Iterator[dict[str, Any]]:
         start, self._resume = self._resume, 0
         self._position = start
-        worker = torch_worker()
-        for spec in rank_batches(self.items, start=start, batch_size=self.batch_size,
-                                 rank=self.rank, world_size=self.world_size,
-                                 remainder=self.remainder, workers=worker):
-            parts = [self._read(a, b, valid) for a, b, valid in spec.ranges]
-            self._position = position_after(
-                self.items, start=start, batch_size=self.batch_size,
-                world_size=self.world_size, remainder=self.remainder, done=spec.step + 1)
-            yield concat(parts)
+        decode = ThreadPoolExecutor(self.threads, thread_name_prefix="chunkstore-mix")
+        chunks = ChunkPrefetcher(self._sources, [2 * k for k in self.window_chunks], decode)
+
+        def jobs() -> Iterator[Callable[[], tuple[dict[str, Any], int]]]:
+            for spec in rank_batches(self.items, start=start, batch_size=self.batch_size,
+                                     rank=self.rank, world_size=self.world_size,
+                                     remainder=self.remainder, workers=torch_worker()):
+                plans = [self._plan(a, b, valid, chunks) for a, b, valid in spec.ranges]
+                yield lambda plans=plans, step=spec.step: (  # type: ignore[misc]
+                    concat([self._fill(*p) for p in plans]), step)
+
+        batches = ahead(jobs(), threads=self.threads, depth=self.prefetch)
+        try:
+            for batch, step in batches:
+                self._position = position_after(
+                    self.items, start=start, batch_size=self.batch_size,
+                    world_size=self.world_size, remainder=self.remainder, done=step + 1)
+                yield batch
+        finally:
+            batches.close()
+            decode.shutdown(wait=True, cancel_futures=True)
 
     def locate(self, positions: I64) -> tuple[I64, I64]:
         """(source, cumulative position in that source's stream) of mixture positions."""
@@ -287,24 +316,37 @@ class Mixture:
             q[at] = (self.epoch * blocks + blk) * self.counts[src[o[at]]] + within[o[at]]
         return source, q
 
-    def _read(self, a: int, b: int, valid: bool) -> dict[str, Any]:
+    def _plan(self, a: int, b: int, valid: bool, chunks: ChunkPrefetcher) -> tuple[Any, ...]:
+        """Which rows of which store mixture positions ``[a, b)`` are, and the futures of
+        their decoded chunks (in the consumer's thread: the orders' caches are not shared)."""
         source, q = self.locate(np.arange(a, b, dtype=np.int64))
-        n, f = b - a, self.views[0].features
+        parts = []
+        for k in np.unique(source).tolist():
+            at = np.flatnonzero(source == k)
+            rows = self.orders[k].rows(q[at])
+            parts.append((k, at, rows, chunks.need(k, rows // self.views[k].chunk_rows)))
+        return b - a, source, parts, valid
+
+    def _fill(self, n: int, source: I64, parts: list[Any], valid: bool) -> dict[str, Any]:
+        """The batch of a :meth:`_plan`, gathered from its decoded chunks (a pool thread)."""
+        f = self.views[0].features
         out: dict[str, Any] = {
             "features": np.empty((n, *f.shape[1:]), f.dtype),
             "labels": {h: np.full(n, MISSING_LABEL, np.int64) for h in self.heads},
             "masks": {h: np.zeros((n, k), np.int8) for h, k in self.heads.items()},
             "index": np.empty(n, np.int64), "source": source}
-        for k in np.unique(source).tolist():
-            at = np.flatnonzero(source == k)
-            rows = self.orders[k].rows(q[at])
-            got = self._caches[k].gather(list(self._caches[k].sources), rows)
-            out["features"][at] = got["features"]
+        for k, at, rows, futures in parts:
+            r = self.views[k].chunk_rows
             out["index"][at] = rows
-            for h in self.heads:
-                if f"labels/{h}" in got:
-                    out["labels"][h][at] = got[f"labels/{h}"]
-                    out["masks"][h][at] = got[f"masks/{h}"]
+            for c, future in futures.items():
+                sel = rows // r == c
+                dest, local = at[sel], rows[sel] - c * r
+                got: Decoded = future.result()
+                out["features"][dest] = got["features"][local]
+                for h in self.heads:
+                    if f"labels/{h}" in got:
+                        out["labels"][h][dest] = got[f"labels/{h}"][local]
+                        out["masks"][h][dest] = got[f"masks/{h}"][local]
         if self.remainder == "pad":
             out["valid"] = np.full(n, valid)
         return out
@@ -312,8 +354,9 @@ class Mixture:
 
 def mix(datasets: Sequence[StoreView], *, weights: Sequence[float], seed: int = 0,
         batch_size: int = 256, split: str | None = None, splits: str = "default",
-        heads: Sequence[str] | None = None, window_chunks: int = 8, block: int = 1024,
-        epoch_items: int | None = None, remainder: str = "even") -> Mixture:
+        heads: Sequence[str] | None = None, window_chunks: int | None = None,
+        block: int = 1024, epoch_items: int | None = None, remainder: str = "even",
+        window_bytes: int = WINDOW_BYTES, threads: int = 2, prefetch: int = 4) -> Mixture:
     """A shuffled batch stream over several stores in exact proportions.
 
     Parameters
@@ -322,7 +365,10 @@ def mix(datasets: Sequence[StoreView], *, weights: Sequence[float], seed: int = 
     weights : one per store; normalized. Per block of ``block`` items, store ``k`` gives
         exactly ``round(w_k x block)`` items (largest remainder).
     seed : fixes every order with the epoch (``set_epoch``).
-    batch_size, split, splits, heads, window_chunks, remainder : as for the loader; ``heads``
+    window_chunks, window_bytes : each store's window: ``window_chunks`` chunks, or as many
+        as fit ``window_bytes / stores`` decoded bytes (default).
+    threads, prefetch : background decode threads; batches prepared ahead.
+    batch_size, split, splits, heads, remainder : as for the loader; ``heads``
         is over the union of the stores' heads, a store without a head gives label -100 and
         an all-zero mask for it.
     epoch_items : items per mixture epoch (rounded up to a whole block); default the stores'
@@ -342,4 +388,5 @@ def mix(datasets: Sequence[StoreView], *, weights: Sequence[float], seed: int = 
     """
     return Mixture(datasets, weights=weights, seed=seed, batch_size=batch_size, split=split,
                    splits=splits, heads=heads, window_chunks=window_chunks, block=block,
-                   epoch_items=epoch_items, remainder=remainder)
+                   epoch_items=epoch_items, remainder=remainder, window_bytes=window_bytes,
+                   threads=threads, prefetch=prefetch)

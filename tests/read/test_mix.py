@@ -134,3 +134,27 @@ def test_mixture_errors_name_the_problem(stores, tmp_path: Path):
     state = m.state_dict()
     with pytest.raises(ReadError, match="weights"):
         mix(views, weights=[2, 1], seed=0).load_state_dict(state)
+
+
+def test_background_decode_gives_the_same_rows_for_any_threads_and_prefetch(stores):
+    # small windows: the decoded-chunk LRU (2 x window_chunks per store) evicts all the time
+    # while up to `prefetch` batches are gathered ahead in other threads
+    views = [chunkstore.open(s) for s in stores]
+    full = [read_all(s) for s in stores]
+    runs = []
+    for threads, prefetch in ((1, 0), (2, 6), (3, 2)):
+        m = mix(views, weights=[1, 2], seed=5, batch_size=16, block=32, window_chunks=1,
+                threads=threads, prefetch=prefetch)
+        batches = list(m)
+        for b in batches:
+            for k in (0, 1):
+                at = b["source"] == k
+                np.testing.assert_array_equal(b["features"][at],
+                                              full[k]["features"][b["index"][at]])
+        runs.append([(b["source"].tolist(), b["index"].tolist()) for b in batches])
+    assert runs[0] == runs[1] == runs[2]
+    m = mix(views, weights=[1, 2], seed=5, batch_size=16, block=32, window_chunks=1)
+    it = iter(m)
+    next(it)
+    it.close()  # stops its threads; a new iteration starts cleanly
+    assert len(list(m)) == len(runs[0])
