@@ -18,7 +18,7 @@ def _append(args: argparse.Namespace) -> str:
     from chunkstore.ingest.append import append
 
     with cluster(args) as address:
-        summary = append(args.config, workers=args.workers, scheduler=address)
+        summary = append(args.config, workers=args.workers, scheduler=address, pool=args.pool)
     return json.dumps(summary.to_dict(), indent=1) if args.json else summary.format()
 
 
@@ -29,7 +29,11 @@ def add_append(sub: Any) -> None:
                     "every stored split are extended; old rows never move. Rerun the same "
                     "command to resume an interrupted append.")
     p.add_argument("config", help="YAML config: 'store' names the store, 'source' the new rows")
-    add_cluster_options(p, "worker processes (default: ingest.workers, else the CPU count)")
+    add_cluster_options(p, "workers (default: ingest.workers, else the CPU count)")
+    p.add_argument("--pool", choices=["auto", "threads", "processes"], default="auto",
+                   help="where the write tasks run without --scheduler: auto (default) uses "
+                        "threads of this process for a file source adding at most 192 MiB "
+                        "of features (no worker start-up), else worker processes")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     add_quiet(p)
     p.set_defaults(run=_append)

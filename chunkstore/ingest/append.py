@@ -16,7 +16,8 @@ import hashlib
 import json
 import os
 import time
-from concurrent.futures import as_completed
+from concurrent.futures import Executor, ThreadPoolExecutor, as_completed
+from contextlib import AbstractContextManager
 from typing import Any
 
 import numpy as np
@@ -41,6 +42,8 @@ from chunkstore.store import urls as storage
 from chunkstore.store.urls import open_group
 from chunkstore.store.view import seal_attrs
 
+THREADS_MAX_BYTES = 192 * 2**20  # new rows' features up to which tasks run on threads
+POOLS = ("auto", "threads", "processes")
 CURRENT = "current.json"
 DONE = "done.json"
 MERGED = "merged.npz"
@@ -115,8 +118,36 @@ def _old_partials(store: str) -> dict[str, Partial | None]:
     return out
 
 
-def run_append_tasks(config: Config, source: Source, state: dict[str, Any], workers: int
-                     ) -> int:
+def in_process(config: Config, rows: int, pool: str = "auto") -> bool:
+    """Whether the append's tasks run on threads of this process rather than a process pool.
+
+    ``pool="auto"``: threads when no scheduler is given, the source is file based (a python
+    source's callables may not be thread-safe) and the new rows hold at most
+    ``THREADS_MAX_BYTES`` of features: starting worker processes (spawn, imports, config
+    validation in each) costs about a second on an idle 2-core machine and several on a busy
+    one, more than a small append's whole work, which is NumPy, Blosc and file I/O that
+    release the GIL. ``"threads"`` / ``"processes"`` force one (byte-identical results).
+    """
+    if pool not in POOLS:
+        raise AppendError(f"pool must be one of {list(POOLS)}, found {pool!r}")
+    if config.ingest.scheduler or pool == "processes":
+        return False
+    row = config.schema.n_features * np.dtype(config.schema.feature_dtype).itemsize
+    return pool == "threads" or (config.source.kind != "python"
+                                 and rows * row <= THREADS_MAX_BYTES)
+
+
+def _executor(config: Config, source: Source | None, workers: int, threads: bool
+              ) -> AbstractContextManager[Executor]:
+    if threads:  # no initializer: Blosc threads and the source stay as the caller set them
+        return ThreadPoolExecutor(workers, thread_name_prefix="chunkstore-append")
+    shipped = source_for_workers(source) if source is not None else None
+    return make_executor(workers, config.ingest.scheduler, (config.ingest.blosc_threads, shipped),
+                         store=config.store, storage_options=config.storage_options)
+
+
+def run_append_tasks(config: Config, source: Source, state: dict[str, Any], workers: int,
+                     pool: str = "auto") -> int:
     """Run the tasks without a record; returns how many ran."""
     store = config.store
     plan = Plan.from_dict(state["plan"])
@@ -125,9 +156,8 @@ def run_append_tasks(config: Config, source: Source, state: dict[str, Any], work
     if not pending:
         return 0
     config_json = json.dumps({"config": config.to_dict(), "file": config.file})
-    with make_executor(min(workers, len(pending)), config.ingest.scheduler,
-                       (config.ingest.blosc_threads, source_for_workers(source)), store=store,
-                       storage_options=config.storage_options) as ex:
+    threads = in_process(config, state["n_after"] - state["n_before"], pool)
+    with _executor(config, source, min(workers, len(pending)), threads) as ex:
         futures = {ex.submit(append_task.run_append_task, append_task.AppendSpec(
             store, config_json, source.has_group, t, state["base"], state["n_before"])): t
             for t in pending}
@@ -185,9 +215,10 @@ def new_scope_partials(config: Config, state: dict[str, Any], scopes: dict[str, 
                                for s in scopes}
     if not scopes:
         return out
-    with make_executor(min(workers, len(edges) - 1), config.ingest.scheduler,
-                       (config.ingest.blosc_threads, None), store=store,
-                       storage_options=config.storage_options) as ex:
+    # threads unless on a cluster: the new rows only, NumPy and Blosc work that releases the
+    # GIL, not worth starting a second process pool for
+    with _executor(config, None, min(workers, len(edges) - 1),
+                   not config.ingest.scheduler) as ex:
         by_corr = {c: {s: v for s, v in scopes.items() if correlation[s] == c}
                    for c in (True, False)}
         for corr, sub in by_corr.items():
@@ -259,11 +290,12 @@ def commit(config: Config, state: dict[str, Any]) -> str:
     return vid
 
 
-def append_store(config: Config, *, workers: int | None = None,
-                 started: float | None = None) -> AppendSummary:
+def append_store(config: Config, *, workers: int | None = None, started: float | None = None,
+                 pool: str = "auto") -> AppendSummary:
     """Append the rows of ``config``'s source to its (complete) store; see :func:`append`."""
     t0 = started if started is not None else time.perf_counter()
     storage.configure(config.store, config.storage_options)
+    in_process(config, 0, pool)  # a bad pool name is refused before anything
     if is_streaming(config):
         raise AppendError(f"{config.file!r}: appending with streaming placement is not "
                           "supported yet; give the python source a count (ordered placement)")
@@ -274,7 +306,7 @@ def append_store(config: Config, *, workers: int | None = None,
         attrs = check_store(config, source)
         state = start_or_resume(config, source, attrs, n_workers)
         plan = Plan.from_dict(state["plan"])
-        ran = run_append_tasks(config, source, state, n_workers)
+        ran = run_append_tasks(config, source, state, n_workers, pool)
         if int(attrs["n_samples"]) != state["n_after"]:
             layout.remove_partials(config.store)
             split_names = tuple(extend_splits(  # first: split scopes read the new codes
@@ -291,7 +323,7 @@ def append_store(config: Config, *, workers: int | None = None,
 
 def append(config: Config | str | os.PathLike[str], *, workers: int | None = None,
            scheduler: str | None = None, items: Any = None, process: Any = None,
-           count: Any = None) -> AppendSummary:
+           count: Any = None, pool: str = "auto") -> AppendSummary:
     """Append the rows of ``config``'s source after the last row of its complete store.
 
     Parameters
@@ -301,6 +333,10 @@ def append(config: Config | str | os.PathLike[str], *, workers: int | None = Non
     workers : worker processes (default ``ingest.workers``, else the CPU count).
     scheduler : a ``dask.distributed`` scheduler address to run the tasks on.
     items, process, count : a python source's items and functions, as for ingest.
+    pool : where the write tasks run without a scheduler: ``"auto"`` (threads of this process
+        for a file source whose new rows hold at most 192 MiB of features, else a process
+        pool; see :func:`in_process`), ``"threads"`` or ``"processes"``. The store's bytes
+        do not depend on it.
 
     Returns
     -------
@@ -320,4 +356,4 @@ def append(config: Config | str | os.PathLike[str], *, workers: int | None = Non
     """
     t0 = time.perf_counter()
     return append_store(resolve(config, items, process, count, scheduler), workers=workers,
-                        started=t0)
+                        started=t0, pool=pool)

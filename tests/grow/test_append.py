@@ -1,6 +1,6 @@
 """``chunkstore append``: ingest(A) + append(B) is byte-identical to ingest(A then B), for A
-ending mid-chunk and on a chunk boundary, with 1 and 2 worker processes; bad appends change
-nothing."""
+ending mid-chunk and on a chunk boundary, with 1 and 2 workers, on threads (what a small
+append uses) and on worker processes; bad appends change nothing."""
 
 from __future__ import annotations
 
@@ -26,26 +26,27 @@ def _cfg(tmp: Path, name: str, items: list, store: Path, **ingest_opts) -> Path:
                         ingest={"chunk_rows": CHUNK, "task_chunks": 2, **ingest_opts})
 
 
-def _grown(tmp: Path, a_sizes: list[int], b_sizes: list[int], workers: int
-           ) -> tuple[Path, Path, list, list]:
+def _grown(tmp: Path, a_sizes: list[int], b_sizes: list[int], workers: int,
+           pool: str = "auto") -> tuple[Path, Path, list, list]:
     items = make_items(a_sizes + b_sizes, seed=3)
     a, b = items[:len(a_sizes)], items[len(a_sizes):]
     whole = tmp / "whole.zarr"
     ingest(_cfg(tmp, "whole", items, whole, workers=workers), progress=False)
     grown = tmp / "grown.zarr"
     ingest(_cfg(tmp, "a", a, grown, workers=workers), progress=False)
-    summary = append(_cfg(tmp, "b", b, grown, workers=workers))
+    summary = append(_cfg(tmp, "b", b, grown, workers=workers), pool=pool)
     assert summary.rows_before == sum(a_sizes) and summary.rows_added == sum(b_sizes)
     return whole, grown, a, b
 
 
-@pytest.mark.parametrize("a_sizes,b_sizes,workers", [
-    ([5, 12], [9, 3, 20], 1),     # A ends mid-chunk (17 rows)
-    ([16], [7, 11], 2),           # A ends on a chunk boundary, 2 workers
-    ([3, 30], [1], 2),            # A ends mid-chunk, B smaller than a chunk
+@pytest.mark.parametrize("a_sizes,b_sizes,workers,pool", [
+    ([5, 12], [9, 3, 20], 1, "auto"),     # A ends mid-chunk (17 rows); threads
+    ([16], [7, 11], 2, "auto"),           # A ends on a chunk boundary, 2 threads
+    ([3, 30], [1], 2, "auto"),            # A ends mid-chunk, B smaller than a chunk
+    ([5, 12], [9, 3, 20], 2, "processes"),  # 2 worker processes
 ])
-def test_append_is_byte_identical_to_one_ingest(tmp_path, a_sizes, b_sizes, workers):
-    whole, grown, a, b = _grown(tmp_path, a_sizes, b_sizes, workers)
+def test_append_is_byte_identical_to_one_ingest(tmp_path, a_sizes, b_sizes, workers, pool):
+    whole, grown, a, b = _grown(tmp_path, a_sizes, b_sizes, workers, pool)
     assert chunk_files(grown) == chunk_files(whole)
     attrs = zarr.open_group(str(grown), mode="r").attrs["chunkstore"]
     assert attrs["n_samples"] == sum(a_sizes) + sum(b_sizes)
@@ -129,3 +130,16 @@ def test_many_small_appends_equal_one_ingest(tmp_path):
     run_split(str(whole), method="kfold", k=3, seed=2, name="folds")
     np.testing.assert_array_equal(zarr.open_array(str(grown), path="splits/folds")[:],
                                   zarr.open_array(str(whole), path="splits/folds")[:])
+
+
+def test_small_file_appends_run_in_process_and_large_or_python_ones_on_processes(tmp_path):
+    from chunkstore.config import load_config
+    from chunkstore.ingest.append import THREADS_MAX_BYTES, in_process
+
+    config = load_config(_cfg(tmp_path, "b", make_items([3]), tmp_path / "s.zarr"))
+    row = 4 * 4  # 4 float32 features
+    assert in_process(config, THREADS_MAX_BYTES // row)
+    assert not in_process(config, THREADS_MAX_BYTES // row + 1)
+    assert not in_process(config, 10, "processes") and in_process(config, 10**9, "threads")
+    with pytest.raises(AppendError, match="pool must be one of"):
+        in_process(config, 10, "fork")
