@@ -108,10 +108,11 @@ def test_adapters_pickle_without_the_open_store(store):
 def test_in_process_iteration_is_the_loaders_stream_as_tensors(store, full):
     """The README's recommended path: iterate the IterableDataset in the training process."""
     import chunkstore
+    from chunkstore.read.loader import Loader
 
     ds = IterableDataset(store, batch_size=16, seed=5, split="train")
     ds.set_epoch(2)
-    loader = chunkstore.open(store).loader(batch_size=16, seed=5, split="train")
+    loader = Loader(chunkstore.open(store), batch_size=16, seed=5, split="train")  # defaults
     loader.set_epoch(2)
     got = list(ds)
     want = list(loader)
