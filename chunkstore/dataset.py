@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from chunkstore.errors import UsageError
 from chunkstore.interop.xarray import to_xarray
-from chunkstore.read.loader import Loader
+from chunkstore.read.loader import WINDOW_BYTES, Loader
 from chunkstore.read.rows import RowReader
 from chunkstore.read.windows import Windows
 from chunkstore.splits.views import SplitView, split_view
@@ -50,12 +50,13 @@ class Dataset(StoreView):
         return split_view(self, name)
 
     def loader(self, batch_size: int = 256, split: str | None = None, shuffle: bool = True,
-               seed: int = 0, window_chunks: int = 8, prefetch: int = 2,
+               seed: int = 0, window_chunks: int | None = None, prefetch: int = 1,
                drop_last: bool = False, normalize: bool = False,
                heads: Sequence[str] | None = None, *, splits: str = "default",
                threads: int = 2, unique: bool = False,
                rows: NDArray[np.bool_] | None = None,
-               remainder: str | None = None, elastic: bool = True) -> Loader:
+               remainder: str | None = None, elastic: bool = True,
+               window_bytes: int = WINDOW_BYTES) -> Loader:
         """A chunk-aware shuffled batch loader over all rows, or over one split.
 
         Each batch is ``{"features": (b, F), "labels": {head: (b,)}, "masks": {head: (b, K)},
@@ -68,9 +69,13 @@ class Dataset(StoreView):
         shuffle : permute the chunk order per epoch and the rows within each window; False
             reads the rows in store order.
         seed : with the epoch (``set_epoch``), fixes the order.
-        window_chunks : chunks decoded and shuffled together; larger mixes better and uses
-            more memory (about ``(threads + prefetch + 2) x window_chunks`` decoded chunks).
-        prefetch : windows decoded ahead of the one being consumed.
+        window_chunks : chunks decoded and shuffled together; None (default) = as many as
+            fit ``window_bytes``. Larger windows mix better (a batch draws its rows from
+            the window's chunks) and cost memory.
+        window_bytes : decoded bytes of one window when ``window_chunks`` is None (default
+            256 MiB: 73 chunks of 1,024 rows x 893 float32 features; labels and masks that
+            the loader keeps decoded whole do not count). Memory: ``1 + prefetch`` windows.
+        prefetch : windows decoded ahead of the one being consumed (default 1).
         drop_last : drop the last, smaller batch of the epoch (of each shard).
         normalize : apply ``(x - mean) / std`` with the train part's statistics of the split
             set (``stats/train``; ``stats/<splits>/train`` for another split set).
@@ -105,7 +110,8 @@ class Dataset(StoreView):
         ...         train_step(batch["features"], batch["labels"]["action_type"])
         """
         return Loader(self, batch_size=batch_size, split=split, shuffle=shuffle, seed=seed,
-                      window_chunks=window_chunks, prefetch=prefetch, drop_last=drop_last,
+                      window_chunks=window_chunks, window_bytes=window_bytes,
+                      prefetch=prefetch, drop_last=drop_last,
                       normalize=normalize, heads=heads, remainder=remainder, elastic=elastic,
                       splits=splits, threads=threads,
                       unique=unique, rows=rows)
