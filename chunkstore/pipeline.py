@@ -225,7 +225,7 @@ def rebuild_streaming(config: Config, bad_rows: list[tuple[int, int]], extra: li
     cache: dict[int, dict[str, Any]] = {}
     with journal.StoreLock(store):
         for c in chunks:
-            runs, moved = chunk_runs(store, group, c, r)
+            runs, moved = chunk_runs(store, group, c, r, source.has_source)
             parts = [{k: v[a:b] for k, v in _item_rows(config, source, int(i), cache).items()}
                      for i, a, b in runs]
             data = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
@@ -235,8 +235,10 @@ def rebuild_streaming(config: Config, bad_rows: list[tuple[int, int]], extra: li
     return [f"chunk {c} (rows {c * r}-{(c + 1) * r})" for c in chunks]
 
 
-def chunk_runs(store: str, group: Any, c: int, r: int) -> tuple[Any, int]:
-    """(item runs, moved_from) of chunk ``c``: from its record, else from ``meta/source``."""
+def chunk_runs(store: str, group: Any, c: int, r: int, user_provenance: bool = False
+               ) -> tuple[Any, int]:
+    """(item runs, moved_from) of chunk ``c``: from its record, else from ``meta/source``
+    (unless ``meta/source`` holds the source's own provenance: ``user_provenance``)."""
     from chunkstore.ingest.streaming import runs_of
 
     try:
@@ -244,6 +246,12 @@ def chunk_runs(store: str, group: Any, c: int, r: int) -> tuple[Any, int]:
         return arrays["runs"], int(meta.get("moved_from", -1))
     except Exception:  # no readable record: meta/source still says which rows are here
         pass
+    if user_provenance:
+        raise IntegrityError(f"chunk {c} of store {store!r}: its journal record is missing or "
+                             "does not decode, and meta/source holds the source's own "
+                             "provenance (source.provenance: true), not (item, row), so the "
+                             "items that filled it are unknown; rebuild with `chunkstore "
+                             "ingest --overwrite`")
     try:
         source_rows = np.asarray(group[layout.SOURCE][c * r:(c + 1) * r])
     except Exception as e:

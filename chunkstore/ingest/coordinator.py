@@ -411,6 +411,8 @@ def open_or_create_streaming(config: Config, source: PythonSource, chunk_rows: i
                             n_samples=CAPACITY, chunk_rows=chunk_rows,
                             has_group=source.has_group, config_sha256=sha, has_source=True,
                             extra_attrs={"placement": "streaming", "n_items": n_items,
-                                         "items_sha256": items_sha, "n_samples": 0})
+                                         "items_sha256": items_sha, "n_samples": 0,
+                                         **({"source_provenance": "process"}
+                                            if source.has_source else {})})
         journal.write_json(journal.journal_dir(store) / "config.json", config.to_dict())
     return state

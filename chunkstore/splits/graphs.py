@@ -182,7 +182,7 @@ def table_graph(inp: Inputs, spec: SplitSpec, head: str | None
         lab = inp.blocks(inp.read(f"labels/{by}"))
         parts = [delayed(hist)(a, k) for a, k in zip(lab, inp.blocks(inp.keys), strict=True)]
         return tree_reduce(parts, sum_all), []
-    if spec.method == "ordered" and "source" in inp.ds.meta:  # rows per item
+    if spec.method == "ordered" and _item_rows(inp.ds):  # rows per item
         items = inp.blocks(inp.read("meta/source")[:, 0])
         return tree_reduce([delayed(splits.pair_counts)(b) for b in items],
                            splits.merge_pair_counts), []
@@ -209,6 +209,12 @@ def assignment_of(spec: SplitSpec, table: Any, n_classes: int) -> Any:
     return values, np.r_[0, np.cumsum(sizes)[:-1]]  # item -> rank of its first row
 
 
+def _item_rows(ds: StoreView) -> bool:
+    """``meta/source`` holds chunkstore's (item, row) pairs (not a python source's own
+    provenance, ``source_provenance``): ordered splits then follow the source's order."""
+    return "source" in ds.meta and not ds.attrs.get("source_provenance")
+
+
 def _ordered_source(source: Any, items: Any, starts: Any, n: int, fractions: list[float]
                     ) -> np.ndarray:
     s = np.asarray(source, dtype=np.int64)
@@ -228,7 +234,7 @@ def codes_graph(inp: Inputs, spec: SplitSpec, assignment: Any) -> da.Array:
         return da.map_blocks(splits.assign_stratified, inp.read(f"labels/{stratify_head(spec)}"),
                              inp.keys, spec.seed, assignment, dtype=i8)
     if spec.method == "ordered":
-        if "source" in inp.ds.meta:
+        if _item_rows(inp.ds):
             return da.map_blocks(_ordered_source_a, inp.read("meta/source"), assignment, inp.n,
                                  fr, drop_axis=1, dtype=i8)
         rows = da.arange(inp.n, chunks=inp.block_rows, dtype=np.int64)
