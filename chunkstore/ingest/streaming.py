@@ -35,7 +35,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import FIRST_EXCEPTION, Future, wait
 from concurrent.futures.process import BrokenProcessPool
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import Any
 
@@ -182,26 +182,31 @@ def stream_loop(spec: LoopSpec) -> LoopResult:
     buf = empty_buffers(config, r, spec.has_group)
     fill = 0
     running = RunningPartial(spec.store, config)
-    while not stop.get():
-        k = next_item.add(1)
-        if k >= spec.n_items:
-            break
-        if k in spec.skip:
-            continue
-        rows = produce_item(spec, config, python, k)
-        n = len(rows[layout.SOURCE])
-        pos = 0
-        while pos < n:
-            take = min(r - fill, n - pos)
-            for name, values in rows.items():
-                buf[name][fill:fill + take] = values[pos:pos + take]
-            fill, pos = fill + take, pos + take
-            if fill == r:
-                chunk = next_chunk.add(1)
-                running.add(chunk, write_chunk(group, spec.store, config, chunk, r, buf))
-                fill = 0
-        rows_done.add(n)  # before items_done: see check_complete
-        items_done.add(1)
+    try:
+        while not stop.get():
+            k = next_item.add(1)
+            if k >= spec.n_items:
+                break
+            if k in spec.skip:
+                continue
+            rows = produce_item(spec, config, python, k)
+            n = len(rows[layout.SOURCE])
+            pos = 0
+            while pos < n:
+                take = min(r - fill, n - pos)
+                for name, values in rows.items():
+                    buf[name][fill:fill + take] = values[pos:pos + take]
+                fill, pos = fill + take, pos + take
+                if fill == r:
+                    chunk = next_chunk.add(1)
+                    running.add(chunk, write_chunk(group, spec.store, config, chunk, r, buf))
+                    fill = 0
+            rows_done.add(n)  # before items_done: see check_complete
+            items_done.add(1)
+    except BaseException:
+        with suppress(Exception):  # it covers committed chunks only: the resume skips them
+            running.flush()
+        raise
     running.flush()
     return LoopResult({k: v[:fill].copy() for k, v in buf.items()}, peak_rss())
 
