@@ -141,8 +141,8 @@ store: {store}
 schema:
   features: 64
   heads: {{a: 7, b: 3}}
-source: {{kind: synthetic, n_samples: 120000, seed: 5, item_rows: [1, 900]}}
-ingest: {{workers: 2, chunk_rows: 512, task_chunks: 1}}
+source: {{kind: synthetic, n_samples: 30000, seed: 5, item_rows: [1, 900]}}
+ingest: {{workers: 2, chunk_rows: 256, task_chunks: 1}}
 """
 
 
@@ -162,7 +162,7 @@ def test_sigkill_mid_ingest_then_resume_is_exact(tmp_path):
         time.sleep(0.005)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    total = 235  # ceil(120000 / 512)
+    total = 118  # ceil(30000 / 256)
     done = len(completed_tasks(str(store)))
     assert 5 <= done < total, "the kill came too late to test anything"
     assert zarr.open_group(str(store), mode="r").attrs["chunkstore"]["status"] == "incomplete"
@@ -187,7 +187,7 @@ def test_sigkill_mid_ingest_then_resume_is_exact(tmp_path):
         np.testing.assert_array_equal(g["masks/b"][row:row + n], b.masks["b"])
         np.testing.assert_array_equal(g["meta/group"][row:row + n], b.group)
         row += n
-    assert row == 120000
+    assert row == 30000
 
 
 def test_resume_removes_temp_files_of_killed_writers(tmp_path):

@@ -119,27 +119,28 @@ def test_s3_ingest_equals_the_local_store_and_plain_zarr_reads_it(tmp_path, s3):
 @pytest.mark.slow
 def test_s3_sigkill_mid_ingest_then_resume_is_exact(wait_for_records, synthetic_config, tmp_path,
                                                     s3):
+    source, tasks = {**SMALL, "n_samples": 4000}, 16  # ceil(4000 / 256)
     reference = "memory://chunkstore-test/ref.zarr"  # threads: no worker processes to start
-    ingest({**synthetic_config(tmp_path), "source": SMALL, "store": reference}, progress=False)
+    ingest({**synthetic_config(tmp_path), "source": source, "store": reference}, progress=False)
     url = f"s3://{BUCKET}/killed.zarr"
     cfg = s3_config(tmp_path / "c.yaml", url, s3, {**synthetic_config(tmp_path),
-                                                     "source": SMALL})
+                                                     "source": source})
     configure(url, s3)  # for completed_tasks() below
     proc = subprocess.Popen([sys.executable, "-m", "chunkstore.cli", "ingest", str(cfg),
                              "--quiet"], start_new_session=True, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     try:
-        wait_for_records(url, 5, proc)
+        wait_for_records(url, 3, proc)
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
     done = len(completed_tasks(url))
-    assert done < SMALL_TASKS, "the kill came too late to test anything"
+    assert done < tasks, "the kill came too late to test anything"
     status = zarr.open(url, mode="r", storage_options=s3).attrs["chunkstore"]["status"]
     assert status == "incomplete"
     summary = ingest(cfg, progress=False)  # the dead coordinator's lock on S3 is stale
     assert summary.tasks_skipped >= done
-    assert summary.tasks_run == SMALL_TASKS - summary.tasks_skipped
+    assert summary.tasks_run == tasks - summary.tasks_skipped
     assert object_chunks(url, s3) == object_chunks(reference)
 
 
