@@ -8,14 +8,22 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from chunkstore.cli.options import add_command, add_quiet, positive_int
+from chunkstore.cli.options import (
+    add_cluster_options,
+    add_command,
+    add_quiet,
+    cluster,
+    positive_int,
+)
 from chunkstore.errors import IntegrityError
 
 
 def _verify(args: argparse.Namespace) -> str:
     from chunkstore.integrity import verify
 
-    report = verify(args.store, workers=args.workers)
+    with cluster(args) as address:
+        report = verify(args.store, workers=None if address else args.workers,
+                        scheduler=address)
     text = json.dumps(report.to_dict(), indent=1) if args.json else report.format()
     if report.ok:
         return text
@@ -27,14 +35,15 @@ def _verify(args: argparse.Namespace) -> str:
 
 def add_verify(sub: Any) -> None:
     p = add_command(sub, "verify", "check every chunk, shape, attr and count of a store",
-                    "Read every chunk of every array in parallel and check that it exists, "
+                    "Read every chunk of every array in parallel (local processes, or a "
+                    "Dask cluster with --scheduler/--cluster) and check that it exists, "
                     "decodes and passes its crc32c checksum; check that shapes, n_samples, "
                     "split arrays, the attrs digest and the stats counts agree. Exit 0 when "
                     "clean, 1 with every problem listed (array, chunk key, rows, writer).")
     p.add_argument("store", help="path or URL of the store")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
-    p.add_argument("--workers", type=positive_int, default=None, metavar="N",
-                   help="processes reading chunks (default: the CPU count)")
+    add_cluster_options(p, "processes reading chunks (default: the CPU count); with --cluster "
+                           "local, the cluster's worker processes")
     p.set_defaults(run=_verify)
 
 

@@ -2,17 +2,20 @@
 
 A *unit* is what one file holds along rows: a chunk, or a whole shard for a sharded array. Each
 is checked for existence and read through zarr (so any codec or sharding layout works, and the
-crc32c codec's checksum is verified), in a pool of processes that exit if we die. Memory is
-bounded: a process holds one unit at a time and at most ``2 x workers`` batches are in flight.
+crc32c codec's checksum is verified), in a pool of processes that exit if we die, or by the
+workers of a Dask cluster (``scheduler``). Memory is bounded: a process holds one unit at a
+time and at most two batches per worker (or cluster thread) are in flight.
 Along the way the workers sum what ``stats/all`` counts (finite/NaN/inf values per feature,
 classes per head, mask ones per class), so the statistics can be checked against the data.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, ThreadPoolExecutor, wait
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +24,8 @@ import zarr
 from numpy.typing import NDArray
 from zarr.core.sync import sync
 
+from chunkstore.errors import ConfigError
+from chunkstore.runtime.dask import dask_client
 from chunkstore.runtime.pool import process_pool
 from chunkstore.store import urls
 from chunkstore.store.stats_io import node_array
@@ -145,29 +150,64 @@ def check_batch(store: str, units: list[Unit], classes: int) -> UnitResult:
     return result
 
 
-def make_pool(store: str, workers: int, nbytes: int) -> Executor:
-    """Processes that exit with us; threads for a small store (``nbytes`` uncompressed) or one
-    that lives in this process only (Blosc and crc32c release the GIL)."""
+@contextmanager
+def make_pool(store: str, workers: int, nbytes: int, scheduler: str | None = None
+              ) -> Iterator[tuple[Executor, int]]:
+    """(executor, how many batches it runs at once) for the checks.
+
+    On the Dask cluster at ``scheduler`` (its worker threads), else processes that exit with
+    us, or threads for a small store (``nbytes`` uncompressed) or one that lives in this process
+    only (Blosc and crc32c release the GIL).
+
+    Raises
+    ------
+    ConfigError
+        A ``memory://`` store with a scheduler: the cluster's workers cannot see it.
+    """
+    if scheduler:
+        if urls.in_process_only(store):
+            raise ConfigError(
+                f"store {store!r} lives in this process's memory, which the workers of the "
+                f"Dask cluster at {scheduler!r} cannot see; verify it without --scheduler")
+        with dask_client(scheduler, f"verifying {store!r}") as client:
+            threads = sum(int(w.get("nthreads", 1))
+                          for w in client.scheduler_info()["workers"].values())
+            yield client.get_executor(pure=False), max(1, threads)
+        return
+    pool: Executor
     if urls.in_process_only(store) or nbytes < PROCESS_MIN_BYTES:
-        return ThreadPoolExecutor(workers)
-    options = urls.storage_options(store)
-    return process_pool(workers, urls.configure, (store, options or None))
+        pool = ThreadPoolExecutor(workers)
+    else:
+        options = urls.storage_options(store)
+        pool = process_pool(workers, urls.configure, (store, options or None))
+    with pool:
+        yield pool, workers
+
+
+def check_configured(options: dict[str, Any], store: str, units: list[Unit], classes: int
+                     ) -> UnitResult:
+    """:func:`check_batch` on a Dask worker, which first learns the store's storage options."""
+    urls.configure(store, options or None)
+    return check_batch(store, units, classes)
 
 
 def run_checks(store: str, jobs: list[tuple[list[Unit], int]], workers: int, nbytes: int,
-               on_done: Callable[[int], None] | None = None) -> UnitResult:
-    """Run :func:`check_batch` over ``jobs`` ((units, classes) each), ``2 x workers`` in flight;
-    ``nbytes``: their uncompressed size."""
+               on_done: Callable[[int], None] | None = None, scheduler: str | None = None
+               ) -> UnitResult:
+    """Run :func:`check_batch` over ``jobs`` ((units, classes) each), two per worker (or
+    cluster thread) in flight; ``nbytes``: their uncompressed size."""
     total = UnitResult()
     if not jobs:
         return total
     workers = max(1, min(workers, len(jobs)))
-    todo = iter(jobs)
-    with make_pool(store, workers, nbytes) as pool:
+    check: Callable[..., UnitResult] = check_batch
+    if scheduler:
+        check = functools.partial(check_configured, dict(urls.storage_options(store) or {}))
+    with make_pool(store, workers, nbytes, scheduler) as (pool, slots):
         running: set[Future[UnitResult]] = set()
-        for units, classes in todo:
-            running.add(pool.submit(check_batch, store, units, classes))
-            if len(running) >= 2 * workers:
+        for units, classes in jobs:
+            running.add(pool.submit(check, store, units, classes))
+            if len(running) >= 2 * slots:
                 done, running = _collect(running, total, on_done)
         while running:
             done, running = _collect(running, total, on_done)

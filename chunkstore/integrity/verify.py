@@ -34,7 +34,7 @@ from chunkstore.store.view import attrs_problems
 REQUIRED = ("n_samples", "chunk_rows", "feature_names", "heads", "status")
 
 
-def verify(store: str, *, workers: int | None = None,
+def verify(store: str, *, workers: int | None = None, scheduler: str | None = None,
            storage_options: Mapping[str, Any] | None = None) -> VerifyReport:
     """Check a whole store; never raises for what it finds, only lists it.
 
@@ -42,6 +42,8 @@ def verify(store: str, *, workers: int | None = None,
     ----------
     store : the store's path or fsspec URL.
     workers : processes reading chunks (default: the CPU count).
+    scheduler : address of a Dask scheduler (``tcp://host:8786``): the chunks are read by that
+        cluster's workers instead (the store must be reachable from them).
     storage_options : fsspec options for a URL store.
 
     Returns
@@ -52,6 +54,8 @@ def verify(store: str, *, workers: int | None = None,
     ------
     NotAStoreError
         If ``store`` holds no chunkstore store at all.
+    ConfigError
+        A ``memory://`` store with a ``scheduler`` (its workers cannot see it).
 
     Examples
     --------
@@ -75,7 +79,7 @@ def verify(store: str, *, workers: int | None = None,
     n = writers.n_rows
     problems += shape_problems(group, attrs, n)
     jobs, nbytes = scan_jobs(group, attrs, writers)
-    found = run_checks(store, jobs, workers or default_workers(), nbytes)
+    found = run_checks(store, jobs, workers or default_workers(), nbytes, scheduler=scheduler)
     stats = stats_problems(group, found, n) if writers.complete else []
     problems += unit_problems(found, writers, {p.array for p in stats}, attrs)
     problems += [p for p in stats if p.kind == "stats"]

@@ -156,3 +156,27 @@ def test_repair_refuses_a_store_whose_attrs_were_edited(tmp_path):
     root.write_text(root.read_text().replace('"chunk_rows": 8', '"chunk_rows": 16'))
     with pytest.raises(IntegrityError, match="cannot be repaired chunk by chunk.*chunk_rows"):
         repair(cfg, progress=False)
+
+
+def test_cli_verify_on_a_dask_cluster_finds_a_corrupt_chunk(tmp_path):
+    """`verify --scheduler ADDR`: the chunks are read by the cluster's workers (here the threads
+    of an in-process LocalCluster, listening on TCP), which find the flipped byte."""
+    from distributed import LocalCluster
+
+    _, store = _ordered(tmp_path)
+    _flip(Path(store) / "features/c/2/0")
+    run = [sys.executable, "-m", "chunkstore.cli", "verify", store, "--json"]
+    with LocalCluster(n_workers=1, threads_per_worker=2, processes=False, protocol="tcp",
+                      dashboard_address=":0") as cluster:
+        bad = subprocess.run([*run, "--scheduler", cluster.scheduler_address],
+                             capture_output=True, text=True, timeout=120)
+        assert "check_configured" in cluster.scheduler.task_prefixes  # the cluster read them
+    assert bad.returncode == 1, bad.stderr
+    problems = [(p["kind"], p["key"]) for p in json.loads(bad.stdout)["problems"]]
+    assert ("corrupt", "features/c/2/0") in problems
+    local = [(p.kind, p.key) for p in verify(store).problems]
+    assert problems == local  # the same report as a local verify (stats counts included)
+    assert "Traceback" not in bad.stderr
+    both = subprocess.run([*run, "--scheduler", "tcp://127.0.0.1:1", "--workers", "2"],
+                          capture_output=True, text=True, timeout=120)
+    assert both.returncode == 2 and "does not apply with --scheduler" in both.stderr
