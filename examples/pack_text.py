@@ -15,13 +15,13 @@ machine; ``site-packages`` excluded), in sorted path order. Two steps, both dete
    rows of ``sequence_len`` tokens (rows cross document boundaries, as packing does). The
    shard's last row is completed with the pad token, so rows never span two shards and shards
    pack in parallel. ``group`` = the document of each row's first token (``meta/group``, so a
-   grouped split keeps a document's first-token rows together).
+   grouped split keeps the rows that start in one document together).
 
-Provenance: chunkstore records ``meta/source`` = (shard, row within shard) for streaming stores.
-``pack_shard`` also writes ``<work>/provenance/shard_<k>.npy``, (rows, 2) int64 = (document,
-offset of the row's first token in that document), deterministic (a rerun rewrites the same
-bytes); :func:`provenance` joins the two: store row -> (document, token offset). The
-end-of-document token after document ``d`` has offset ``len(tokens(d))`` in ``d``.
+Provenance: ``pack_shard`` returns each row's ``source`` = (document, offset of the row's first
+token in that document), which the store keeps as ``meta/source`` (the config says
+``provenance: true``); the end-of-document token after document ``d`` has offset
+``len(tokens(d))`` in ``d``. ``meta/group`` = the document (the first column). Document ids are
+positions in ``documents.json``; :func:`provenance` reads them back for store rows.
 
 Settings come from environment variables (the python source calls ``list_shards()`` without
 arguments), or from the command line of this file, which sets them and runs the ingest:
@@ -159,7 +159,7 @@ def write_json(path: Path, value: Any) -> None:
 def prepare(s: Settings) -> list[dict[str, Any]]:
     """Step 1 for explicit settings: dedup, tokenizer, ``documents.json``, shard items."""
     work = Path(s.work).resolve()
-    (work / "provenance").mkdir(parents=True, exist_ok=True)
+    work.mkdir(parents=True, exist_ok=True)
     docs, skipped = select_documents(s)
     if not docs:
         raise ValueError(f"no documents under {s.corpus!r} (after skipping {len(skipped)})")
@@ -242,23 +242,20 @@ def pack_shard(item: dict[str, Any]) -> dict[str, Any]:
     docs = documents(item["work"])[a:b]
     rows, where = pack([vocab.encode(d["path"]) for d in docs], a, item["sequence_len"],
                        vocab.eod, vocab.pad)
-    index = Path(item["work"]) / "provenance" / f"shard_{item['shard']:06d}.npy"
-    tmp = index.with_name(index.name + f".{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        np.save(f, where)
-    os.replace(tmp, index)
-    return {"features": rows, "labels": {}, "masks": {}, "group": where[:, 0]}
+    return {"features": rows, "labels": {}, "masks": {}, "group": where[:, 0], "source": where}
 
 
-def provenance(source_rows: np.ndarray, work: str) -> np.ndarray:
-    """(N, 2) ``meta/source`` (shard, row) -> (N, 2) (document, first-token offset)."""
-    src = np.asarray(source_rows, dtype=np.int64)
-    out = np.empty_like(src)
-    for shard in np.unique(src[:, 0]):
-        table = np.load(Path(work) / "provenance" / f"shard_{int(shard):06d}.npy")
-        sel = src[:, 0] == shard
-        out[sel] = table[src[sel, 1]]
-    return out
+def provenance(store: str, rows: slice | np.ndarray | None = None) -> np.ndarray:
+    """(n, 2) int64 (document, offset of the first token) of store rows (all by default).
+
+    A thin reader of ``meta/source``; the document is an index into ``documents.json``'s
+    ``documents`` in the work directory.
+    """
+    import zarr
+
+    src = zarr.open_group(store, mode="r")["meta/source"]
+    return np.asarray(src[:] if rows is None else src.get_orthogonal_selection(
+        (rows, slice(None))), dtype=np.int64)
 
 
 # ---------------------------------------------------------------------------- command line
@@ -274,8 +271,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-docs", type=int)
     p.add_argument("--max-mib", type=float)
     p.add_argument("--corpus", help="directory of .py files (default: the stdlib)")
-    p.add_argument("--work", help="tokenizer, documents.json, provenance (default beside the "
-                   "store: <store>.work)")
+    p.add_argument("--work", help="tokenizer and documents.json (default beside the store: "
+                   "<store>.work)")
     p.add_argument("--workers", type=int)
     p.add_argument("--overwrite", action="store_true")
     args = p.parse_args(argv)
@@ -292,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.update(env)
     summary = chunkstore.ingest(args.config, workers=args.workers, overwrite=args.overwrite)
     print(summary.format())
-    print(f"work directory   {env['PACK_TEXT_WORK']} (tokenizer, documents.json, provenance)")
+    print(f"work directory   {env['PACK_TEXT_WORK']} (tokenizer, documents.json)")
     return 0
 
 

@@ -19,8 +19,7 @@ VOCAB = 8192
 BATCH = 32
 READ_BATCHES = 300
 SHARD_SIZE = "200MB"
-# Until the ingest path writes integer features (fill value 0), TEXT_FEATURE_DTYPE=float32
-# smoke-tests this case; the measured run uses uint16.
+# The measured run uses uint16 token ids; TEXT_FEATURE_DTYPE=float32 compares a float store.
 DTYPE = os.environ.get("TEXT_FEATURE_DTYPE", "uint16")
 ABOUT = f"""\
 Corpus: the Python standard library's `.py` files (sorted; `site-packages` excluded; `--rows`
@@ -30,14 +29,15 @@ once before the measured runs and used by both sides. Both pack each document's 
 end-of-document token into rows of {SEQ_LEN:,}, padding the last row of a shard (chunkstore) or
 of a 1,000-document `map` batch (datasets). 2 processes each side. (a) `chunkstore ingest
 configs/text.yaml`-style config with `examples/pack_text.py` (streaming placement, {DTYPE}
-features, 256-row chunks). (b) `datasets`: `Dataset.from_generator` (text) -> `map` tokenize
-(batched, num_proc=2) -> `map` pack (batched, num_proc=2) -> `save_to_disk`
-(max_shard_size={SHARD_SIZE}); `datasets`' cache lives in the case's work dir and is counted
-separately. Reads: {READ_BATCHES} shuffled batches of {BATCH} x {SEQ_LEN:,} tokens; (a) the
-chunkstore loader (chunk-order shuffle + within-window shuffle, 2 threads), (b)
-`load_from_disk(...).with_format("numpy")` indexed by a random permutation; both start a new
-shuffled epoch when one ends. `batches/s` is the rate after the first batch (training's steady
-state); `first batch s` is open-to-first-batch, also shown as a whole-run ratio."""
+features, 256-row chunks, `meta/source` = (document, first token offset) from the packer). (b)
+`datasets`: `Dataset.from_generator` (text) -> `map` tokenize (batched, num_proc=2) -> `map`
+pack (batched, num_proc=2) -> `save_to_disk` (max_shard_size={SHARD_SIZE}); `datasets`' cache
+lives in the case's work dir and is counted separately. Reads: {READ_BATCHES} shuffled batches
+of {BATCH} x {SEQ_LEN:,} tokens; (a) the chunkstore loader (chunk-order shuffle + within-window
+shuffle, 2 threads), (b) `load_from_disk(...).with_format("numpy")` indexed by a random
+permutation; both start a new shuffled epoch when one ends. `batches/s` is the rate after the
+first batch (training's steady state); `first batch s` is open-to-first-batch, also shown as a
+whole-run ratio."""
 
 
 def _pack_text() -> Any:
@@ -143,7 +143,7 @@ def _config(w: Path) -> Path:
            "schema": {"features": {"count": SEQ_LEN, "dtype": DTYPE,
                                    **({"vocab_size": VOCAB} if DTYPE != "float32" else {})},
                       "heads": {}},
-           "source": {"kind": "python", "path": [str(REPO)], "group": True,
+           "source": {"kind": "python", "path": [str(REPO)], "group": True, "provenance": True,
                       "items": "examples.pack_text:list_shards",
                       "process": "examples.pack_text:pack_shard"},
            "ingest": {"workers": 2, "chunk_rows": 256}}

@@ -24,6 +24,29 @@ from chunkstore.store.stats_io import node_array
 from chunkstore.store.urls import StorePath, open_group, store_path
 
 ITEMS = "items"  # journal sub-directory of item records
+# Write buffers carry each row's (item, row within item) under this key, beside the arrays: it
+# is what chunk records' runs are made of. It is written to no array: ``meta/source`` holds the
+# same pairs, or the source's own provenance (python source ``provenance: true``).
+ITEM_ROWS = "_item_rows"
+
+
+def stream_buffers(config: Config, rows: int, has_group: bool) -> dict[str, np.ndarray]:
+    """Empty write buffers of every sample array (``meta/source`` included) and the rows'
+    (item, row) pairs."""
+    out = layout.sample_buffers(config.schema, rows, has_group, has_source=True)
+    out[ITEM_ROWS] = np.empty((rows, 2), dtype=np.int64)
+    return out
+
+
+def item_rows_of(runs: np.ndarray) -> np.ndarray:
+    """(rows, 2) (item, row within item) of a chunk, from its record's (item, start, stop)
+    runs (the inverse of :func:`chunkstore.ingest.streaming.runs_of`)."""
+    runs = np.asarray(runs, dtype=np.int64).reshape(-1, 3)
+    lengths = runs[:, 2] - runs[:, 1]
+    before = np.cumsum(lengths) - lengths  # chunk row of each run's first row
+    rows = np.arange(int(lengths.sum()), dtype=np.int64) + np.repeat(runs[:, 1] - before,
+                                                                      lengths)
+    return np.stack([np.repeat(runs[:, 0], lengths), rows], axis=1)
 
 
 def chunk_rows_of(group: zarr.Group) -> int:
@@ -70,7 +93,10 @@ def _chunk_records(store: str) -> dict[int, tuple[dict[str, Any], dict[str, np.n
 def recover(store: str, config: Config, has_group: bool
             ) -> tuple[list[int], dict[str, np.ndarray], set[int]]:
     """Resume analysis: (kept chunk indices, leftover rows re-read from reclaimed chunks,
-    complete items). Reclaimed chunk records and incomplete item records are deleted."""
+    complete items). Reclaimed chunk records and incomplete item records are deleted.
+
+    A reclaimed chunk's rows are told apart by its record's item runs, not by ``meta/source``
+    (which may hold the source's own provenance)."""
     records = _chunk_records(store)
     counts = item_counts(store)
     committed: Counter[int] = Counter()
@@ -91,7 +117,8 @@ def recover(store: str, config: Config, has_group: bool
             kept.append(c)
             continue
         data = {name: np.asarray(node_array(group, name)[c * r:c * r + rows]) for name in names}
-        keep = np.isin(data[layout.SOURCE][:, 0], list(complete))
+        data[ITEM_ROWS] = item_rows_of(arrays["runs"])
+        keep = np.isin(data[ITEM_ROWS][:, 0], list(complete))
         parts.append({k: v[keep] for k, v in data.items()})
         reclaimed.append(c)
     # Statistics first (they must cover exactly the kept chunks before any record goes), then
@@ -108,10 +135,9 @@ def recover(store: str, config: Config, has_group: bool
 def concat_rows(parts: list[dict[str, np.ndarray]], config: Config, has_group: bool
                 ) -> dict[str, np.ndarray]:
     """The rows of ``parts`` one after the other (empty arrays of every kind when none)."""
-    parts = [p for p in parts if len(p[layout.SOURCE])]
+    parts = [p for p in parts if len(p[ITEM_ROWS])]
     if not parts:
-        empty = layout.sample_buffers(config.schema, 0, has_group, has_source=True)
-        return {k: v[:0] for k, v in empty.items()}
+        return stream_buffers(config, 0, has_group)
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 

@@ -6,7 +6,10 @@ counter), write that whole chunk to every array and commit a chunk record listin
 ``(item, row_start, row_stop)`` runs it holds. At the end each worker hands back its partial
 buffer (< one chunk); the coordinator packs these leftovers (at most workers x chunk rows) into
 the last chunks and trims the arrays to the exact N (metadata only). ``meta/source`` holds
-``(item, row within item)`` for every sample, so the order is recorded rather than fixed.
+``(item, row within item)`` for every sample, so the order is recorded rather than fixed — or,
+when the python source declares ``provenance: true``, the pairs its ``process`` returns (e.g.
+(document, token offset)). Either way the buffers carry each row's (item, row) beside the
+arrays (``ITEM_ROWS``), and chunk records keep them as runs: resume and repair use those.
 
 Exactly once, even after SIGKILL: an item is *complete* when its item record (its row count)
 exists and its rows in committed chunks add up to that count. On resume, complete items are
@@ -50,7 +53,15 @@ from chunkstore.core.plan import Plan, WriteTask, choose_chunk_rows
 from chunkstore.core.rowhash import row_hashes
 from chunkstore.errors import ChunkstoreError, ConfigError, IngestError
 from chunkstore.ingest.executors import SharedCounter, executor, make_counters
-from chunkstore.ingest.recovery import chunk_rows_of, compact, concat_rows, item_record, recover
+from chunkstore.ingest.recovery import (
+    ITEM_ROWS,
+    chunk_rows_of,
+    compact,
+    concat_rows,
+    item_record,
+    recover,
+    stream_buffers,
+)
 from chunkstore.ingest.task import (
     init_worker,
     use_zarrs,
@@ -107,16 +118,13 @@ class LoopSpec:
 
 @dataclass(frozen=True)
 class LoopResult:
-    leftovers: dict[str, np.ndarray]  # < chunk_rows rows, including "meta/source"
+    leftovers: dict[str, np.ndarray]  # < chunk_rows rows, including ITEM_ROWS
     peak_rss: int
 
 
-def empty_buffers(config: Config, rows: int, has_group: bool) -> dict[str, np.ndarray]:
-    return layout.sample_buffers(config.schema, rows, has_group, has_source=True)
-
-
 def batch_arrays(batch: Any, item: int, config: Config) -> dict[str, np.ndarray]:
-    """A checked batch as ``{array path: rows}``, with its ``meta/source`` provenance."""
+    """A checked batch as ``{array path: rows}`` plus its rows' (item, row) (``ITEM_ROWS``);
+    ``meta/source`` is the batch's own provenance when it has one, else the same pairs."""
     n = len(batch)
     out = {layout.FEATURES: batch.features}
     for h in config.schema.heads:
@@ -124,8 +132,9 @@ def batch_arrays(batch: Any, item: int, config: Config) -> dict[str, np.ndarray]
         out[layout.mask_path(h.name)] = batch.masks[h.name]
     if batch.group is not None:
         out[layout.GROUP] = batch.group
-    out[layout.SOURCE] = np.stack([np.full(n, item, dtype=np.int64),
-                                   np.arange(n, dtype=np.int64)], axis=1)
+    out[ITEM_ROWS] = np.stack([np.full(n, item, dtype=np.int64), np.arange(n, dtype=np.int64)],
+                              axis=1)
+    out[layout.SOURCE] = out[ITEM_ROWS] if batch.source is None else batch.source
     return out
 
 
@@ -153,11 +162,12 @@ def write_chunk(group: zarr.Group, store: str, config: Config, chunk: int, rows:
     r = chunk_rows_of(group)
     data = {**data, layout.ROW_HASH: row_hashes(data[layout.FEATURES][:rows])}
     for name, values in data.items():
-        node_array(group, name)[chunk * r:chunk * r + rows] = values[:rows]
+        if name != ITEM_ROWS:  # (item, row) pairs go to the record's runs, not to an array
+            node_array(group, name)[chunk * r:chunk * r + rows] = values[:rows]
     part = block_partial(data, rows, config)
     journal.write_record(store, chunk, {"task_id": chunk, "start": chunk * r,
                                         "stop": chunk * r + rows, "moved_from": moved_from},
-                         {"runs": runs_of(data[layout.SOURCE][:rows])})
+                         {"runs": runs_of(data[ITEM_ROWS][:rows])})
     return part
 
 
@@ -166,7 +176,8 @@ def produce_item(spec: LoopSpec, config: Config, source: PythonSource, item: int
     """Run ``process(item)``, check its batch and record the item's row count."""
     raw = source.run(item)
     b = check_batch(raw, config.schema, where=source.describe(item), item_start=0,
-                    rows=len(raw), has_group=spec.has_group, nan_policy=config.ingest.nan_policy)
+                    rows=len(raw), has_group=spec.has_group, has_source=source.has_source,
+                    nan_policy=config.ingest.nan_policy)
     journal.write_json(item_record(spec.store, item), {"rows": len(b)})
     return batch_arrays(b, item, config)
 
@@ -179,7 +190,7 @@ def stream_loop(spec: LoopSpec) -> LoopResult:
     use_zarrs(spec.store)
     group = open_group(spec.store, mode="r+")
     r = spec.chunk_rows
-    buf = empty_buffers(config, r, spec.has_group)
+    buf = stream_buffers(config, r, spec.has_group)
     fill = 0
     running = RunningPartial(spec.store, config)
     try:
@@ -190,7 +201,7 @@ def stream_loop(spec: LoopSpec) -> LoopResult:
             if k in spec.skip:
                 continue
             rows = produce_item(spec, config, python, k)
-            n = len(rows[layout.SOURCE])
+            n = len(rows[ITEM_ROWS])
             pos = 0
             while pos < n:
                 take = min(r - fill, n - pos)
@@ -246,17 +257,17 @@ def trim_rows(array: zarr.Array, rows: int) -> None:
 def pack_and_trim(store: str, config: Config, full_chunks: int,
                   leftovers: dict[str, np.ndarray], stats: Partial | None = None
                   ) -> tuple[int, Partial | None]:
-    """Write leftovers (sorted by provenance) after the full chunks; trim arrays to N.
+    """Write leftovers (sorted by (item, row)) after the full chunks; trim arrays to N.
     Returns (N, ``stats`` merged with the partials of the chunks written here)."""
     group = open_group(store, mode="r+")
     r = chunk_rows_of(group)
-    order = np.lexsort((leftovers[layout.SOURCE][:, 1], leftovers[layout.SOURCE][:, 0]))
+    order = np.lexsort((leftovers[ITEM_ROWS][:, 1], leftovers[ITEM_ROWS][:, 0]))
     rows = {k: v[order] for k, v in leftovers.items()}
     total = len(order)
     for i, start in enumerate(range(0, total, r)):
         part = {k: v[start:start + r] for k, v in rows.items()}
         chunk_stats = write_chunk(group, store, config, full_chunks + i,
-                                  len(part[layout.SOURCE]), part)
+                                  len(part[ITEM_ROWS]), part)
         if stats is not None and chunk_stats is not None:
             stats = stats.merge(chunk_stats)
         pause_point("pack-mid", journal.journal_dir(store))
@@ -308,7 +319,7 @@ def run_streaming(config: Config, source: PythonSource, store: str, *, workers: 
     save_merged(store, stats, n, -(-n // chunk_rows))
     return StreamingResult(rows=n, items_run=spec.n_items - len(complete),
                            items_skipped=len(complete),
-                           leftover_rows=len(leftovers[layout.SOURCE]),
+                           leftover_rows=len(leftovers[ITEM_ROWS]),
                            worker_peak_rss=max((r.peak_rss for r in results), default=0))
 
 
@@ -330,7 +341,7 @@ def run_loops(config: Config, source: PythonSource, spec: LoopSpec, *, workers: 
             watch(futures, shared, bar, spec.store)
             results: list[LoopResult] = [f.result() for f in futures]
             check_complete(spec.store, shared, todo, first_chunk, spec.chunk_rows,
-                           sum(len(r.leftovers[layout.SOURCE]) for r in results))
+                           sum(len(r.leftovers[ITEM_ROWS]) for r in results))
     finally:
         bar.close()
     return results

@@ -39,6 +39,7 @@ def store(tmp_path_factory) -> str:
     chunkstore.ingest({"store": path,
                        "schema": {"features": {"count": L, "dtype": "uint16"}, "heads": {}},
                        "source": {"kind": "python", "path": [str(REPO)], "group": True,
+                                  "provenance": True,
                                   "process": "examples.pack_text:pack_shard"},
                        "ingest": {"workers": 2, "chunk_rows": 8}}, items=items,
                       progress=False)

@@ -89,6 +89,7 @@ def test_text_pipeline_into_uint16_with_value_counts(tmp_path):
     chunkstore.ingest({"store": store, "schema": {"features": {"count": 16, "dtype": "uint16",
                                                                "vocab_size": 258}},
                        "source": {"kind": "python", "path": [str(REPO)], "group": True,
+                                  "provenance": True,
                                   "process": "examples.pack_text:pack_shard"},
                        "ingest": {"workers": 2, "chunk_rows": 4}}, items=items,
                       progress=False)

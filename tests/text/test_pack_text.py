@@ -1,7 +1,7 @@
 """The text packer (issue 19): a real corpus, real tokenizers, a real streaming ingest.
 
-The store here holds the token ids as float32 (exact below 2**24): the ingest path cannot yet
-write integer features (see the issue note); the packer's output is the same either way.
+``meta/source`` of every row is (document, offset of its first token), checked by tokenizing
+each document again; ``meta/group`` the document, so a grouped split keeps documents whole.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 import chunkstore  # noqa: E402
+from chunkstore.splits.write import run_split  # noqa: E402
 from examples.pack_text import (  # noqa: E402
     BYTE_EOD,
     BYTE_PAD,
@@ -71,9 +72,9 @@ def tokens(work: Path, byte_vocab: bool, text: str) -> list[int]:
 
 def ingest(tmp_path, items, workers=2):
     cfg = {"store": str(tmp_path / "text.zarr"),
-           "schema": {"features": {"count": L, "dtype": "float32"}, "heads": {}},
+           "schema": {"features": {"count": L, "dtype": "uint16"}, "heads": {}},
            "source": {"kind": "python", "path": [str(REPO)], "group": True,
-                      "process": "examples.pack_text:pack_shard"},
+                      "provenance": True, "process": "examples.pack_text:pack_shard"},
            "ingest": {"workers": workers, "chunk_rows": 4}}
     chunkstore.ingest(cfg, items=items, progress=False)
     return zarr.open_group(str(tmp_path / "text.zarr"), mode="r")
@@ -108,7 +109,7 @@ def test_store_holds_every_kept_document_once_in_order(tmp_path, corpus, byte_vo
     feats = g["features"][:].astype(np.int64)
     assert feats.shape[1] == L
     src = g["meta/source"][:]
-    order = np.lexsort((src[:, 1], src[:, 0]))  # (shard, row): the packing order
+    order = np.lexsort((src[:, 1], src[:, 0]))  # (document, offset): the packing order
     ids = [tokens(work, byte_vocab, DOCS[name]) for name in KEPT]
     eod, pad = (BYTE_EOD, BYTE_PAD) if byte_vocab else (0, 1)
     expected: list[int] = []
@@ -119,11 +120,32 @@ def test_store_holds_every_kept_document_once_in_order(tmp_path, corpus, byte_vo
     assert feats[order].ravel().tolist() == expected
     assert pad not in [t for d in ids for t in d] and eod not in [t for d in ids for t in d]
 
-    where = provenance(src, str(work))
-    np.testing.assert_array_equal(g["meta/group"][:], where[:, 0])
-    for row, (doc, offset) in zip(feats, where, strict=True):
-        d = ids[doc]
-        assert row[0] == (d[offset] if offset < len(d) else eod)
+    np.testing.assert_array_equal(provenance(str(tmp_path / "text.zarr")), src)
+    np.testing.assert_array_equal(provenance(str(tmp_path / "text.zarr"), slice(2, 5)), src[2:5])
+    np.testing.assert_array_equal(g["meta/group"][:], src[:, 0])
+    for row, (doc, offset) in zip(feats, src, strict=True):
+        # the row is the document's tokens from `offset` on, then EOD, then the next
+        # documents of its shard (or pads): re-tokenize and compare the whole row
+        shard = next(it for it in items if it["docs"][0] <= doc < it["docs"][1])
+        a, b = shard["docs"]
+        stream = [t for d in ids[a:b] for t in (*d, eod)]
+        start = sum(len(d) + 1 for d in ids[a:doc]) + offset
+        assert offset <= len(ids[doc])
+        tail = stream[start:start + L]
+        assert row.tolist() == tail + [pad] * (L - len(tail))
+
+
+def test_grouped_split_keeps_each_documents_rows_together(tmp_path, corpus):
+    items = prepare(settings(tmp_path, corpus, True, shard_mib=1.0))  # one shard: long rows
+    g = ingest(tmp_path, items)
+    run_split(str(tmp_path / "text.zarr"), method="group", name="docs",
+              fractions="train=0.5,val=0.25,test=0.25", overwrite=True)
+    codes = g["splits/docs"][:]
+    doc = g["meta/source"][:, 0]
+    np.testing.assert_array_equal(g["meta/group"][:], doc)
+    assert len(set(doc.tolist())) == len(KEPT)
+    for d in set(doc.tolist()):
+        assert len(set(codes[doc == d].tolist())) == 1, f"document {d} crosses splits"
 
 
 def test_rerun_reuses_the_tokenizer_and_gives_the_same_items(tmp_path, corpus):
