@@ -14,11 +14,15 @@ import numpy as np
 import pytest
 import yaml
 import zarr
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from killing import kill_after
 
 from chunkstore import ingest
 from chunkstore.core.schema import Schema, Where
 from chunkstore.errors import ConfigError, SourceError
+from chunkstore.ingest.recovery import item_rows_of
+from chunkstore.ingest.streaming import runs_of
 from chunkstore.integrity import verify
 from chunkstore.pipeline import repair
 from chunkstore.sources import check_batch, source_class
@@ -135,6 +139,16 @@ def test_bad_provenance_shape_names_the_item():
 
 
 # ---------------------------------------------------------------------------- the store side
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 3), st.integers(0, 5), st.integers(1, 4)),
+                max_size=12))
+def test_item_rows_of_inverts_runs_of(segments):
+    """A reclaimed chunk's (item, row) pairs come back from its record's runs alone."""
+    rows = [(item, r) for item, start, n in segments for r in range(start, start + n)]
+    pairs = np.array(rows, dtype=np.int64).reshape(-1, 2)
+    np.testing.assert_array_equal(item_rows_of(runs_of(pairs)), pairs)
+
 
 @pytest.mark.parametrize("workers", [1, 2])
 def test_streaming_store_keeps_the_sources_provenance(tmp_path, workers):
