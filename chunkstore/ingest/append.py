@@ -49,6 +49,13 @@ DONE = "done.json"
 MERGED = "merged.npz"
 
 
+def record_name(k: int) -> str:
+    """The kept record of the ``k``-th append (1-based): its state (plan, base, rows, config,
+    source digest) and version; read by ``repair`` (:mod:`chunkstore.ingest.append_repair`)
+    and ``verify`` (:mod:`chunkstore.integrity.writers`)."""
+    return f"append-{k:06d}.json"
+
+
 def _shard_rows(group: zarr.Group) -> int | None:
     arrays = [group[name] for name in layout.stored_sample_arrays(group)]
     rows = [int(a.shards[0]) for a in arrays if isinstance(a, zarr.Array) and a.shards]
@@ -277,6 +284,9 @@ def commit(config: Config, state: dict[str, Any]) -> str:
         # the version first: killed in between, a rerun records it again (never not at all)
         vid = versions.commit_version(store, f"append {config.file}",
                                       source_sha256=state["source_sha256"]).id
+        # kept for `chunkstore repair`: which task of which source wrote the appended rows
+        journal.write_json(adir / record_name(len(done) + 1),
+                           {**state, "version": vid, "file": config.file})
         done.append({k: state[k] for k in ("source_sha256", "n_before", "n_after", "started")})
         journal.write_json(adir / DONE, done)
     else:

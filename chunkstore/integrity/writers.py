@@ -1,7 +1,9 @@
 """Who wrote which rows, which rows are committed, and whether the journal still decodes.
 
 An ordered store's ``_chunkstore/plan.json`` maps every row range to its task (and the task to
-its source items); a streaming store's rows carry their items in ``meta/source``, and each
+its source items); rows added by appends are mapped by each append's kept record
+(``_chunkstore/appends/append-<k>.json``: its plan, from the chunk holding its first row on,
+and its source); a streaming store's rows carry their items in ``meta/source``, and each
 committed chunk's record lists the item runs it holds. Before ingest finishes only committed
 rows are expected to exist: the completed tasks' rows (ordered), the chunks with a record
 (streaming).
@@ -42,6 +44,18 @@ def journal_problems(store: str) -> list[Problem]:
     return out
 
 
+def append_records(store: str) -> list[dict[str, Any]]:
+    """The kept records of the store's committed appends, oldest first (written by
+    :mod:`chunkstore.ingest.append`; read here by name, as operations do not import each
+    other)."""
+    adir = journal.journal_dir(store) / "appends"
+    if not adir.exists():
+        return []
+    names = sorted(p.name for p in adir.iterdir()
+                   if p.name.startswith("append-") and p.name.endswith(".json"))
+    return [journal.read_json(adir / n) for n in names]
+
+
 class Writers:
     """The committed rows of a store and the writer of any row range."""
 
@@ -60,6 +74,7 @@ class Writers:
             (b for _, b in self.ranges), default=0)
         stats = group.get("stats/all")
         self.has_stats = isinstance(stats, zarr.Group) and "count" in stats
+        self.appends = append_records(store)
 
     def _committed(self, n: int) -> list[tuple[int, int]]:
         if self.complete:
@@ -83,7 +98,15 @@ class Writers:
         """The task(s) or source items that wrote rows ``[start, stop)``."""
         if self.placement == "streaming":
             return self._items(start, stop)
-        tasks = [t for t in self.plan.get("tasks", []) if t["start"] < stop and start < t["stop"]]
+        k = max((k for k, r in enumerate(self.appends, 1) if r["base"] <= start < r["n_after"]),
+                default=0)
+        plan = self.appends[k - 1]["plan"] if k else self.plan
+        tasks = [t for t in plan.get("tasks", []) if t["start"] < stop and start < t["stop"]]
+        if k:  # the append's item 0 is the store's own tail; its source items are 1..
+            return "; ".join(
+                f"append {k} task {t['task_id']} (its source items "
+                f"{_listed(sorted({p[0] - 1 for p in t['pieces'] if p[0] > 0}))})"
+                for t in tasks[:MAX_LISTED]) or f"append {k}"
         parts = []
         for t in tasks[:MAX_LISTED]:
             items = sorted({p[0] for p in t["pieces"]})

@@ -1,0 +1,199 @@
+"""Repair of appended rows: a bad chunk an append wrote is rewritten by that append's task.
+
+Every committed append keeps its record ``_chunkstore/appends/append-<k>.json`` (plan, base,
+rows before and after, config, source digest; see :func:`chunkstore.ingest.append.commit`). The
+*last writer* of a chunk is the latest append whose rows ``[base, n_after)`` hold it, else the
+original ingest. ``chunkstore repair`` splits the bad rows at the first append's ``base``
+(:func:`split_bad_rows`): the ingest's tasks rewrite the rows before it (``plan.json``), and
+:func:`rerun_appended` the rest, each bad chunk (or shard) by the task of its last writer.
+
+The task is assembled again exactly as the append assembled it -- its tail rows (the old rows
+of the chunk the append rewrote) first, then its new rows -- but the tail rows are produced
+from the source of the writer before it (recursively), never read from the store: the chunk
+holding them may be the bad one. Only the bad units are written, each whole, so nothing is
+read-modified-written and a good chunk is never touched.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from chunkstore.config import Config
+from chunkstore.core.plan import Plan, WriteTask
+from chunkstore.core.schema import Schema
+from chunkstore.errors import IntegrityError
+from chunkstore.ingest.append_check import source_sha256
+from chunkstore.ingest.append_task import appends_dir
+from chunkstore.ingest.task import assemble
+from chunkstore.sources import Source, open_source
+from chunkstore.sources.base import Batch
+from chunkstore.store import journal, layout
+from chunkstore.store.urls import open_group, store_path
+
+RECORD_PREFIX = "append-"
+
+
+def records(store: str) -> list[dict[str, Any]]:
+    """The kept records of the store's committed appends, oldest first."""
+    adir = appends_dir(store)
+    if not adir.exists():
+        return []
+    names = sorted(p.name for p in adir.iterdir()
+                   if p.name.startswith(RECORD_PREFIX) and p.name.endswith(".json"))
+    return [journal.read_json(adir / n) for n in names]
+
+
+def split_bad_rows(store: str, bad_rows: list[tuple[int, int]]
+                   ) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+    """``(rows the ingest wrote last, rows an append wrote last)`` of chunk-aligned ranges."""
+    recs = records(store)
+    if not recs:
+        return list(bad_rows), []
+    cut = int(recs[0]["base"])
+    return ([(a, min(b, cut)) for a, b in bad_rows if a < cut],
+            [(max(a, cut), b) for a, b in bad_rows if b > cut])
+
+
+def _covering(plan: Plan, a: int, b: int, what: str) -> WriteTask:
+    for t in plan.tasks:
+        if t.start <= a and b <= t.stop:
+            return t
+    raise IntegrityError(f"no task of {what} holds rows [{a}, {b}); its plan no longer "
+                         "matches the store: rebuild it with `chunkstore ingest --overwrite`")
+
+
+class _Tail(Source):
+    """An append's virtual items: item 0 its tail rows, produced by the writer before it."""
+
+    def __init__(self, rebuild: Rebuild, k: int, inner: Source, schema: Schema) -> None:
+        super().__init__(None, schema)
+        self.rebuild, self.k, self.inner = rebuild, k, inner
+        self.base = int(rebuild.recs[k - 1]["base"])
+
+    def counts(self) -> list[int]:
+        return [int(self.rebuild.recs[self.k - 1]["n_before"]) - self.base,
+                *self.inner.counts()]
+
+    @property
+    def has_group(self) -> bool:
+        return self.rebuild.has_group
+
+    def describe(self, item: int) -> str:
+        return (self.inner.describe(item - 1) if item else
+                f"rows [{self.base}, {self.rebuild.recs[self.k - 1]['n_before']}) of store "
+                f"{self.rebuild.store!r}, produced again from their source")
+
+    def read(self, item: int, start: int, stop: int) -> Batch:
+        if item > 0:
+            return self.inner.read(item - 1, start, stop)
+        a, b = self.base + start, self.base + stop
+        rows = self.rebuild.rows(self.rebuild.writer_before(self.k, a, b), a, b)
+        heads = [h.name for h in self.schema.heads]
+        return Batch(rows[layout.FEATURES], {h: rows[layout.label_path(h)] for h in heads},
+                     {h: rows[layout.mask_path(h)] for h in heads}, rows.get(layout.GROUP))
+
+
+class Rebuild:
+    """Rows of the store as each writer wrote them, produced again from the sources."""
+
+    def __init__(self, config: Config) -> None:
+        self.store, self.ingest_config = config.store, config
+        self.recs = records(config.store)
+        self.ingest_plan = Plan.from_dict(
+            journal.read_json(journal.journal_dir(config.store) / "plan.json"))
+        self.has_group = bool(layout.read_attrs(config.store).get("has_group"))
+        self._opened: dict[int, tuple[Config, Source]] = {}
+
+    def opened(self, k: int) -> tuple[Config, Source]:
+        """Writer ``k``'s config and source (0: the ingest's), its digest checked."""
+        if k not in self._opened:
+            if k == 0:
+                config = self.ingest_config
+            else:
+                rec = self.recs[k - 1]
+                if rec["config"]["source"]["kind"] == "python":
+                    raise IntegrityError(
+                        f"append {k} of store {self.store!r} read a python source, whose "
+                        "callables a record cannot hold: its chunks cannot be rewritten; "
+                        "rebuild the store (ingest --overwrite, then the appends)")
+                config = Config.from_dict(rec["config"], file=rec.get("file", "<append>"))
+            source = open_source(config.source, config.schema)
+            if k and source_sha256(config, source.counts()) != self.recs[k - 1]["source_sha256"]:
+                raise IntegrityError(
+                    f"the source of append {k} of store {self.store!r} ({config.file}) changed "
+                    "since it was appended, so its chunks cannot be rewritten to what they "
+                    "were; restore its items, or rebuild the store")
+            self._opened[k] = (config, source)
+        return self._opened[k]
+
+    def writer_before(self, k: int, a: int, b: int) -> int:
+        """The last writer of rows ``[a, b)`` before append ``k`` (0: the ingest)."""
+        for j in range(k - 1, 0, -1):
+            rec = self.recs[j - 1]
+            if int(rec["base"]) <= a and b <= int(rec["n_after"]):
+                return j
+        return 0
+
+    def task_rows(self, k: int, task: WriteTask) -> dict[str, np.ndarray]:
+        config, source = self.opened(k)
+        src = _Tail(self, k, source, config.schema) if k else source
+        return assemble(task, config, src, self.has_group)
+
+    def rows(self, k: int, a: int, b: int) -> dict[str, np.ndarray]:
+        """Rows ``[a, b)`` (within one task) as writer ``k`` wrote them, store dtypes."""
+        plan = Plan.from_dict(self.recs[k - 1]["plan"]) if k else self.ingest_plan
+        task = _covering(plan, a, b, f"append {k}" if k else "the ingest")
+        return {name: v[a - task.start:b - task.start]
+                for name, v in self.task_rows(k, task).items()}
+
+
+def last_writer(recs: list[dict[str, Any]], a: int) -> int:
+    """The append (1-based) that last wrote the chunk starting at row ``a``; 0: the ingest."""
+    return max((k for k, r in enumerate(recs, 1) if int(r["base"]) <= a < int(r["n_after"])),
+               default=0)
+
+
+def _unit(group: Any) -> int:
+    """Rows of the largest file (shard, or chunk) of any sample array: an append's tasks are
+    whole such units and every array's files nest in them, so writing whole units never
+    reads a file back."""
+    arrays = [group[name] for name in layout.stored_sample_arrays(group)]
+    return max(int((a.shards or a.chunks)[0]) for a in arrays)
+
+
+def rerun_appended(config: Config, bad_rows: list[tuple[int, int]]) -> list[str]:
+    """Rewrite the chunk-aligned ``bad_rows`` that appends wrote last (see the module
+    docstring); returns what was rewritten, for the repair summary. Call it under the store's
+    lock, before the ingest's tasks are rerun (their partial write of the chunk an append
+    rewrote reads it back)."""
+    if not bad_rows:
+        return []
+    rebuild = Rebuild(config)
+    group = open_group(config.store, mode="r+")
+    n = int(layout.read_attrs(config.store)["n_samples"])
+    unit, root = _unit(group), store_path(config.store)
+    by_task: dict[tuple[int, int], list[tuple[int, int]]] = {}
+    for a, b in sorted({(a // unit * unit, min(n, -(-b // unit) * unit)) for a, b in bad_rows}):
+        k = last_writer(rebuild.recs, a)
+        if k == 0:
+            raise IntegrityError(f"rows [{a}, {b}) of store {config.store!r} were not written "
+                                 "by any recorded append")
+        task = _covering(Plan.from_dict(rebuild.recs[k - 1]["plan"]), a, b, f"append {k}")
+        by_task.setdefault((k, task.task_id), []).append((a, b))
+    done = []
+    for (k, tid), ranges in sorted(by_task.items()):
+        task = next(t for t in Plan.from_dict(rebuild.recs[k - 1]["plan"]).tasks
+                    if t.task_id == tid)
+        data = rebuild.task_rows(k, task)
+        for a, b in ranges:
+            for name, v in data.items():
+                arr = group[name]
+                r = int(arr.chunks[0])
+                for c in range(a // r, -(-b // r)):  # a bad file is never read back: the
+                    (root / name / layout.chunk_key(arr, c)).unlink()  # edge unit's write would
+                arr[a:b] = v[a - task.start:b - task.start]
+        done.append(f"append {k} task {tid} (rows " + ", ".join(f"{a}-{b}" for a, b in ranges)
+                    + ")")
+    return done
