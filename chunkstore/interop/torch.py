@@ -9,10 +9,12 @@ itself: no file handle or zarr object is shared between processes.
   sequence-window batches with ``lookback=``). The fast way is to iterate it in the training
   process (``for batch in ds``): the loader already decodes in background threads (Blosc
   releases the GIL), and tensors share the decoded memory, so nothing is copied between
-  processes. It also works in ``DataLoader(ds, batch_size=None, num_workers=k)``: the loader
-  notices it runs in worker ``i`` of ``k`` and reads only its share of the chunks, so every row
-  is seen once per epoch across all workers (and ranks); each batch then crosses a process
-  boundary (one shared-memory segment), which costs more than decoding it.
+  processes. It also works in ``DataLoader(ds, batch_size=None, num_workers=k)``: worker
+  ``i`` of ``k`` yields the rank's batches ``i, i + k, ...``, and the workers decode each
+  window together into shared memory they inherit from the training process (each decodes
+  ``1/k`` of its chunks; :mod:`chunkstore.read.shared`), so every row is seen once per epoch
+  across all workers (and ranks); each batch then crosses a process boundary (one
+  shared-memory segment).
 - ``MapDataset`` gives row ``i`` (of a split) for samplers that need ``__getitem__``; reads go
   through the dataset's decoded-chunk cache, and ``__getitems__`` reads a sampler's whole batch
   at once.
@@ -42,6 +44,7 @@ except ImportError as e:  # pragma: no cover - exercised only without torch
 
 from chunkstore.read.loader import WINDOW_BYTES, Loader, split_membership
 from chunkstore.read.rows import RowReader
+from chunkstore.read.shared import SharedWindows
 from chunkstore.read.windows import Windows
 from chunkstore.store.view import StoreView
 
@@ -117,7 +120,8 @@ class _Reopening:
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        for handle in ("_ds", "_pid", "_reader", "_reader_pid", "_stream", "_stream_pid"):
+        for handle in ("_ds", "_pid", "_reader", "_reader_pid", "_stream", "_stream_pid",
+                       "_shared"):
             state.pop(handle, None)
         return state
 
@@ -195,7 +199,10 @@ class IterableDataset(_Reopening, tud.IterableDataset):  # type: ignore[misc]
                             "(lookback=): a window needs its consecutive rows")
         self.epoch = 0
         self._state: dict[str, Any] | None = None
-        self.loader()  # validate every option now, in the main process
+        stream = self.loader()  # validate every option now, in the main process
+        # window slots that forked DataLoader workers inherit and decode into together
+        self._shared = (SharedWindows(stream.window_layout(), stream.prefetch + 1)
+                        if lookback is None and stream.elastic else None)
 
     def set_epoch(self, epoch: int) -> None:
         """Use the shuffle order of ``epoch`` for the next iteration (a loaded state of
@@ -246,7 +253,10 @@ class IterableDataset(_Reopening, tud.IterableDataset):  # type: ignore[misc]
             stream = Windows(ds, lookback=self.lookback, horizon=self.horizon, by=self.by,
                              split=self.split, splits=self.splits,
                              heads=self.heads).loader(**options)
-        return stream.shard(self.rank, self.world_size)
+        stream = stream.shard(self.rank, self.world_size)
+        if tud.get_worker_info() is not None:
+            stream.shared = getattr(self, "_shared", None)
+        return stream
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         in_worker = tud.get_worker_info() is not None

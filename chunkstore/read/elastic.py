@@ -30,6 +30,7 @@ from chunkstore.read.order import (
     window_permutation,
 )
 from chunkstore.read.pipeline import WindowSource, pipelined
+from chunkstore.read.shared import SharedWindows, WorkerShare, iteration_seed, rank_tasks
 
 Batch = dict[str, Any]
 Items = Callable[[Any], NDArray[np.int64]]
@@ -74,8 +75,8 @@ def concat(parts: Sequence[Batch]) -> Batch:
 
 def elastic_batches(items: Items, produce: Produce | None, counts: NDArray[np.int64], key: OrderKey,
                     *, start: int, batch_size: int, shard: Shard, remainder: str,
-                    threads: int = 2, prefetch: int = 2, source: WindowSource | None = None
-                    ) -> Iterator[tuple[Batch, int]]:
+                    threads: int = 2, prefetch: int = 2, source: WindowSource | None = None,
+                    shared: SharedWindows | None = None) -> Iterator[tuple[Batch, int]]:
     """One shard's batches from global position ``start``: (batch, step completed) pairs.
 
     ``step`` counts the rank's steps from ``start`` (0 = the first step after it). With the
@@ -83,6 +84,8 @@ def elastic_batches(items: Items, produce: Produce | None, counts: NDArray[np.in
     With a ``source`` (:mod:`chunkstore.read.pipeline`), a window is decoded once into a
     window buffer and its batches gathered on demand (``1 + prefetch`` window buffers);
     otherwise ``produce`` makes all of a task's batches at once in a background thread.
+    With ``shared`` windows inside a DataLoader worker, the rank's workers decode each window
+    together (:mod:`chunkstore.read.shared`).
     """
     check_remainder(remainder)
     windows, total = epoch_windows(counts, key)
@@ -90,6 +93,13 @@ def elastic_batches(items: Items, produce: Produce | None, counts: NDArray[np.in
                          world_size=shard.world_size, remainder=remainder,
                          workers=(shard.worker, shard.workers))
     todo = tasks(windows, specs)
+    seed = iteration_seed()
+    if source is not None and shared is not None and shard.workers > 1 and seed is not None:
+        every = rank_batches(total, start=start, batch_size=batch_size, rank=shard.rank,
+                             world_size=shard.world_size, remainder=remainder)
+        todo = rank_tasks(todo, tasks(windows, every))
+        source = WorkerShare(shared, source, worker=shard.worker, workers=shard.workers,
+                             seed=seed)
 
     def order(window: Window) -> NDArray[np.int64]:
         got = items(window)

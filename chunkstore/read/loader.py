@@ -19,6 +19,7 @@ The stream itself (plan, prefetch, resume, sharding) is :mod:`chunkstore.read.st
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -207,6 +208,13 @@ class Loader(BatchStream):
             self._counts = np.add.reduceat(self._member.astype(np.int64),
                                            np.arange(0, n, r)) if n else np.zeros(0, np.int64)
         self._job_slabs = self._new_slabs()
+        self._n_decoded, self._decode_lock = 0, threading.Lock()  # chunks decoded, for stats
+
+    @property
+    def chunks_decoded(self) -> int:
+        """Row-chunks this loader decoded so far (one per chunk and epoch in one process; a
+        DataLoader worker decodes its share of each window)."""
+        return self._n_decoded
 
     def _new_small(self) -> SmallArrays | None:
         """Labels and masks kept decoded across epochs when they are small (see read.small)."""
@@ -222,17 +230,19 @@ class Loader(BatchStream):
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        del state["_small"], state["_job_slabs"]
+        del state["_small"], state["_job_slabs"], state["_decode_lock"]
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._job_slabs = self._new_slabs()
+        self._decode_lock = threading.Lock()
         self._small = self._new_small()
 
     def shard(self, rank: int, world_size: int) -> Loader:
         other = super().shard(rank, world_size)
         other._job_slabs = other._new_slabs()
+        other._n_decoded, other._decode_lock = 0, threading.Lock()
         other._small = self._small  # one decoded copy per process, whatever the shard
         return other
 
@@ -262,9 +272,36 @@ class Loader(BatchStream):
     def _pipeline_source(self) -> Loader:
         return self
 
-    def window_buffers(self) -> dict[str, NDArray[Any]]:
+    def window_layout(self) -> dict[str, tuple[tuple[int, ...], Any]]:
+        """Shape and dtype of each array of one decoded window."""
         rows = self.window_chunks * self.dataset.chunk_rows
-        return {k: np.empty((rows, *s.shape[1:]), s.dtype) for k, s in self._decoded().items()}
+        return {k: ((rows, *s.shape[1:]), s.dtype) for k, s in self._decoded().items()}
+
+    def window_buffers(self) -> dict[str, NDArray[Any]]:
+        return {k: np.empty(*v) for k, v in self.window_layout().items()}
+
+    def recycle(self, buffers: Any) -> Any:
+        return buffers
+
+    def share(self, window: Window) -> list[int]:
+        return list(range(len(window.chunks)))
+
+    def claim(self, buffers: Any) -> None:
+        pass  # buffers of this process only: nothing to wait for
+
+    def decoded(self, buffers: Any, window: Window) -> None:
+        pass
+
+    def done(self, buffers: Any) -> None:
+        pass
+
+    def abort(self) -> None:
+        pass
+
+    def ensure_small(self, window: Window) -> None:
+        """Labels and masks of all the window's chunks in the kept decoded copies."""
+        if self._small is not None:
+            self._small.ensure(window.chunks)
 
     def decode(self, buffers: dict[str, NDArray[Any]], window: Window, slots: list[int]
                ) -> None:
@@ -276,6 +313,8 @@ class Loader(BatchStream):
                 read_chunk(src, c, buffers[name][slot * r:(slot + 1) * r])
         if self._small is not None:
             self._small.ensure(window.chunks[slots])
+        with self._decode_lock:
+            self._n_decoded += len(slots)
 
     def gather(self, buffers: dict[str, NDArray[Any]], window: Window, items: NDArray[np.int64],
                sizes: list[int]) -> list[Batch]:

@@ -44,6 +44,24 @@ class WindowSource(Protocol):
                ) -> list[Batch]:
         """Batch pieces of ``sizes`` items each, from the window's ``items`` in order."""
 
+    def recycle(self, buffers: Any) -> Any:
+        """The buffers of a consumed window, to be used for the next window."""
+
+    def share(self, window: Window) -> list[int]:
+        """The window's chunk slots this process decodes (all, unless shared)."""
+
+    def claim(self, buffers: Any) -> None:
+        """Before decoding into ``buffers`` (a decode thread; may wait for other readers)."""
+
+    def decoded(self, buffers: Any, window: Window) -> None:
+        """After this process's decode, before gathering (may wait for other processes')."""
+
+    def done(self, buffers: Any) -> None:
+        """After the last gather from ``buffers`` for this window."""
+
+    def abort(self) -> None:
+        """The iteration ends early: stop waiting for other processes."""
+
 
 @dataclass
 class _Decoding:
@@ -62,14 +80,20 @@ class _Decoding:
 def _start(pool: ThreadPoolExecutor, source: WindowSource, order: Callable[[Window], I64],
            task: Task, buffers: Any, threads: int) -> _Decoding:
     w = task.window
-    slots = [s.tolist() for s in np.array_split(np.arange(len(w.chunks)), threads) if len(s)]
+    share = np.asarray(source.share(w), np.int64)
+    slots = [s.tolist() for s in np.array_split(share, threads) if len(s)] or [[]]
+
+    def decode(part: list[int]) -> None:
+        source.claim(buffers)
+        if part:
+            source.decode(buffers, w, part)
 
     def first(part: list[int]) -> I64:
-        source.decode(buffers, w, part)
+        decode(part)
         return order(w)
 
     jobs: list[Future[Any]] = [pool.submit(first, slots[0])]
-    jobs += [pool.submit(source.decode, buffers, w, part) for part in slots[1:]]
+    jobs += [pool.submit(decode, part) for part in slots[1:]]
     return _Decoding(task, buffers, jobs)
 
 
@@ -127,14 +151,18 @@ def pipelined(source: WindowSource, order: Callable[[Window], I64], todo: Iterat
                 task = next(todo, None)
                 if task is None:
                     break
-                buffers = free.pop() if free else source.window_buffers()
+                buffers = source.recycle(free.pop()) if free else source.window_buffers()
                 ahead.append(_start(decode, source, order, task, buffers, threads))
             if not ahead:
                 return
             d = ahead.popleft()
-            yield from _gathered(gather, source, d, d.order(), threads + 1)
+            items = d.order()
+            source.decoded(d.buffers, d.task.window)
+            yield from _gathered(gather, source, d, items, threads + 1)
+            source.done(d.buffers)
             free.append(d.buffers)
     finally:
+        source.abort()
         for d in ahead:
             for f in d.jobs:
                 f.cancel()

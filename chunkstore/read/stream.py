@@ -302,6 +302,7 @@ class BatchStream:
                 self._items, self._produce, self._counts, key, start=start,
                 batch_size=self.batch_size, remainder=self.remainder, threads=self.threads,
                 prefetch=self.prefetch, source=self._pipeline_source(),
+                shared=getattr(self, "shared", None),
                 shard=Shard(self.rank, self.world_size, worker, workers)):
             self._position = position_after(total, start=start, batch_size=self.batch_size,
                                             world_size=self.world_size,

@@ -20,6 +20,13 @@ def store(small_store) -> str:
     return small_store(8)  # 333 rows, 42 chunks of 8
 
 
+@pytest.fixture(scope="module")
+def full(store) -> dict[str, np.ndarray]:
+    from chunkstore.testing import read_all
+
+    return read_all(store)
+
+
 def rank_batches(store, rank, world, workers, *, state=None, stop=None, **options):
     ds = IterableDataset(store, rank=rank, world_size=world, **{**OPTIONS, **options})
     ds.set_epoch(2)
@@ -76,3 +83,58 @@ def test_a_state_of_another_order_is_refused(store):
         ds.load_state_dict(state)
     assert torch.is_tensor(next(iter(DataLoader(IterableDataset(store, **OPTIONS),
                                                 batch_size=None)))["index"])
+
+
+def _report_decodes(out_dir, _worker_id):
+    """worker_init_fn: at worker exit, write how many chunks its loader decoded."""
+    import multiprocessing.util
+    import os
+
+    from torch.utils.data import get_worker_info
+
+    ds = get_worker_info().dataset
+
+    def write():
+        (out_dir / f"{os.getpid()}.txt").write_text(str(ds.loader().chunks_decoded))
+
+    multiprocessing.util.Finalize(None, write, exitpriority=100)
+
+
+@pytest.mark.parametrize("workers", [2, 3])
+def test_workers_of_a_rank_divide_the_decode_of_every_window(store, tmp_path, workers):
+    # the workers decode each window together in inherited shared memory: every chunk is
+    # decoded once per epoch in all, about 1/workers by each, and the batches are unchanged
+    import functools
+
+    want, _ = rank_batches(store, 0, 1, 0, window_chunks=6)
+    ds = IterableDataset(store, **{**OPTIONS, "window_chunks": 6})
+    ds.set_epoch(2)
+    dl = DataLoader(ds, batch_size=None, num_workers=workers,
+                    worker_init_fn=functools.partial(_report_decodes, tmp_path))
+    got = [b["index"].numpy() for b in dl]
+    del dl
+    assert all(np.array_equal(a, b) for a, b in zip(got, want, strict=True))
+    assert len(got) == len(want)
+    counts = sorted(int(p.read_text()) for p in tmp_path.glob("*.txt"))
+    assert len(counts) == workers and sum(counts) == 42  # 42 chunks, each decoded once
+    assert counts[-1] <= -(-42 // workers) + 7  # each about 1/workers (windows of 6: +1 each)
+
+
+def test_shared_decode_survives_persistent_workers_and_an_abandoned_iteration(store, full):
+    # persistent workers keep the shared window slots across iterations; an iteration left
+    # mid-way must neither block the next one nor leak its windows into it
+    want, _ = rank_batches(store, 0, 1, 0, window_chunks=4)
+    ds = IterableDataset(store, **{**OPTIONS, "window_chunks": 4})
+    ds.set_epoch(2)
+    dl = DataLoader(ds, batch_size=None, num_workers=2, persistent_workers=True)
+    for stop in (5, None, 1, None):
+        got = []
+        for b in dl:
+            np.testing.assert_array_equal(b["features"].numpy(),
+                                          full["features"][b["index"].numpy()])
+            got.append(b["index"].numpy())
+            if len(got) == stop:
+                break
+        n = len(want) if stop is None else stop
+        assert all(np.array_equal(a, b) for a, b in zip(got, want[:n], strict=True))
+        assert len(got) == n

@@ -152,8 +152,9 @@ def test_resume_mid_epoch_yields_exactly_the_rest(ds, full, split, stop):
 
 
 def test_resume_refuses_a_different_configuration(ds):
-    state = ds.loader(batch_size=24, seed=4).state_dict()
-    ds.loader(batch_size=25, seed=4).load_state_dict(state)  # elastic: the batch size may change
+    state = ds.loader(batch_size=24, seed=4, window_chunks=8).state_dict()
+    # elastic: the batch size may change
+    ds.loader(batch_size=25, seed=4, window_chunks=8).load_state_dict(state)
     with pytest.raises(ReadError, match=r"window_chunks \(saved 8, this loader 4\)"):
         ds.loader(batch_size=24, seed=4, window_chunks=4).load_state_dict(state)
     sharded = ds.loader(batch_size=24, seed=4, elastic=False).state_dict()
@@ -162,7 +163,7 @@ def test_resume_refuses_a_different_configuration(ds):
     with pytest.raises(ReadError, match="order"):
         ds.loader(batch_size=24, seed=4).load_state_dict(sharded)
     with pytest.raises(ReadError, match="split"):
-        ds.loader(batch_size=24, seed=4, split="train").load_state_dict(state)
+        ds.loader(batch_size=24, seed=4, split="train", window_chunks=8).load_state_dict(state)
 
 
 @pytest.mark.parametrize("world_size", [2, 3, 4])
