@@ -13,7 +13,7 @@ import numpy as np
 from pydantic import Field, StrictBool, StrictFloat, StrictInt, StrictStr, model_validator
 
 from chunkstore.core.schema import Section, Where, invalid, parse
-from chunkstore.errors import SplitError
+from chunkstore.errors import SplitError, SplitLookupError
 
 Method = Literal["random", "group", "stratified", "stratified-group", "kfold", "ordered"]
 METHODS: tuple[str, ...] = get_args(Method)
@@ -121,13 +121,37 @@ def parse_fractions(text: str) -> tuple[tuple[str, float], ...]:
     return tuple(out)
 
 
+def split_set_problem(name: object) -> str | None:
+    """Why ``name`` cannot name a split set (the array ``splits/<name>``), else None.
+
+    The one rule for every command and reader, and for the split writer: identifier-like
+    (letters, digits, underscores; not starting with a digit), so a name is never empty, a
+    path (``a/b``, ``/abs``), ``.`` or ``..``.
+    """
+    if isinstance(name, str) and name.isidentifier():
+        return None
+    return (f"split set name {str(name)[:80]!r} is not valid: it names the array splits/NAME, "
+            "so it must be identifier-like (letters, digits, underscores; not empty, a path, "
+            "'.' or '..'), e.g. 'default' or 'cv5'")
+
+
+def check_split_set(name: object) -> str:
+    """``name`` if it can name a split set, else SplitLookupError (see :func:`split_set_problem`).
+    """
+    problem = split_set_problem(name)
+    if problem is not None:
+        raise SplitLookupError(problem)
+    return str(name)
+
+
 def spec_problem(spec: SplitSpec) -> tuple[str, str] | None:
     """``(key, message)`` for the first invalid field of a split spec, else None."""
     m = spec.method
     if m not in METHODS:
         return "method", f"expected one of {list(METHODS)}, found {m!r}"
-    if not spec.name.isidentifier():
-        return "name", f"a split array name must be identifier-like, found {spec.name!r}"
+    name_problem = split_set_problem(spec.name)
+    if name_problem is not None:
+        return "name", name_problem
     if m == "kfold":
         if spec.k is None or spec.k < 2 or spec.k > MAX_PARTS:
             return "k", f"kfold needs 2 <= k <= {MAX_PARTS} folds, found k={spec.k}"

@@ -103,7 +103,7 @@ def _arrays(group: zarr.Group) -> list[str]:
     names = layout.stored_sample_arrays(group)
     splits = group.get(layout.SPLITS)
     if isinstance(splits, zarr.Group):
-        names += [layout.split_path(k) for k in sorted(splits.array_keys())]
+        names += [f"{layout.SPLITS}/{k}" for k in sorted(splits.array_keys())]  # as found
     return names
 
 

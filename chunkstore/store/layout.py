@@ -20,6 +20,7 @@ from numpy.typing import NDArray
 from zarr.codecs import BloscCname, BloscCodec, BloscShuffle, Crc32cCodec
 
 from chunkstore.core.schema import Compression, Schema
+from chunkstore.core.splitspec import check_split_set
 from chunkstore.errors import NotAStoreError
 from chunkstore.store.urls import is_local, open_group, store_path
 
@@ -74,7 +75,10 @@ def mask_path(head: str) -> str:
 
 
 def split_path(name: str) -> str:
-    return f"{SPLITS}/{name}"
+    """``splits/<name>``; SplitLookupError when ``name`` cannot name a split set (empty, a path,
+    ``..``: see :func:`chunkstore.core.splitspec.split_set_problem`), so no caller ever turns a
+    user's name into a path outside ``splits/``."""
+    return f"{SPLITS}/{check_split_set(name)}"
 
 
 def sample_arrays(schema: Schema, has_group: bool, has_source: bool = False
