@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from chunkstore.cli.options import add_cluster_options, add_command, add_quiet, cluster
+from chunkstore.errors import UsageError
 
 
 def _append(args: argparse.Namespace) -> str:
@@ -44,6 +45,14 @@ def _add_head(args: argparse.Namespace) -> str:
 
     from chunkstore.ingest.heads import add_head
 
+    if (args.config is None) == (args.labels is None) or (args.config and args.masks):
+        raise UsageError("add-head takes --labels (and --masks) .npy files, or --config "
+                         "HEAD.yaml whose source's items line up with the store's rows")
+    if args.config is not None:
+        return add_head(args.store, args.name, args.classes, source=args.config,
+                        workers=args.workers).format()
+    if args.classes is None:
+        raise UsageError("add-head --labels needs --classes K")
     labels = np.load(args.labels, mmap_mode="r")
     masks = None if args.masks is None else np.load(args.masks, mmap_mode="r")
     return add_head(args.store, args.name, args.classes, labels, masks,
@@ -57,9 +66,14 @@ def add_add_head(sub: Any) -> None:
                     "command to resume.")
     p.add_argument("store", help="path of a complete store")
     p.add_argument("name", help="the new head's name")
-    p.add_argument("--classes", type=int, required=True, help="number of classes")
-    p.add_argument("--labels", required=True, help=".npy file of N labels in [0, classes)")
+    p.add_argument("--classes", type=int, default=None,
+                   help="number of classes (with --config: taken from its schema)")
+    p.add_argument("--labels", default=None, help=".npy file of N labels in [0, classes)")
     p.add_argument("--masks", default=None, help=".npy file (N, classes); default: all ones")
+    p.add_argument("--config", default=None, metavar="HEAD.yaml",
+                   help="instead of --labels/--masks: a config declaring the head in "
+                        "schema.heads, whose source's items line up with the store's rows "
+                        "(its items, in order; or as meta/source records them)")
     p.add_argument("--workers", type=int, default=None, help="worker processes")
     p.set_defaults(run=_add_head)
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
 from concurrent.futures import as_completed
 from dataclasses import dataclass
 from typing import Any
@@ -22,9 +23,11 @@ import numpy as np
 import zarr
 from numpy.typing import ArrayLike, NDArray
 
+from chunkstore.config import Config
 from chunkstore.core.schema import Compression, HeadSpec, Where
 from chunkstore.errors import AppendError, IngestError
 from chunkstore.ingest.coordinator import make_executor, resolve_workers
+from chunkstore.ingest.heads_source import head_arrays
 from chunkstore.ingest.task import init_worker
 from chunkstore.store import journal, layout, versions
 from chunkstore.store.stats_io import STATS, available_scopes, node_array, node_group
@@ -143,18 +146,24 @@ def _add_counts(group: zarr.Group, name: str, classes: int, labels: NDArray[Any]
                                overwrite=True)[...] = value.astype(np.int64)
 
 
-def add_head(store: str, name: str, classes: int, labels: ArrayLike,
+def add_head(store: str, name: str, classes: int | None = None, labels: ArrayLike | None = None,
              masks: ArrayLike | None = None, *, workers: int | None = None,
-             label_dtype: str = "int16", mask_dtype: str = "int8") -> HeadSummary:
+             label_dtype: str = "int16", mask_dtype: str = "int8",
+             source: Config | str | os.PathLike[str] | None = None) -> HeadSummary:
     """Add head ``name`` to a complete store without rewriting anything else.
 
     Parameters
     ----------
     store : path of a complete store.
-    name, classes : the new head and its number of classes.
+    name, classes : the new head and its number of classes (from ``source``'s schema when
+        that is given).
     labels : N labels in ``[0, classes)``, row ``i`` for store row ``i``.
     masks : (N, classes) validity masks; None allows every class on every row.
     workers : processes writing chunks (default: CPU count).
+    label_dtype, mask_dtype : the new arrays' dtypes (from ``source``'s schema when given).
+    source : instead of ``labels``/``masks``: a config (path, mapping or Config) whose
+        ``schema.heads`` declares the head and whose source's items line up with the store's
+        rows (see :mod:`chunkstore.ingest.heads_source`).
 
     Returns
     -------
@@ -172,6 +181,14 @@ def add_head(store: str, name: str, classes: int, labels: ArrayLike,
     --------
     >>> add_head("data/demo.zarr", "outcome", 3, np.load("outcome.npy"))  # doctest: +SKIP
     """
+    if source is not None:
+        if labels is not None or masks is not None:
+            raise AppendError("give the new head's labels (and masks) or a source config, "
+                              "not both")
+        head, labels, masks = head_arrays(store, name, source, classes)
+        classes, label_dtype, mask_dtype = head.classes, head.label_dtype, head.mask_dtype
+    if classes is None or labels is None:
+        raise AppendError(f"head {name!r}: give its classes and labels, or a source config")
     head = HeadSpec(name, int(classes), label_dtype, mask_dtype)
     raw = np.asarray(labels)
     attrs = layout.read_attrs(store)

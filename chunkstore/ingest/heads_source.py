@@ -1,0 +1,126 @@
+"""A new head's labels and masks read from a source config whose items line up with the store.
+
+``chunkstore add-head STORE NAME --config head.yaml``: the config's ``schema.heads`` declares
+the head (its classes and dtypes) and its ``source`` yields the head's ``labels``/``masks`` per
+item (an npz source reads ``labels_<name>``/``masks_<name>``; features are read and ignored).
+The items must line up with the store's rows:
+
+- a store with ``meta/source`` (item, row within item) places row ``r`` of item ``k`` wherever
+  ``meta/source`` says it went (streaming stores record their own order);
+- otherwise the rows are the store's items laid end to end -- the ingest's items (its
+  ``plan.json``) then each append's (its kept record) -- so the source must hold, in order,
+  items of exactly those row counts (items without rows are skipped on both sides).
+
+A count or order mismatch is an :class:`~chunkstore.errors.AppendError` naming the first item
+that differs. Items are read one at a time: memory is the head's (N,) labels and (N, K) masks.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from chunkstore.config import Config
+from chunkstore.core.schema import HeadSpec
+from chunkstore.errors import AppendError
+from chunkstore.ingest.append_repair import records
+from chunkstore.ingest.resolve import resolve_config
+from chunkstore.sources import Source, open_source
+from chunkstore.store import journal, layout
+from chunkstore.store.urls import open_group
+
+
+def _piece_counts(tasks: list[dict[str, Any]], skip_tail: bool) -> list[int]:
+    """Nonzero row counts of a plan's items in item order (item 0 of an append is the store's
+    own tail, not a source item)."""
+    rows: dict[int, int] = {}
+    for t in tasks:
+        for item, start, stop in t["pieces"]:
+            if not (skip_tail and item == 0):
+                rows[item] = rows.get(item, 0) + stop - start
+    return [rows[i] for i in sorted(rows) if rows[i]]
+
+
+def store_item_counts(store: str) -> list[int]:
+    """The row counts of the items whose rows the store holds, in row order (no empties)."""
+    plan = journal.journal_dir(store) / "plan.json"
+    if not plan.exists():
+        raise AppendError(f"store {store!r} has no plan.json (an ordered ingest's plan), so "
+                          "which rows came from which item is unknown; pass the labels as an "
+                          "array of its rows instead")
+    out = _piece_counts(journal.read_json(plan)["tasks"], skip_tail=False)
+    for rec in records(store):
+        out += _piece_counts(rec["plan"]["tasks"], skip_tail=True)
+    return out
+
+
+def _head(config: Config, name: str, classes: int | None) -> HeadSpec:
+    heads = {h.name: h for h in config.schema.heads}
+    if name not in heads:
+        raise AppendError(f"config {config.file!r} declares no head {name!r} (its heads: "
+                          f"{sorted(heads)}); add it under schema.heads with its classes")
+    head = heads[name]
+    if classes is not None and classes != head.classes:
+        raise AppendError(f"head {name!r} has {head.classes} classes in config "
+                          f"{config.file!r} but {classes} were given")
+    return head
+
+
+def _check_counts(source: Source, config: Config, want: list[int]) -> list[int]:
+    """The source's nonempty items, each with the count the store expects; else the error."""
+    counts = source.counts()
+    items = [k for k, c in enumerate(counts) if c]
+    for pos, k in enumerate(items):
+        if pos >= len(want):
+            raise AppendError(f"config {config.file!r}: item {k} ({source.describe(k)}) is "
+                              f"beyond the store's {len(want)} items with rows; its items must "
+                              "line up with the store's rows")
+        if counts[k] != want[pos]:
+            raise AppendError(f"config {config.file!r}: item {k} ({source.describe(k)}) has "
+                              f"{counts[k]:,} rows, but the store's item at that place has "
+                              f"{want[pos]:,}; the items must be the store's, in its order")
+    if len(items) < len(want):
+        raise AppendError(f"config {config.file!r} holds {len(items)} items with rows; the "
+                          f"store holds {len(want)}: the items must line up with its rows")
+    return items
+
+
+def head_arrays(store: str, name: str, config: Config | str | os.PathLike[str],
+                classes: int | None = None) -> tuple[HeadSpec, NDArray[Any], NDArray[Any]]:
+    """``(head, labels (N,), masks (N, K))`` of head ``name`` read from ``config``'s source
+    (see the module docstring).
+
+    Raises
+    ------
+    AppendError
+        The config has no such head, or its items do not line up with the store's rows
+        (the first differing item is named).
+    """
+    config = resolve_config(config, None, None, None)
+    head = _head(config, name, classes)
+    source = open_source(config.source, config.schema)
+    n = int(layout.read_attrs(store)["n_samples"])
+    labels = np.zeros(n, np.int64)  # checked against [0, classes) before the cast
+    masks = np.zeros((n, head.classes), head.mask_dtype)
+    group = open_group(store, mode="r")
+    if layout.SOURCE in group:
+        where = np.asarray(group[layout.SOURCE][...])
+        where = where[where[:, 0] >= 0]
+        want = [int(c) for c in np.bincount(where[:, 0], minlength=len(source.counts()))]
+        items = _check_counts(source, config, [c for c in want if c])
+        for k in items:
+            b = source.read(k, 0, want[k])
+            rows = np.flatnonzero(where[:, 0] == k)
+            at = rows[np.argsort(where[rows, 1], kind="stable")]
+            labels[at], masks[at] = b.labels[name], b.masks[name]
+        return head, labels, masks
+    counts = source.counts()
+    row = 0
+    for k in _check_counts(source, config, store_item_counts(store)):
+        b = source.read(k, 0, counts[k])
+        labels[row:row + counts[k]], masks[row:row + counts[k]] = b.labels[name], b.masks[name]
+        row += counts[k]
+    return head, labels, masks
