@@ -74,3 +74,24 @@ def test_items_that_do_not_line_up_name_the_item_and_change_nothing(grown, tmp_p
     with pytest.raises(AppendError, match=message):
         add_head(str(grown), "bad", source=cfg)
     assert sorted(p.name for p in grown.rglob("*")) == before
+
+
+def test_a_head_of_a_streaming_store_follows_meta_source(python_config, tmp_path):
+    """Streaming placement records where each (item, row) went in ``meta/source``: the head's
+    item rows are placed there, whatever order the workers filled the chunks in."""
+    from producers import process
+
+    sizes = [5, 0, 12, 1, 30, 7, 9]
+    store = tmp_path / "st.zarr"
+    ingest(python_config(store), items=[(k, n) for k, n in enumerate(sizes)],
+           process=process, workers=2, progress=False)
+    items = _head_items(sizes)
+    summary = add_head(str(store), "outcome", source=_cfg(tmp_path, "h", items, store,
+                                                          heads={"outcome": 6}), workers=1)
+    assert summary.rows == sum(sizes)
+    g = zarr.open_group(str(store), mode="r")
+    src = g["meta/source"][:]
+    want = np.array([items[k]["labels_outcome"][r] for k, r in src])
+    np.testing.assert_array_equal(g["labels/outcome"][:], want)
+    np.testing.assert_array_equal(g["masks/outcome"][:],
+                                  np.stack([items[k]["masks_outcome"][r] for k, r in src]))
