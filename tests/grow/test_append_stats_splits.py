@@ -95,3 +95,11 @@ def test_old_rows_keep_codes_and_no_group_is_in_two_parts(stores):
     for c in np.unique(labels):  # every class spread over the parts near 0.8/0.1/0.1
         share = np.bincount(strat[labels == c], minlength=3) / np.count_nonzero(labels == c)
         assert abs(share[0] - 0.8) < 0.1
+
+
+def test_a_merged_scope_drops_its_second_pass_arrays_and_says_so(stores):
+    grown = stores[0]
+    g = zarr.open_group(grown, path="stats/train", mode="r")
+    assert not {"hist", "hist_edges", "quantiles", "mutual_info", "contingency"} & set(g)
+    assert g.attrs["method"] == "append" and "chunkstore stats" in g.attrs["append_note"]
+    assert "bins" not in g.attrs and {"mean", "corr", "class_counts"} <= set(g)
