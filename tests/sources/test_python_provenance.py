@@ -20,7 +20,7 @@ from killing import kill_after
 
 from chunkstore import ingest
 from chunkstore.core.schema import Schema, Where
-from chunkstore.errors import ConfigError, SourceError
+from chunkstore.errors import ConfigError, IntegrityError, SourceError
 from chunkstore.ingest.recovery import item_rows_of
 from chunkstore.ingest.streaming import runs_of
 from chunkstore.integrity import verify
@@ -228,3 +228,21 @@ def test_verify_and_repair_rewrite_damaged_chunks_byte_for_byte(tmp_path):
     summary = repair(str(cfg), progress=False)
     assert summary.after.ok and chunk_files(store) == pristine
     assert_store_of(store, [(k, n) for k, n in enumerate(SIZES)])
+
+
+def test_repair_without_the_chunks_record_is_a_clear_error(tmp_path):
+    """meta/source is not (item, row) here, so a chunk whose journal record is lost cannot
+    be re-produced from it: repair says so instead of guessing."""
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(json.dumps(config(tmp_path / "s.zarr", items=[[k, n] for k, n in
+                                                                  enumerate(SIZES)])))
+    ingest(str(cfg), progress=False)
+    store = tmp_path / "s.zarr"
+    assert zarr.open_group(str(store), mode="r").attrs["chunkstore"][
+        "source_provenance"] == "process"
+    record = sorted((store / "_chunkstore/tasks").iterdir())[1]
+    record.write_bytes(record.read_bytes()[:40])
+    with pytest.raises(IntegrityError, match=r"chunk 1 of store .*: its journal record is "
+                                             r"missing or does not decode, and meta/source "
+                                             r"holds the source's own provenance"):
+        repair(str(cfg), progress=False)
