@@ -30,12 +30,14 @@ from chunkstore.errors import AppendError, IngestError
 from chunkstore.ingest import append_stats, append_task
 from chunkstore.ingest.append_check import AppendSummary, check_store, resolve, source_sha256
 from chunkstore.ingest.append_splits import extend_splits
-from chunkstore.ingest.coordinator import (
+from chunkstore.ingest.coordinator import (  # _counting_pass: the ingest's, see the hooks note
+    _counting_pass,
     is_streaming,
     make_executor,
     resolve_workers,
     source_for_workers,
 )
+from chunkstore.ingest.streaming import python_source
 from chunkstore.sources import Source, open_source
 from chunkstore.store import journal, layout, versions
 from chunkstore.store import urls as storage
@@ -62,13 +64,21 @@ def _shard_rows(group: zarr.Group) -> int | None:
     return max(rows) if rows else None
 
 
+def source_counts(config: Config, source: Source, workers: int) -> list[int]:
+    """Row counts of the new items: the source's own, or a counting pass (a python source
+    with ``counting_pass: true``, as ingest runs it: ``process()`` once per item)."""
+    if config.source.kind == "python" and config.source.options.count is None:
+        return _counting_pass(config, python_source(source), workers)
+    return source.counts()
+
+
 def start_or_resume(config: Config, source: Source, attrs: dict[str, Any], workers: int
                     ) -> dict[str, Any]:
     """Under the lock: the append state (``appends/current.json``), created on a first run
     (plan, old stats partials; arrays resized) or checked on a rerun."""
     store = config.store
     adir = append_task.appends_dir(store)
-    counts = source.counts()
+    counts = source_counts(config, source, workers)
     sha = source_sha256(config, counts)
     if (adir / CURRENT).exists():
         state: dict[str, Any] = journal.read_json(adir / CURRENT)
@@ -308,7 +318,9 @@ def append_store(config: Config, *, workers: int | None = None, started: float |
     in_process(config, 0, pool)  # a bad pool name is refused before anything
     if is_streaming(config):
         raise AppendError(f"{config.file!r}: appending with streaming placement is not "
-                          "supported yet; give the python source a count (ordered placement)")
+                          "supported yet; give the python source a count, or set "
+                          "source.counting_pass: true (ordered placement after a counting "
+                          "pass: process() runs twice per item)")
     source = open_source(config.source, config.schema)
     attrs = check_store(config, source)  # before the lock: a bad config changes nothing
     n_workers = resolve_workers(workers or config.ingest.workers)

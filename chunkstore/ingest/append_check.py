@@ -70,7 +70,9 @@ def check_store(config: Config, source: Source) -> dict[str, Any]:
                           "finish its ingest (rerun it) before appending")
     if attrs.get("placement") == "streaming" or is_streaming(config):
         raise AppendError(f"store {store!r}: appending with streaming placement is not "
-                          "supported yet; give the python source a count (ordered placement)")
+                          "supported yet; give the python source a count, or set "
+                          "source.counting_pass: true (ordered placement after a counting "
+                          "pass: process() runs twice per item)")
     feature_row = config.schema.n_features * np.dtype(config.schema.feature_dtype).itemsize
     chunk_rows = config.ingest.chunk_rows or choose_chunk_rows(
         feature_row, config.ingest.target_chunk_mib * 2**20)

@@ -1,5 +1,6 @@
-"""Appending from a python source (ordered placement: a count function) on the process pool
-equals one ingest of all items; streaming placement is refused before anything changes."""
+"""Appending from a python source (ordered placement: a count function, or a counting pass
+for a producer without one) on the process pool equals one ingest of all items; streaming
+placement is refused before anything changes."""
 
 from __future__ import annotations
 
@@ -25,12 +26,18 @@ def test_python_source_append_equals_one_ingest(tmp_path, python_config):
     summary = append(_cfg(python_config, grown, B, count="producers:rows_of"), workers=2)
     assert (summary.rows_before, summary.rows_added) == (17, 23)
     assert chunk_files(grown) == chunk_files(whole)
+    more = [[5, 3], [6, 20]]  # a producer without a count: rows counted by running it
+    ingest(_cfg(python_config, whole, A + B + more, count="producers:rows_of"),
+           progress=False, overwrite=True)
+    summary = append(_cfg(python_config, grown, more, counting_pass=True), workers=2)
+    assert (summary.rows_before, summary.rows_added) == (40, 23)
+    assert chunk_files(grown) == chunk_files(whole)
 
 
 def test_streaming_append_is_refused(tmp_path, python_config):
     grown = tmp_path / "grown.zarr"
     ingest(_cfg(python_config, grown, A, count="producers:rows_of"), progress=False)
     before = chunk_files(grown)
-    with pytest.raises(AppendError, match="streaming placement is not supported"):
+    with pytest.raises(AppendError, match="streaming placement is not supported.*counting_pass"):
         append(_cfg(python_config, grown, B, placement="streaming"))
     assert chunk_files(grown) == before
