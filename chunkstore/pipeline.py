@@ -158,7 +158,13 @@ def _rewrite(config: Config, report: VerifyReport, workers: int | None, progress
     if report.placement == "streaming":
         done += rebuild_streaming(config, bad_rows, set_aside)
     else:
-        done += _rerun_ordered(config, bad_rows, set_aside, workers, progress)
+        from chunkstore.ingest.append_repair import rerun_appended, split_bad_rows
+
+        ingest_rows, appended_rows = split_bad_rows(store, bad_rows)
+        if appended_rows:  # first: an ingest task's partial write reads the shared chunk back
+            with journal.StoreLock(store):
+                done += rerun_appended(config, appended_rows)
+        done += _rerun_ordered(config, ingest_rows, set_aside, workers, progress)
     journal.compact_records(store)
     if any(p.array.startswith("splits/") for p in report.problems):
         write_config_splits(config, overwrite=True, progress=progress)

@@ -61,3 +61,20 @@ def test_bad_chunks_written_by_appends_are_named_and_rewritten_identically(tmp_p
     assert any(d.startswith("append 2 task") for d in done)
     assert verify(str(store), workers=1).ok
     assert chunk_files(store) == chunk_files(ref)
+
+
+def test_chunkstore_repair_rewrites_appended_chunks(tmp_path):
+    from chunkstore.pipeline import repair
+
+    items = make_items([5, 12, 9, 3, 20], seed=6)
+    store = tmp_path / "s.zarr"
+    ingest(_cfg(tmp_path, "a", items[:2], store), progress=False)
+    append(_cfg(tmp_path, "b", items[2:], store))
+    ref = tmp_path / "ref.zarr"
+    shutil.copytree(store, ref)
+    _corrupt(store, "features", 3)       # the ingest's own rows
+    _corrupt(store, "features", 17)      # shared by the ingest and the append
+    _corrupt(store, "masks/move", 40)    # the append's
+    summary = repair(tmp_path / "a.yaml", workers=1, progress=False)
+    assert summary.after.ok and any("append 1 task" in r for r in summary.rewritten)
+    assert chunk_files(store) == chunk_files(ref)
