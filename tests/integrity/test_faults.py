@@ -26,7 +26,7 @@ from chunkstore.store.journal import completed_tasks
 from chunkstore.testing import chunk_files
 
 TESTS = Path(__file__).parents[1]
-STREAM_SIZES = [int(n) for n in np.random.default_rng(7).integers(0, 40, size=120)]
+STREAM_SIZES = [int(n) for n in np.random.default_rng(7).integers(0, 40, size=80)]
 # Kills per placement: QUICK in the default run, SLOW (>= 20, the bar) under `slow`.
 # One test per placement chains them (kill, rerun the same command, kill again ...), so a kill
 # costs one interpreter start; CHUNKSTORE_FAULT_KILLS changes the slow count.
