@@ -114,21 +114,23 @@ class Writers:
         return "; ".join(parts) or "no task of the plan (rows beyond it)"
 
     def _items(self, start: int, stop: int) -> str:
-        try:
-            src = np.asarray(node_array(self.group, layout.SOURCE)[start:stop, 0])
-            items = sorted(int(i) for i in np.unique(src) if i >= 0)
-            if items:
-                return f"source items {_listed(items)}"
-        except Exception:  # meta/source itself is bad: the chunk records still know
-            pass
-        items_set: set[int] = set()
+        items_set: set[int] = set()  # the records' runs: exactly what chunkstore wrote
         for c in range(start // self.chunk_rows, -(-stop // self.chunk_rows)):
             try:
                 _, arrays = journal.read_record(self.store, c)
                 items_set.update(int(i) for i in arrays["runs"][:, 0])
-            except Exception:  # no record for this chunk either
+            except Exception:  # no record for this chunk: meta/source below
                 continue
-        return f"source items {_listed(sorted(items_set))}" if items_set else "unknown items"
+        if items_set:
+            return f"source items {_listed(sorted(items_set))}"
+        try:  # records gone: meta/source is (item, row) unless the source supplied its own
+            src = np.asarray(node_array(self.group, layout.SOURCE)[start:stop, 0])
+            items = sorted(int(i) for i in np.unique(src) if i >= 0)
+            if items:
+                return f"source items {_listed(items)} (from meta/source)"
+        except Exception:  # meta/source itself is bad
+            pass
+        return "unknown items"
 
     def notes(self) -> list[str]:
         out = []
