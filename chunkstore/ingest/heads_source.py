@@ -57,6 +57,30 @@ def store_item_counts(store: str) -> list[int]:
     return out
 
 
+def _item_rows(store: str, group: Any, n: int) -> NDArray[np.int64]:
+    """(n, 2) (item, row within item) of every row of a streaming store: ``meta/source``, or,
+    when it holds the python source's own provenance (attrs ``source_provenance``), the item
+    runs of the chunk records (kept after the ingest)."""
+    from chunkstore.ingest.recovery import item_rows_of
+
+    attrs = layout.read_attrs(store)
+    if not attrs.get("source_provenance"):
+        return np.asarray(group[layout.SOURCE][...], dtype=np.int64)
+    r = int(attrs["chunk_rows"])
+    out = np.full((n, 2), -1, dtype=np.int64)
+    for c in range(-(-n // r)):
+        try:
+            _, arrays = journal.read_record(store, c)
+        except Exception as e:
+            raise AppendError(f"store {store!r}: the journal record of chunk {c} is missing or "
+                              "does not decode, and meta/source holds the source's own "
+                              "provenance, so its rows' items are unknown; run `chunkstore "
+                              "repair` or rebuild the store") from e
+        pairs = item_rows_of(arrays["runs"])
+        out[c * r:c * r + len(pairs)] = pairs
+    return out
+
+
 def _head(config: Config, name: str, classes: int | None) -> HeadSpec:
     heads = {h.name: h for h in config.schema.heads}
     if name not in heads:
@@ -107,7 +131,7 @@ def head_arrays(store: str, name: str, config: Config | str | os.PathLike[str],
     masks = np.zeros((n, head.classes), head.mask_dtype)
     group = open_group(store, mode="r")
     if layout.SOURCE in group:
-        where = np.asarray(group[layout.SOURCE][...])
+        where = _item_rows(store, group, n)
         where = where[where[:, 0] >= 0]
         want = [int(c) for c in np.bincount(where[:, 0], minlength=len(source.counts()))]
         items = _check_counts(source, config, [c for c in want if c])

@@ -95,3 +95,30 @@ def test_a_head_of_a_streaming_store_follows_meta_source(python_config, tmp_path
     np.testing.assert_array_equal(g["labels/outcome"][:], want)
     np.testing.assert_array_equal(g["masks/outcome"][:],
                                   np.stack([items[k]["masks_outcome"][r] for k, r in src]))
+
+
+def test_a_head_of_a_store_with_its_own_provenance_follows_the_journal(tmp_path):
+    """meta/source holds the python source's own pairs (provenance: true): the head's item
+    rows are placed by the chunk records' (item, row) runs instead."""
+    import sys
+
+    sources = Path(__file__).parents[1] / "sources"
+    sys.path.insert(0, str(sources))
+    import provenance_producers as pp
+
+    sizes = [5, 0, 12, 1, 30, 7, 9]
+    store = tmp_path / "st.zarr"
+    ingest({"store": str(store), "schema": {"features": pp.N_FEATURES,
+                                            "heads": {pp.HEAD: pp.CLASSES}},
+            "source": {"kind": "python", "path": [str(sources)], "provenance": True,
+                       "process": "provenance_producers:process"},
+            "ingest": {"chunk_rows": 8, "workers": 2}},
+           items=[(k, n) for k, n in enumerate(sizes)], progress=False)
+    items = _head_items(sizes)
+    summary = add_head(str(store), "outcome", source=_cfg(tmp_path, "h", items, store,
+                                                          heads={"outcome": 6}), workers=1)
+    assert summary.rows == sum(sizes)
+    g = zarr.open_group(str(store), mode="r")
+    keys, rows = pp.item_row(g["meta/source"][:])
+    want = np.array([items[k]["labels_outcome"][r] for k, r in zip(keys, rows, strict=True)])
+    np.testing.assert_array_equal(g["labels/outcome"][:], want)
