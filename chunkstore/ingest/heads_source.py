@@ -132,8 +132,8 @@ def head_arrays(store: str, name: str, config: Config | str | os.PathLike[str],
     group = open_group(store, mode="r")
     if layout.SOURCE in group:
         where = _item_rows(store, group, n)
-        where = where[where[:, 0] >= 0]
-        want = [int(c) for c in np.bincount(where[:, 0], minlength=len(source.counts()))]
+        placed = where[where[:, 0] >= 0, 0]  # (rows stay indexed by store row below)
+        want = [int(c) for c in np.bincount(placed, minlength=len(source.counts()))]
         items = _check_counts(source, config, [c for c in want if c])
         for k in items:
             b = source.read(k, 0, want[k])
