@@ -4,7 +4,8 @@ Builds the two synthetic stores of the ``shuffle`` case with one feature (the la
 depend on the feature count), computes the worst-segment ratio of distinct classes per batch
 to a random permutation for each head and window size from the loader's plan (deterministic,
 no decoding), and draws it against window_chunks with the decoded-window memory of the
-default settings for 893 float32 features on a second axis. When ``results/shuffle.json``
+default settings (1 + prefetch = 2 windows) for 893 float32 features on a second axis, and
+marks the default window (256 MiB: 73 chunks of 893 float32 features). When ``results/shuffle.json``
 exists, its measured batches/s are printed alongside.
 """
 
@@ -73,11 +74,15 @@ def main(out: str) -> None:
     ax.set_xticks(WINDOWS, [str(k) for k in WINDOWS])
     ax.set_xlabel("window_chunks")
     ax.set_ylabel("distinct classes per batch / random (worst segment)")
-    mem = ax.twinx()
     chunk_mb = CHUNK * 893 * 4 / 2**20
-    line = mem.plot(WINDOWS, [6 * k * chunk_mb for k in WINDOWS], color="black", alpha=0.35,
+    default = int(256 / chunk_mb)
+    ax.axvline(default, color="black", linestyle="-.", alpha=0.5)
+    ax.text(default * 1.04, 0.62, f"default: 256 MiB\n= {default} chunks of\n893 float32",
+            fontsize=7, alpha=0.7)
+    mem = ax.twinx()
+    line = mem.plot(WINDOWS, [2 * k * chunk_mb for k in WINDOWS], color="black", alpha=0.35,
                     label="memory (right axis)")
-    mem.set_ylabel("decoded windows, MiB (893 float32 features)", alpha=0.6)
+    mem.set_ylabel("2 decoded windows, MiB (893 float32 features)", alpha=0.6)
     handles, labels = ax.get_legend_handles_labels()
     ax.legend(handles + line, labels + ["memory, right axis"], fontsize=7, loc="lower right")
     ax.set_title(f"Shuffle quality vs window (batch {BATCH}, chunks of {CHUNK:,} rows)")

@@ -3,18 +3,19 @@
 Random single-row reads from compressed chunks decode a whole chunk per row, ~1000x slower than
 a memmap. The loader instead shuffles at two levels, which reads every chunk once per epoch:
 
-1. the order of the chunks is a permutation drawn from (seed, epoch);
-2. consecutive chunks of that order form *windows* of ``window_chunks`` chunks; a window is
-   decoded at once in a background thread (Blosc releases the GIL) and the window's rows that
-   belong to the split are permuted and cut into batches, while the next windows are prefetched.
+1. the epoch's chunks form *windows* of ``window_chunks`` chunks drawn from (seed, epoch),
+   stratified across the store (:mod:`chunkstore.read.order`); by default the window is a byte
+   budget (``window_bytes`` of decoded arrays), so narrow rows get many chunks per window;
+2. a window is decoded once into a window buffer, its chunks split between background threads
+   (Blosc releases the GIL), and the window's rows that belong to the split are permuted and
+   gathered into batches on demand while the next window decodes
+   (:mod:`chunkstore.read.pipeline`): ``1 + prefetch`` decoded windows at a time.
 
 The rows of one epoch form a *stream*: the windows' permuted rows one after the other. Batch
 ``k`` is rows ``[k * batch_size, (k + 1) * batch_size)`` of the stream (a batch may straddle two
-windows), so a position in the stream is all a resume needs. Sharding (ranks, DataLoader
-workers) deals the chunks of the permuted order round-robin, so the shards are disjoint, cover
-every row once, and each shard decodes only its own chunks.
-
-The stream itself (plan, prefetch, resume, sharding) is :mod:`chunkstore.read.stream`.
+windows), so a position in the stream is all a resume needs; ranks and DataLoader workers take
+batches of that one global order in lockstep (:mod:`chunkstore.read.stream`), and the workers
+of a rank decode each window together in shared memory (:mod:`chunkstore.read.shared`).
 """
 
 from __future__ import annotations
