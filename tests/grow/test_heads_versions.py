@@ -122,7 +122,7 @@ def test_cli_append_log_tag_gc(tmp_path):
         assert out.returncode == 0, out.stderr
         return out.stdout
 
-    assert "33 + 9 = 42" in cli("append", str(cfg), "--workers", "1")
+    assert "33 + 9 = 42" in cli("append", str(cfg), "--workers", "1", "--pool", "processes")
     assert "append" in cli("log", str(store))
     assert "as 'v1'" in cli("tag", str(store), "v1")
     assert "kept" in cli("gc", str(store))
