@@ -18,8 +18,12 @@ from chunkstore.errors import UsageError
 def _append(args: argparse.Namespace) -> str:
     from chunkstore.ingest.append import append
 
-    with cluster(args) as address:
-        summary = append(args.config, workers=args.workers, scheduler=address, pool=args.pool)
+    if args.scheduler or args.cluster:
+        with cluster(args) as address:
+            summary = append(args.config, workers=args.workers, scheduler=address,
+                             pool=args.pool)
+    else:  # no Dask here: importing it would be ~0.1 s of a small append's fixed cost
+        summary = append(args.config, workers=args.workers, pool=args.pool)
     return json.dumps(summary.to_dict(), indent=1) if args.json else summary.format()
 
 
