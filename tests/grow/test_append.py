@@ -132,8 +132,9 @@ def test_many_small_appends_equal_one_ingest(tmp_path):
                                   zarr.open_array(str(whole), path="splits/folds")[:])
 
 
-def test_small_file_appends_run_in_process_and_large_or_python_ones_on_processes(tmp_path):
-    from chunkstore.config import load_config
+def test_small_file_appends_run_in_process_and_large_or_python_ones_on_processes(
+        tmp_path, python_config):
+    from chunkstore.config import Config, load_config
     from chunkstore.ingest.append import THREADS_MAX_BYTES, in_process
 
     config = load_config(_cfg(tmp_path, "b", make_items([3]), tmp_path / "s.zarr"))
@@ -143,3 +144,6 @@ def test_small_file_appends_run_in_process_and_large_or_python_ones_on_processes
     assert not in_process(config, 10, "processes") and in_process(config, 10**9, "threads")
     with pytest.raises(AppendError, match="pool must be one of"):
         in_process(config, 10, "fork")
+    python = Config.from_dict(python_config(tmp_path / "p.zarr", items=[[0, 3]],
+                                            process="producers:process", count="producers:rows_of"))
+    assert not in_process(python, 10)  # a user's callables may not be thread-safe
