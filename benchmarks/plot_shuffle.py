@@ -5,7 +5,7 @@ depend on the feature count), computes the worst-segment ratio of distinct class
 to a random permutation for each head and window size from the loader's plan (deterministic,
 no decoding), and draws it against window_chunks with the decoded-window memory of the
 default settings (1 + prefetch = 2 windows) for 893 float32 features on a second axis, and
-marks the default window (256 MiB: 73 chunks of 893 float32 features). When ``results/shuffle.json``
+marks the default window (224 MiB: 64 chunks of 893 float32 features). When ``results/shuffle.json``
 exists, its measured batches/s are printed alongside.
 """
 
@@ -75,9 +75,9 @@ def main(out: str) -> None:
     ax.set_xlabel("window_chunks")
     ax.set_ylabel("distinct classes per batch / random (worst segment)")
     chunk_mb = CHUNK * 893 * 4 / 2**20
-    default = int(256 / chunk_mb)
+    default = int(224 / chunk_mb)
     ax.axvline(default, color="black", linestyle="-.", alpha=0.5)
-    ax.text(default * 1.04, 0.62, f"default: 256 MiB\n= {default} chunks of\n893 float32",
+    ax.text(default * 1.04, 0.62, f"default: 224 MiB\n= {default} chunks of\n893 float32",
             fontsize=7, alpha=0.7)
     mem = ax.twinx()
     line = mem.plot(WINDOWS, [2 * k * chunk_mb for k in WINDOWS], color="black", alpha=0.35,

@@ -16,7 +16,7 @@ ABOUT = """\
 A batch = features + all 7 labels + all 7 masks of 256 shuffled rows of the `configs/large.yaml`
 store (lz4 + bitshuffle). Each method is its own process: one warm-up epoch, then the median
 batches/s of the timed epochs ((c): batches after one warm-up batch). (a) `ds.loader(
-batch_size=256, shuffle=True)` (defaults: window sized by bytes, 256 MiB = 73 chunks of 893
+batch_size=256, shuffle=True)` (defaults: window sized by bytes, 224 MiB = 64 chunks of 893
 float32 features, prefetch 1, threads 2); (a'') window_chunks=8 (the old default's window);
 (a') window_chunks=32; (b) numpy memmap of `.npy` copies (page-cached), `arr[perm[i:i+256]]`;
 (c) `arr.oindex[sorted random rows]` per array; (d) (a) in `torch.utils.data.DataLoader(

@@ -26,7 +26,7 @@ epochs 0-2 (1.00 = as random; the bar is 0.95). Ratios come from the epoch's pla
 (`shuffle_report(decode=False)`, the elastic order); batches/s and peak RSS from one
 process iterating 2 epochs of `ds.loader(batch_size={BATCH}, window_chunks=K)` (defaults
 otherwise: threads 2, prefetch 1), after one warm-up epoch. "default" is `window_chunks=None`:
-as many chunks as fit 256 MiB of decoded features (the whole store here: {FEATURES} features
+as many chunks as fit 224 MiB of decoded features (the whole store here: {FEATURES} features
 are 0.5 MiB a chunk)."""
 
 

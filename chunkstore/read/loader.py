@@ -39,10 +39,11 @@ from chunkstore.store.chunkfiles import ChunkSource, chunk_source, read_chunk
 from chunkstore.store.stats_io import normalization
 from chunkstore.store.view import StoreView
 
-# Default decoded bytes of one window: 73 chunks of 1,024 rows x 893 float32 features, enough
+# Default decoded bytes of one window: 64 chunks of 1,024 rows x 893 float32 features, enough
 # for a label constant over a chunk with 12 classes to mix like a random permutation (balanced
-# windows hold between half and all of it).
-WINDOW_BYTES = 256 << 20
+# windows hold between half and all of it); two windows live (prefetch 1) stay under a third
+# of the page cache a memmap of the 547K x 893 store needs.
+WINDOW_BYTES = 224 << 20
 
 
 def window_chunks_for(window_chunks: int | None, window_bytes: int,

@@ -131,7 +131,7 @@ def test_default_window_is_a_byte_budget():
     from chunkstore.read.loader import WINDOW_BYTES, window_chunks_for
 
     wide = {"features": SimpleNamespace(shape=(547_000, 893), dtype=np.dtype("float32"))}
-    assert window_chunks_for(None, WINDOW_BYTES, wide, 1024, 535) == 73
+    assert window_chunks_for(None, WINDOW_BYTES, wide, 1024, 535) == 64
     assert window_chunks_for(None, WINDOW_BYTES, wide, 1024, 40) == 40  # never past the store
     assert window_chunks_for(8, WINDOW_BYTES, wide, 1024, 535) == 8  # explicit wins
     narrow = {"features": SimpleNamespace(shape=(10**6, 4), dtype=np.dtype("float32"))}
@@ -147,7 +147,7 @@ def test_default_loader_is_within_5_percent_on_an_episode_ordered_store(realisti
     for head in ("action", "outcome", "map"):
         assert worst(report, head) >= 0.95, str(report)
     assert abs(report.loader.rank_correlation) < 0.1
-    # the same budget on wide rows (893 float32 features, 1,024-row chunks: 73 chunks a
+    # the same budget on wide rows (893 float32 features, 1,024-row chunks: 64 chunks a
     # window, here 2 balanced windows of 60) still meets the bar
     wide = shuffle_report(ds, batch_size=64, epoch=epoch, decode=False,
                           window_bytes=wide_budget(ds))
