@@ -44,7 +44,7 @@ except ImportError as e:  # pragma: no cover - exercised only without torch
 
 from chunkstore.read.loader import WINDOW_BYTES, Loader, split_membership
 from chunkstore.read.rows import RowReader
-from chunkstore.read.shared import SharedWindows
+from chunkstore.read.shared import shared_windows
 from chunkstore.read.windows import Windows
 from chunkstore.store.view import StoreView
 
@@ -201,7 +201,7 @@ class IterableDataset(_Reopening, tud.IterableDataset):  # type: ignore[misc]
         self._state: dict[str, Any] | None = None
         stream = self.loader()  # validate every option now, in the main process
         # window slots that forked DataLoader workers inherit and decode into together
-        self._shared = (SharedWindows(stream.window_layout(), stream.prefetch + 1)
+        self._shared = (shared_windows(stream.window_layout(), stream.prefetch + 1)
                         if lookback is None and stream.elastic else None)
 
     def set_epoch(self, epoch: int) -> None:

@@ -76,6 +76,16 @@ class SharedWindows:
         raise TypeError("SharedWindows is inherited by forked DataLoader workers, not pickled")
 
 
+def shared_windows(layout: dict[str, tuple[tuple[int, ...], Any]], slots: int
+                   ) -> SharedWindows | None:
+    """:class:`SharedWindows`, or None where an anonymous shared mapping cannot be made
+    (Windows; strict overcommit refusing the address space): workers then decode alone."""
+    try:
+        return SharedWindows(layout, slots)
+    except (OSError, TypeError, ValueError, AttributeError):
+        return None
+
+
 def _key(iteration: int, seq: int) -> int:
     return (iteration * 0x9E3779B97F4A7C15 + seq * 0xBF58476D1CE4E5B9 + 1) % (1 << 62) + 1
 
