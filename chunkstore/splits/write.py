@@ -289,5 +289,6 @@ def run_split(store: str, *, method: str = "random", fractions: str | None = Non
     spec = SplitSpec(name, method, parts, seed, by, k, group, dedup)
     bad = spec.problem()
     if bad:
-        raise SplitError(f"--{bad[0]}: {bad[1]}")
+        flag = {"name": "split-set"}.get(bad[0], bad[0])
+        raise SplitError(f"--{flag}: {bad[1]}")
     return write_split(store, spec, overwrite=overwrite, scheduler=scheduler, progress=progress)

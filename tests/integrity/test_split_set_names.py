@@ -41,6 +41,7 @@ def test_cli_refuses_a_split_set_name_that_is_a_path(store, tmp_path, command):
         assert "Traceback" not in r.stderr and r.stderr.count("\n") == 1, r.stderr
         assert f"split set name {name!r} is not valid" in r.stderr, r.stderr
         assert "identifier-like" in r.stderr
+        assert "--name" not in r.stderr  # the option is --split-set
     assert not (Path(store).parent / "x").exists() and not (tmp_path / "out").exists()
 
 
