@@ -167,7 +167,7 @@ class StoreBatches:
                  label: str | None, weight: str | None, batch_bytes: float = 32 * 2**20,
                  threads: int = 2) -> None:
         self.path, self.threads = view.path, max(1, threads)
-        self.sources = {"features": chunk_source("features", view.features),
+        self.sources = {"features": chunk_source("features", view.features, view.n_samples),
                         **_target_sources(view, label, weight)}
         self.member = member
         self.label, self.weight = label, weight
@@ -242,12 +242,14 @@ def _target_sources(view: StoreView, label: str | None, weight: str | None
         if label not in view.heads:
             raise ReadError(f"label={label!r} is not a head of store {view.path!r}; its heads "
                             f"are {list(view.heads)}")
-        out["label"] = chunk_source(layout.label_path(label), view.labels[label])
+        out["label"] = chunk_source(layout.label_path(label), view.labels[label],
+                                    view.n_samples)
     if weight == "mask":
         if label is None:
             raise ReadError("weight='mask' weighs each row by its label head's mask at the "
                             "labelled class, so it needs label=<head>")
-        out["mask"] = chunk_source(layout.mask_path(label), view.masks[label])
+        out["mask"] = chunk_source(layout.mask_path(label), view.masks[label],
+                                   view.n_samples)
     elif weight is not None:
         try:
             array = view.array(weight)

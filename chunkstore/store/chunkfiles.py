@@ -147,15 +147,18 @@ def _fast_root(array: zarr.Array) -> tuple[str | None, bool, int]:
     return os.path.join(str(store.root), array.path), checksum, per_shard
 
 
-def chunk_source(name: str, array: zarr.Array) -> ChunkSource:
-    """Describe how to read ``array``'s row-chunks (see the module docstring)."""
+def chunk_source(name: str, array: zarr.Array, n_rows: int | None = None) -> ChunkSource:
+    """Describe how to read ``array``'s row-chunks (see the module docstring): its first
+    ``n_rows`` rows when given (the committed rows: an unfinished streaming store's arrays are
+    preallocated far beyond them), else all of them."""
     root, checksum, per_shard = _fast_root(array)
     rows = int(array.chunks[0])  # the inner chunks of a sharded array
     tail = (0,) * (array.ndim - 1)
-    files = -(-array.shape[0] // (rows * max(1, per_shard)))
+    n = int(array.shape[0]) if n_rows is None else min(int(n_rows), int(array.shape[0]))
+    files = -(-n // (rows * max(1, per_shard)))
     paths = () if root is None else tuple(
         os.path.join(root, array.metadata.encode_chunk_key((f, *tail))) for f in range(files))
-    return ChunkSource(name=name, array=array, shape=tuple(array.shape),
+    return ChunkSource(name=name, array=array, shape=(n, *array.shape[1:]),
                        dtype=np.dtype(array.dtype), chunk_rows=rows,
                        fill=array.metadata.fill_value, root=root, checksum=checksum,
                        paths=paths, decoder=default_decoder(), shard_chunks=per_shard)
