@@ -97,7 +97,7 @@ def elastic_batches(items: Items, produce: Produce | None, counts: NDArray[np.in
     if source is not None and shared is not None and shard.workers > 1 and seed is not None:
         every = rank_batches(total, start=start, batch_size=batch_size, rank=shard.rank,
                              world_size=shard.world_size, remainder=remainder)
-        todo = rank_tasks(todo, tasks(windows, every))
+        todo = rank_tasks(tasks(windows, every), shard.worker, shard.workers)
         source = WorkerShare(shared, source, worker=shard.worker, workers=shard.workers,
                              seed=seed)
 

@@ -83,6 +83,7 @@ class Piece:
     hi: int
     valid: bool  # False: repeated items padding the last step
     ends: int  # the step this piece completes (its batch's last piece), else -1
+    step: int = -1  # the step of the batch this piece belongs to
 
 
 @dataclass(frozen=True)
@@ -228,7 +229,7 @@ def tasks(windows: list[Window], batches: Iterator[BatchSpec]) -> Iterator[Task]
                 current = win
                 last = hi == b and k == len(batch.ranges) - 1
                 pieces.append(Piece(a - win.start, hi - win.start, valid,
-                                    batch.step if last else -1))
+                                    batch.step if last else -1, batch.step))
                 a, w = hi, w + 1
     if current is not None:
         yield Task(current, tuple(pieces))

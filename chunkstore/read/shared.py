@@ -56,11 +56,14 @@ class SharedWindows:
         self.layout, self.slots = layout, slots
         self._window = sum(-(-int(np.prod(s)) * np.dtype(d).itemsize // 64) * 64
                            for s, d in layout.values())
-        self._flags = -(-slots * MAX_WORKERS * 2 * 8 // mmap.PAGESIZE) * mmap.PAGESIZE
+        n_flags = (slots * 2 + 1) * MAX_WORKERS
+        self._flags = -(-n_flags * 8 // mmap.PAGESIZE) * mmap.PAGESIZE
         self._map = mmap.mmap(-1, self._flags + slots * self._window,
                               flags=mmap.MAP_SHARED | getattr(mmap, "MAP_ANONYMOUS", 0x20))
         self.flags = np.frombuffer(self._map, np.int64, slots * MAX_WORKERS * 2
                                    ).reshape(slots, 2, MAX_WORKERS)  # [slot, decoded|done, j]
+        # the iteration each worker left early: the others stop waiting for it
+        self.aborts = np.frombuffer(self._map, np.int64, MAX_WORKERS, slots * MAX_WORKERS * 16)
         self.iterations = 0  # per process: iterations started (persistent workers)
 
     def buffers(self, slot: int) -> dict[str, NDArray[Any]]:
@@ -141,23 +144,23 @@ class WorkerShare:
         self.shared.flags[seq % self.shared.slots, 1, self.worker] = _key(self.iteration, seq)
 
     def abort(self) -> None:
+        """This worker's iteration ends: its waits end, and so do the other workers' waits
+        for it (a worker shut down mid-epoch never flags its remaining windows)."""
         self._aborted = True
+        self.shared.aborts[self.worker] = _key(self.iteration, -1)
 
     def _wait(self, slot: int, kind: int, key: int) -> None:
         flags = self.shared.flags[slot, kind, :self.workers]
+        left = _key(self.iteration, -1)
         while not (flags == key).all():
-            if self._aborted:  # the iteration was left: its decode threads must end
-                raise ReadError("shared window decode abandoned: the iteration ended early")
+            if self._aborted or (self.shared.aborts[:self.workers] == left).any():
+                raise ReadError("shared window decode abandoned: a DataLoader worker of this "
+                                "iteration stopped before the epoch's end")
             time.sleep(POLL_S)
 
 
-def rank_tasks(mine: Iterator[Task], rank: Iterator[Task]) -> Iterator[Task]:
-    """Every window the rank's batches need (``rank``), with this worker's pieces of it
-    (``mine``, a subsequence) or none."""
-    nxt = next(mine, None)
+def rank_tasks(rank: Iterator[Task], worker: int, workers: int) -> Iterator[Task]:
+    """Every window the rank's batches need (``rank``), with only the pieces of worker
+    ``worker``'s batches (steps ``worker, worker + workers, ...``), possibly none."""
     for t in rank:
-        if nxt is not None and nxt.window.number == t.window.number:
-            yield nxt
-            nxt = next(mine, None)
-        else:
-            yield Task(t.window, ())
+        yield Task(t.window, tuple(p for p in t.pieces if p.step % workers == worker))

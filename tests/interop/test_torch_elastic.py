@@ -138,3 +138,17 @@ def test_shared_decode_survives_persistent_workers_and_an_abandoned_iteration(st
         n = len(want) if stop is None else stop
         assert all(np.array_equal(a, b) for a, b in zip(got, want[:n], strict=True))
         assert len(got) == n
+
+
+@pytest.mark.parametrize("window_chunks", [1, 2])
+def test_shared_decode_with_padding_and_fewer_batches_per_window_than_workers(store, window_chunks):
+    # a window holds about one batch: most workers take no batch of it but still decode their
+    # share, and the "pad" step wraps to the epoch's first window again at the end
+    for world in (1, 2):
+        want, _ = rank_batches(store, world - 1, world, 0, remainder="pad",
+                               window_chunks=window_chunks)
+        for workers in (2, 3):
+            got, _ = rank_batches(store, world - 1, world, workers, remainder="pad",
+                                  window_chunks=window_chunks)
+            assert len(got) == len(want)
+            assert all(np.array_equal(a, b) for a, b in zip(got, want, strict=True))
