@@ -21,6 +21,11 @@ Each store's window is ``window_chunks`` chunks, or by default as many as fit it
 (:mod:`chunkstore.read.prefetch`), and kept in an LRU of ``2 x window_chunks`` decoded chunks
 per store: a store's items in the mixture come from one or two of its windows at a time.
 
+Sequence windows mix too: ``mix([ds_a.windows(lookback=32), ds_b.windows(lookback=32)], ...)``
+(same ``lookback + horizon``); the items are then windows, each store's in the elastic order
+of its window loader, and a batch holds whole windows: ``features`` (b, L, F), ``labels``
+(b, L), ``masks`` (b, L, K), ``index`` the window ids.
+
 Batches: ``features`` (b, F), ``labels`` / ``masks`` for the union of the stores' heads (by
 name; a store without head ``h`` gives label ``-100``, the default ``ignore_index`` of torch's
 losses, and an all-zero mask), ``index`` (the row in its store), ``source`` (the store's
@@ -30,7 +35,6 @@ number), and ``valid`` with the "pad" remainder.
 from __future__ import annotations
 
 import copy
-from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Self
@@ -46,104 +50,39 @@ from chunkstore.read.loader import (
     sample_sources,
     window_chunks_for,
 )
-from chunkstore.read.order import (
-    check_remainder,
-    global_windows,
-    position_after,
-    rank_batches,
-    steps,
-    window_permutation,
+from chunkstore.read.mixorder import (
+    SourceOrder,
+    block_counts,
+    block_pattern,
+    row_items,
+    window_items,
 )
+from chunkstore.read.order import check_remainder, position_after, rank_batches, steps
 from chunkstore.read.prefetch import ChunkPrefetcher, Decoded, ahead
 from chunkstore.read.stream import torch_worker
+from chunkstore.read.windows import Windows
 from chunkstore.store.view import StoreView
 
 I64 = NDArray[np.int64]
 MISSING_LABEL = -100
 
 
-def block_counts(weights: Sequence[float], block: int) -> I64:
-    """Items per block of each source: ``weights`` (normalized) x ``block``, rounded by
-    largest remainder so that they sum to ``block``."""
-    w = np.asarray(weights, dtype=np.float64)
-    if w.ndim != 1 or len(w) == 0 or not np.all(np.isfinite(w)) or (w < 0).any() or w.sum() <= 0:
-        raise ReadError(f"weights must be non-negative numbers with a positive sum, one per "
-                        f"store, found {list(weights)!r}")
-    exact = w / w.sum() * block
-    counts = np.floor(exact).astype(np.int64)
-    extra = block - int(counts.sum())
-    counts[np.argsort(-(exact - counts), kind="stable")[:extra]] += 1
-    return counts
-
-
-def block_pattern(counts: I64, *, seed: int, epoch: int, block: int) -> tuple[I64, I64]:
-    """(source of each position of block ``block``, its rank among that source's items)."""
-    rng = np.random.default_rng(np.random.SeedSequence([seed, epoch, 2, block]))
-    source = np.repeat(np.arange(len(counts), dtype=np.int64), counts)[
-        rng.permutation(int(counts.sum()))]
-    within = np.empty_like(source)
-    for k in range(len(counts)):
-        at = np.flatnonzero(source == k)
-        within[at] = np.arange(len(at))
-    return source, within
-
-
-class SourceOrder:
-    """Rows of one store's elastic global order, continued across its epochs.
-
-    ``rows(q)`` maps cumulative positions ``q`` (epoch ``q // items``, offset ``q % items``)
-    to store rows, caching the last few windows' permuted rows.
-    """
-
-    def __init__(self, member: NDArray[np.bool_] | None, n: int, chunk_rows: int, *, seed: int,
-                 window_chunks: int) -> None:
-        r = chunk_rows
-        self.member, self.n, self.r, self.seed, self.k = member, n, r, seed, window_chunks
-        starts = np.arange(0, n, r)
-        if member is None:
-            counts = np.minimum(r, n - starts)
-        else:
-            counts = np.add.reduceat(member.astype(np.int64), starts) if n else starts
-        self.counts = np.asarray(counts, np.int64)
-        self.items = int(self.counts.sum())
-        self._windows: OrderedDict[int, Any] = OrderedDict()
-        self._rows: OrderedDict[tuple[int, int], I64] = OrderedDict()
-
-    def _epoch(self, epoch: int) -> Any:
-        if epoch not in self._windows:
-            ws = global_windows(self.counts, seed=self.seed, epoch=epoch, shuffle=True,
-                                window_chunks=self.k)
-            self._windows[epoch] = (ws, np.array([w.start for w in ws], np.int64))
-            while len(self._windows) > 2:
-                self._windows.popitem(last=False)
-        return self._windows[epoch]
-
-    def _window_rows(self, epoch: int, w: Any) -> I64:
-        key = (epoch, w.number)
-        if key not in self._rows:
-            parts = []
-            for c in w.chunks.tolist():
-                lo, hi = c * self.r, min(self.n, (c + 1) * self.r)
-                rows = np.arange(lo, hi, dtype=np.int64)
-                parts.append(rows if self.member is None else rows[self.member[lo:hi]])
-            natural = np.concatenate(parts)
-            self._rows[key] = natural[window_permutation(len(natural), seed=self.seed,
-                                                         epoch=epoch, number=w.number)]
-            while len(self._rows) > 4:
-                self._rows.popitem(last=False)
-        return self._rows[key]
-
-    def rows(self, q: I64) -> I64:
-        out = np.empty(len(q), np.int64)
-        epoch, offset = np.divmod(q, self.items)
-        for e in np.unique(epoch).tolist():
-            ws, starts = self._epoch(e)
-            at = np.flatnonzero(epoch == e)
-            win = np.searchsorted(starts, offset[at], side="right") - 1
-            for w in np.unique(win).tolist():
-                sel = at[win == w]
-                out[sel] = self._window_rows(e, ws[w])[offset[sel] - ws[w].start]
-        return out
+def _windowed(datasets: list[Any], split: str | None
+              ) -> tuple[list[Windows] | None, list[StoreView], int | None]:
+    """(the sequence windows or None, their stores, rows per window or None)."""
+    windowed = [isinstance(d, Windows) for d in datasets]
+    if not any(windowed):
+        return None, datasets, None
+    if not all(windowed):
+        raise ReadError("mix takes stores or sequence windows (ds.windows(...)), not both")
+    lengths = sorted({w.length for w in datasets})
+    if len(lengths) > 1:
+        raise ReadError(f"mixed sequence windows must have the same lookback + horizon, found "
+                        f"lengths {lengths}")
+    if split is not None:
+        raise ReadError("split= selects rows of stores; sequence windows carry their own "
+                        "split: ds.windows(..., split=...)")
+    return datasets, [w.dataset for w in datasets], lengths[0]
 
 
 def _union_heads(views: Sequence[StoreView], heads: Sequence[str] | None) -> dict[str, int]:
@@ -179,14 +118,14 @@ class Mixture:
     ``load_state_dict`` and ``len()`` behave as for a single store's loader.
     """
 
-    def __init__(self, datasets: Sequence[StoreView], *, weights: Sequence[float],
+    def __init__(self, datasets: Sequence[StoreView | Windows], *, weights: Sequence[float],
                  seed: int = 0, batch_size: int = 256, split: str | None = None,
                  splits: str = "default", heads: Sequence[str] | None = None,
                  window_chunks: int | None = None, block: int = 1024,
                  epoch_items: int | None = None, remainder: str = "even",
                  window_bytes: int = WINDOW_BYTES, threads: int = 2, prefetch: int = 4
                  ) -> None:
-        self.views = list(datasets)
+        self.windows, self.views, self.length = _windowed(list(datasets), split)
         if not self.views or len(weights) != len(self.views):
             raise ReadError(f"mix needs one weight per store: {len(self.views)} stores, "
                             f"{len(weights)} weights")
@@ -208,10 +147,14 @@ class Mixture:
         self.window_chunks = [window_chunks_for(window_chunks, share, src, v.chunk_rows,
                                                 -(-v.n_samples // v.chunk_rows))
                               for v, src in zip(self.views, self._sources, strict=True)]
-        self.orders = [SourceOrder(row_membership(v, split, splits, False), v.n_samples,
-                                   v.chunk_rows, seed=int(seed) * 1_000_003 + k,
-                                   window_chunks=self.window_chunks[k])
-                       for k, v in enumerate(self.views)]
+        self.orders = []
+        for k, v in enumerate(self.views):
+            counts, items_of = (
+                row_items(row_membership(v, split, splits, False), v.n_samples, v.chunk_rows)
+                if self.windows is None
+                else window_items(self.windows[k].index.starts(), v.n_samples, v.chunk_rows))
+            self.orders.append(SourceOrder(counts, items_of, seed=int(seed) * 1_000_003 + k,
+                                           window_chunks=self.window_chunks[k]))
         empty = [v.path for v, o, c in zip(self.views, self.orders, self.counts, strict=True)
                  if c and not o.items]
         if empty:
@@ -275,7 +218,8 @@ class Mixture:
         return {"kind": "Mixture", "seed": self.seed, "weights": self.weights,
                 "block": self.block, "items": self.items, "window_chunks": self.window_chunks,
                 "sources": [[v.path, o.items] for v, o in zip(self.views, self.orders,
-                                                              strict=True)]}
+                                                              strict=True)],
+                **({"length": self.length} if self.windows is not None else {})}
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         start, self._resume = self._resume, 0
@@ -323,36 +267,46 @@ class Mixture:
         parts = []
         for k in np.unique(source).tolist():
             at = np.flatnonzero(source == k)
-            rows = self.orders[k].rows(q[at])
-            parts.append((k, at, rows, chunks.need(k, rows // self.views[k].chunk_rows)))
+            ids = self.orders[k].rows(q[at])
+            rows = ids if self.windows is None else (
+                self.windows[k].index.locate(ids)[1][:, None]
+                + np.arange(self.length or 1, dtype=np.int64)).ravel()
+            parts.append((k, at, ids, rows,
+                          chunks.need(k, rows // self.views[k].chunk_rows)))
         return b - a, source, parts, valid
 
     def _fill(self, n: int, source: I64, parts: list[Any], valid: bool) -> dict[str, Any]:
         """The batch of a :meth:`_plan`, gathered from its decoded chunks (a pool thread)."""
-        f = self.views[0].features
+        f, length = self.views[0].features, self.length or 1
+        m = n * length  # rows (a window's rows side by side)
         out: dict[str, Any] = {
-            "features": np.empty((n, *f.shape[1:]), f.dtype),
-            "labels": {h: np.full(n, MISSING_LABEL, np.int64) for h in self.heads},
-            "masks": {h: np.zeros((n, k), np.int8) for h, k in self.heads.items()},
+            "features": np.empty((m, *f.shape[1:]), f.dtype),
+            "labels": {h: np.full(m, MISSING_LABEL, np.int64) for h in self.heads},
+            "masks": {h: np.zeros((m, k), np.int8) for h, k in self.heads.items()},
             "index": np.empty(n, np.int64), "source": source}
-        for k, at, rows, futures in parts:
+        for k, at, ids, rows, futures in parts:
             r = self.views[k].chunk_rows
-            out["index"][at] = rows
+            out["index"][at] = ids
+            slots = (at[:, None] * length + np.arange(length)).ravel()
             for c, future in futures.items():
                 sel = rows // r == c
-                dest, local = at[sel], rows[sel] - c * r
+                dest, local = slots[sel], rows[sel] - c * r
                 got: Decoded = future.result()
                 out["features"][dest] = got["features"][local]
                 for h in self.heads:
                     if f"labels/{h}" in got:
                         out["labels"][h][dest] = got[f"labels/{h}"][local]
                         out["masks"][h][dest] = got[f"masks/{h}"][local]
+        if self.windows is not None:  # (n, L, ...)
+            out["features"] = out["features"].reshape(n, length, *f.shape[1:])
+            out["labels"] = {h: v.reshape(n, length) for h, v in out["labels"].items()}
+            out["masks"] = {h: v.reshape(n, length, -1) for h, v in out["masks"].items()}
         if self.remainder == "pad":
             out["valid"] = np.full(n, valid)
         return out
 
 
-def mix(datasets: Sequence[StoreView], *, weights: Sequence[float], seed: int = 0,
+def mix(datasets: Sequence[StoreView | Windows], *, weights: Sequence[float], seed: int = 0,
         batch_size: int = 256, split: str | None = None, splits: str = "default",
         heads: Sequence[str] | None = None, window_chunks: int | None = None,
         block: int = 1024, epoch_items: int | None = None, remainder: str = "even",
@@ -361,7 +315,9 @@ def mix(datasets: Sequence[StoreView], *, weights: Sequence[float], seed: int = 
 
     Parameters
     ----------
-    datasets : open stores (``chunkstore.open``) with the same features.
+    datasets : open stores (``chunkstore.open``) with the same features, or sequence windows
+        of such stores (``ds.windows(lookback=..., horizon=...)``, the same length each; their
+        own ``split``).
     weights : one per store; normalized. Per block of ``block`` items, store ``k`` gives
         exactly ``round(w_k x block)`` items (largest remainder).
     seed : fixes every order with the epoch (``set_epoch``).

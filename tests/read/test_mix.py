@@ -158,3 +158,39 @@ def test_background_decode_gives_the_same_rows_for_any_threads_and_prefetch(stor
     next(it)
     it.close()  # stops its threads; a new iteration starts cleanly
     assert len(list(m)) == len(runs[0])
+
+
+def test_a_mixture_of_sequence_windows_reads_whole_windows_and_resumes(stores):
+    # windows of 3 + 1 rows within each group of each store, mixed 1:1, windows of 2 chunks
+    wins = [chunkstore.open(s).windows(lookback=3, horizon=1) for s in stores]
+    m = mix(wins, weights=[1, 1], seed=6, batch_size=8, block=16, window_chunks=2)
+    batches = list(m)
+    src = np.concatenate([b["source"] for b in batches])
+    for blk in src[:len(src) // 16 * 16].reshape(-1, 16):
+        assert np.bincount(blk, minlength=2).tolist() == [8, 8]
+    for b in batches[:5] + batches[-2:]:
+        assert b["features"].shape[:2] == (len(b["index"]), 4)
+        for k in (0, 1):
+            at = b["source"] == k
+            want = wins[k][b["index"][at]]
+            np.testing.assert_array_equal(b["features"][at], want["features"])
+            np.testing.assert_array_equal(b["labels"]["move"][at], want["labels"]["move"])
+            np.testing.assert_array_equal(b["masks"]["move"][at], want["masks"]["move"])
+        assert (b["labels"]["side"][b["source"] == 0] == MISSING_LABEL).all()
+    whole = [(int(s), int(i)) for b in batches for s, i in zip(b["source"], b["index"],
+                                                              strict=True)]
+    ranks = [m.shard(r, 2) for r in range(2)]
+    iters = [iter(r) for r in ranks]
+    before = [next(iters[r]) for _ in range(3) for r in range(2)]
+    resumed = [m.shard(r, 3) for r in range(3)]
+    for r in resumed:
+        r.load_state_dict(ranks[0].state_dict())
+    rest = [list(r) for r in resumed]
+    after = [rest[r][s] for s in range(len(rest[0])) for r in range(3)]
+    order = [(int(s), int(i)) for b in before + after for s, i in zip(b["source"], b["index"],
+                                                                       strict=True)]
+    assert order == whole[:len(order)] and len(order) > len(whole) - 3
+    with pytest.raises(ReadError, match="not both"):
+        mix([wins[0], chunkstore.open(stores[1])], weights=[1, 1])
+    with pytest.raises(ReadError, match="same lookback"):
+        mix([wins[0], chunkstore.open(stores[1]).windows(lookback=2)], weights=[1, 1])
