@@ -28,6 +28,7 @@ from chunkstore.core.moments import Partial, merge_partials
 from chunkstore.core.plan import Plan, choose_task_chunks
 from chunkstore.errors import AppendError, IngestError
 from chunkstore.ingest import append_stats, append_task
+from chunkstore.ingest import append_streaming as staged
 from chunkstore.ingest.append_check import AppendSummary, check_store, resolve, source_sha256
 from chunkstore.ingest.append_splits import extend_splits
 from chunkstore.ingest.coordinator import (  # _counting_pass: the ingest's, see the hooks note
@@ -72,14 +73,10 @@ def source_counts(config: Config, source: Source, workers: int) -> list[int]:
     return source.counts()
 
 
-def start_or_resume(config: Config, source: Source, attrs: dict[str, Any], workers: int
-                    ) -> dict[str, Any]:
-    """Under the lock: the append state (``appends/current.json``), created on a first run
-    (plan, old stats partials; arrays resized) or checked on a rerun."""
-    store = config.store
+def unfinished(store: str, sha: str) -> dict[str, Any] | None:
+    """The state of this source's unfinished append, if any; AppendError if another source's
+    append is unfinished or this source was appended already."""
     adir = append_task.appends_dir(store)
-    counts = source_counts(config, source, workers)
-    sha = source_sha256(config, counts)
     if (adir / CURRENT).exists():
         state: dict[str, Any] = journal.read_json(adir / CURRENT)
         if state["source_sha256"] != sha:
@@ -90,7 +87,37 @@ def start_or_resume(config: Config, source: Source, attrs: dict[str, Any], worke
     if any(d["source_sha256"] == sha for d in done):
         raise AppendError(f"this source (the same items and row counts) was already appended "
                           f"to store {store!r}; nothing was changed")
+    return None
+
+
+def start_or_resume(config: Config, source: Source, attrs: dict[str, Any], workers: int
+                    ) -> dict[str, Any]:
+    """Under the lock: the append state (``appends/current.json``), created on a first run
+    (plan, old stats partials; arrays resized) or checked on a rerun. A streaming producer's
+    rows are staged first (:mod:`chunkstore.ingest.append_streaming`)."""
+    store = config.store
+    if is_streaming(config):
+        sha = staged.streaming_sha256(config, source)
+        if (state := unfinished(store, sha)) is not None:
+            return state
+        counts = [staged.stage(config, workers)]
+        extra = staged.staged_extra(config, attrs, staged.staged_items(store))
+    else:
+        counts = source_counts(config, source, workers)
+        sha = source_sha256(config, counts)
+        if (state := unfinished(store, sha)) is not None:
+            return state
+        extra = staged.source_extra(config, attrs, counts)
+    return _start(config, attrs, counts, sha, extra)
+
+
+def _start(config: Config, attrs: dict[str, Any], counts: list[int], sha: str,
+           extra: dict[str, Any]) -> dict[str, Any]:
+    store = config.store
+    adir = append_task.appends_dir(store)
     if sum(counts) == 0:
+        if extra.get("staged"):
+            staged.drop_staging(store)
         raise AppendError(f"source {config.source.kind!r} in {config.file!r} holds no rows; "
                           "nothing to append")
     n_before = int(attrs["n_samples"])
@@ -106,7 +133,7 @@ def start_or_resume(config: Config, source: Source, attrs: dict[str, Any], worke
     _save_old_partials(store, group, attrs)
     state = {"source_sha256": sha, "n_before": n_before, "n_after": plan.n_samples,
              "base": base, "plan": plan.to_dict(), "started": layout.now_iso(),
-             "config": config.to_dict()}
+             "config": config.to_dict(), **extra}
     for name in layout.stored_sample_arrays(group):  # before any write; chunks are kept
         arr = group[name]
         arr.resize((plan.n_samples, *arr.shape[1:]))
@@ -135,11 +162,13 @@ def _old_partials(store: str) -> dict[str, Partial | None]:
     return out
 
 
-def in_process(config: Config, rows: int, pool: str = "auto") -> bool:
+def in_process(config: Config, rows: int, pool: str = "auto", staged_rows: bool = False
+               ) -> bool:
     """Whether the append's tasks run on threads of this process rather than a process pool.
 
     ``pool="auto"``: threads when no scheduler is given, the source is file based (a python
-    source's callables may not be thread-safe) and the new rows hold at most
+    source's callables may not be thread-safe; a streaming producer's staged rows are read
+    from the staging store) and the new rows hold at most
     ``THREADS_MAX_BYTES`` of features: starting worker processes (spawn, imports, config
     validation in each) costs about a second on an idle 2-core machine and several on a busy
     one, more than a small append's whole work, which is NumPy, Blosc and file I/O that
@@ -150,7 +179,7 @@ def in_process(config: Config, rows: int, pool: str = "auto") -> bool:
     if config.ingest.scheduler or pool == "processes":
         return False
     row = config.schema.n_features * np.dtype(config.schema.feature_dtype).itemsize
-    return pool == "threads" or (config.source.kind != "python"
+    return pool == "threads" or ((config.source.kind != "python" or staged_rows)
                                  and rows * row <= THREADS_MAX_BYTES)
 
 
@@ -173,11 +202,20 @@ def run_append_tasks(config: Config, source: Source, state: dict[str, Any], work
     if not pending:
         return 0
     config_json = json.dumps({"config": config.to_dict(), "file": config.file})
-    threads = in_process(config, state["n_after"] - state["n_before"], pool)
-    with _executor(config, source, min(workers, len(pending)), threads) as ex:
+    staging = staged.staging_path(store) if state.get("staged") else None
+    if staging is not None and not storage.store_path(staging).exists():
+        raise AppendError(f"store {store!r}: the staged rows of this streaming append "
+                          f"({staging!r}) are gone before its tasks were done; delete "
+                          f"{str(append_task.appends_dir(store) / CURRENT)!r} and rerun")
+    threads = in_process(config, state["n_after"] - state["n_before"], pool,
+                         staging is not None)
+    has_source = "item_offset" in state
+    with _executor(config, None if staging else source, min(workers, len(pending)),
+                   threads) as ex:
         futures = {ex.submit(append_task.run_append_task, append_task.AppendSpec(
-            store, config_json, source.has_group, t, state["base"], state["n_before"])): t
-            for t in pending}
+            store, config_json, source.has_group, t, state["base"], state["n_before"],
+            staging, has_source, int(state.get("item_offset", 0)),
+            bool(getattr(source, "has_source", False)))): t for t in pending}
         for fut in as_completed(futures):
             t = futures[fut]
             try:
@@ -287,7 +325,8 @@ def commit(config: Config, state: dict[str, Any]) -> str:
     store = config.store
     adir = append_task.appends_dir(store)
     if int(layout.read_attrs(store)["n_samples"]) != state["n_after"]:
-        layout.update_attrs(store, n_samples=state["n_after"], modified=layout.now_iso())
+        layout.update_attrs(store, n_samples=state["n_after"], modified=layout.now_iso(),
+                            **state.get("attrs_after", {}))
         seal_attrs(store)
     done = journal.read_json(adir / DONE) if (adir / DONE).exists() else []
     if not any(d["source_sha256"] == state["source_sha256"] for d in done):
@@ -316,11 +355,6 @@ def append_store(config: Config, *, workers: int | None = None, started: float |
     t0 = started if started is not None else time.perf_counter()
     storage.configure(config.store, config.storage_options)
     in_process(config, 0, pool)  # a bad pool name is refused before anything
-    if is_streaming(config):
-        raise AppendError(f"{config.file!r}: appending with streaming placement is not "
-                          "supported yet; give the python source a count, or set "
-                          "source.counting_pass: true (ordered placement after a counting "
-                          "pass: process() runs twice per item)")
     source = open_source(config.source, config.schema)
     attrs = check_store(config, source)  # before the lock: a bad config changes nothing
     n_workers = resolve_workers(workers or config.ingest.workers)
@@ -329,6 +363,8 @@ def append_store(config: Config, *, workers: int | None = None, started: float |
         state = start_or_resume(config, source, attrs, n_workers)
         plan = Plan.from_dict(state["plan"])
         ran = run_append_tasks(config, source, state, n_workers, pool)
+        if state.get("staged"):  # every task is committed: the staged rows are not read again
+            staged.drop_staging(config.store)
         if int(attrs["n_samples"]) != state["n_after"]:
             layout.remove_partials(config.store)
             split_names = tuple(extend_splits(  # first: split scopes read the new codes

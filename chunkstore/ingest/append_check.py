@@ -13,7 +13,7 @@ import numpy as np
 from chunkstore.config import Config
 from chunkstore.core.plan import choose_chunk_rows
 from chunkstore.errors import AppendError
-from chunkstore.ingest.coordinator import is_streaming
+from chunkstore.ingest.append_streaming import check_provenance
 from chunkstore.ingest.resolve import resolve_config, with_scheduler
 from chunkstore.sources import Source
 from chunkstore.store import layout
@@ -52,12 +52,13 @@ class AppendSummary:
 
 
 def expected_attrs(config: Config, chunk_rows: int, has_group: bool) -> dict[str, Any]:
-    """The store attrs that must equal the config's for rows to be appended."""
+    """The store attrs that must equal the config's for rows to be appended (``meta/source``
+    is checked by :func:`~chunkstore.ingest.append_streaming.check_provenance`)."""
     return {"feature_names": list(config.schema.feature_names),
             "feature_dtype": config.schema.feature_dtype,
             "heads": {h.name: h.to_dict() for h in config.schema.heads},
             "compression": config.compression.to_dict(), "chunk_rows": chunk_rows,
-            "has_group": has_group, "has_source": False}
+            "has_group": has_group}
 
 
 def check_store(config: Config, source: Source) -> dict[str, Any]:
@@ -68,11 +69,6 @@ def check_store(config: Config, source: Source) -> dict[str, Any]:
     if attrs.get("status") != layout.COMPLETE:
         raise AppendError(f"store {store!r} is not complete (status {attrs.get('status')!r}); "
                           "finish its ingest (rerun it) before appending")
-    if attrs.get("placement") == "streaming" or is_streaming(config):
-        raise AppendError(f"store {store!r}: appending with streaming placement is not "
-                          "supported yet; give the python source a count, or set "
-                          "source.counting_pass: true (ordered placement after a counting "
-                          "pass: process() runs twice per item)")
     feature_row = config.schema.n_features * np.dtype(config.schema.feature_dtype).itemsize
     chunk_rows = config.ingest.chunk_rows or choose_chunk_rows(
         feature_row, config.ingest.target_chunk_mib * 2**20)
@@ -84,6 +80,7 @@ def check_store(config: Config, source: Source) -> dict[str, Any]:
                 f"cannot append to store {store!r}: {key} differs (store: {short(found)}, "
                 f"config {config.file!r}: {short(value)}); an append needs the same schema, "
                 "chunking and compression as the store")
+    check_provenance(config, source, attrs)
     return attrs
 
 

@@ -11,13 +11,16 @@ The task reuses :func:`chunkstore.ingest.task.assemble` (the same checks and the
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 
 import numpy as np
 
+from chunkstore.config import Config
 from chunkstore.core.plan import Plan, WriteTask, plan_writes
 from chunkstore.core.schema import Schema
+from chunkstore.ingest.append_streaming import StagedSource, source_rows
 from chunkstore.runtime.memory import peak_rss
 from chunkstore.sources import Source
 from chunkstore.sources.base import Batch
@@ -113,6 +116,18 @@ class AppendSpec:
     task: WriteTask
     base: int
     n_before: int
+    staging: str | None = None  # a streaming append: the staging store is the source
+    has_source: bool = False  # the store has meta/source: the task writes it too
+    item_offset: int = 0  # new items' ids in meta/source start here
+    own_source: bool = False  # staged meta/source pairs are the source's own (provenance)
+
+
+def _config_and_source(spec: AppendSpec) -> tuple[Config, Source]:
+    if spec.staging is None:
+        return worker_config_and_source(spec.config_json)
+    d = json.loads(spec.config_json)  # the producer is not run again: its rows are staged
+    config = Config.from_dict(d["config"], file=d["file"])
+    return config, StagedSource(spec.staging, config.schema, spec.has_group)
 
 
 def run_append_task(spec: AppendSpec) -> TaskResult:
@@ -120,11 +135,14 @@ def run_append_task(spec: AppendSpec) -> TaskResult:
     record with the partial statistics of its *new* rows only (the old ones are already in
     ``stats/all``)."""
     t0 = time.perf_counter()
-    config, inner = worker_config_and_source(spec.config_json)
+    config, inner = _config_and_source(spec)
     task = spec.task
     source = StoreTail(spec.store, spec.base, spec.n_before, inner, config.schema,
                        spec.has_group)
     buffers = assemble(task, config, source, spec.has_group)
+    if spec.has_source:
+        buffers[layout.SOURCE] = source_rows(spec.store, spec.staging, task, spec.item_offset,
+                                             spec.own_source)
     first_new = max(0, spec.n_before - task.start)
     stats = partial_stats({k: v[first_new:] for k, v in buffers.items()}, config)
     use_zarrs(spec.store)

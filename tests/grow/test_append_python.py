@@ -1,13 +1,10 @@
 """Appending from a python source (ordered placement: a count function, or a counting pass
-for a producer without one) on the process pool equals one ingest of all items; streaming
-placement is refused before anything changes."""
+for a producer without one) on the process pool equals one ingest of all items. Streaming
+placement: tests/grow/test_append_streaming.py."""
 
 from __future__ import annotations
 
-import pytest
-
 from chunkstore import ingest
-from chunkstore.errors import AppendError
 from chunkstore.ingest.append import append
 from chunkstore.testing import chunk_files
 
@@ -32,12 +29,3 @@ def test_python_source_append_equals_one_ingest(tmp_path, python_config):
     summary = append(_cfg(python_config, grown, more, counting_pass=True), workers=2)
     assert (summary.rows_before, summary.rows_added) == (40, 23)
     assert chunk_files(grown) == chunk_files(whole)
-
-
-def test_streaming_append_is_refused(tmp_path, python_config):
-    grown = tmp_path / "grown.zarr"
-    ingest(_cfg(python_config, grown, A, count="producers:rows_of"), progress=False)
-    before = chunk_files(grown)
-    with pytest.raises(AppendError, match="streaming placement is not supported.*counting_pass"):
-        append(_cfg(python_config, grown, B, placement="streaming"))
-    assert chunk_files(grown) == before
