@@ -45,6 +45,31 @@ def records(store: str) -> list[dict[str, Any]]:
     return [journal.read_json(adir / n) for n in names]
 
 
+def staged_message(store: str, k: int) -> str:
+    return (f"append {k} of store {store!r} came from a streaming producer: its rows were "
+            "placed in the order the workers produced them, which a rerun cannot reproduce, so "
+            "repair cannot rewrite its chunks; rebuild the store (ingest --overwrite, then the "
+            "appends), or restore the store's files from a copy")
+
+
+def refuse_streaming_appended(store: str, bad_rows: list[tuple[int, int]]) -> None:
+    """For a store built with streaming placement: IntegrityError if a bad row is one an
+    append wrote last (``[base, n_after)`` of an append; its chunks hold rows the ingest's
+    journal does not know, so rebuilding them from the ingest's item runs would drop rows).
+    ``chunkstore repair`` calls it before rebuilding a streaming store's chunks."""
+    recs = records(store)
+    hit = [(k, a, b) for a, b in bad_rows for k, r in enumerate(recs, 1)
+           if a < int(r["n_after"]) and int(r["base"]) < b]
+    if not hit:
+        return
+    k, a, b = max(hit)
+    what = (staged_message(store, k) if recs[k - 1].get("staged") else
+            f"append {k} of store {store!r} wrote rows {a}-{b}, and repair rebuilds a streaming "
+            "store's chunks from its ingest's items only; rebuild the store (ingest "
+            "--overwrite, then the appends), or restore the store's files from a copy")
+    raise IntegrityError(f"bad rows {a}-{b}: {what}")
+
+
 def split_bad_rows(store: str, bad_rows: list[tuple[int, int]]
                    ) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
     """``(rows the ingest wrote last, rows an append wrote last)`` of chunk-aligned ranges."""
@@ -113,6 +138,8 @@ class Rebuild:
                 config = self.ingest_config
             else:
                 rec = self.recs[k - 1]
+                if rec.get("staged"):
+                    raise IntegrityError(staged_message(self.store, k))
                 if rec["config"]["source"]["kind"] == "python":
                     raise IntegrityError(
                         f"append {k} of store {self.store!r} read a python source, whose "

@@ -20,12 +20,14 @@ from killing import kill_after
 from producers import HEADS, make
 
 from chunkstore import ingest
-from chunkstore.errors import AppendError
+from chunkstore.errors import AppendError, IntegrityError
 from chunkstore.ingest.append import append
+from chunkstore.ingest.append_repair import refuse_streaming_appended
 from chunkstore.ingest.append_streaming import staging_path
 from chunkstore.ingest.append_task import completed
 from chunkstore.integrity import verify
 from chunkstore.splits.write import run_split
+from chunkstore.store import layout
 from chunkstore.store.journal import completed_tasks
 from chunkstore.testing import chunk_files
 
@@ -220,3 +222,40 @@ def _staged_chunks(store: Path) -> set[int]:
 def _append_tasks(store: Path) -> set[int]:
     tasks = Path(store, "_chunkstore", "appends", "tasks")
     return completed(str(store)) if tasks.exists() else set()
+
+
+# ------------------------------------------------------------------ verify and repair
+
+def _corrupt(store: Path, array: str, row: int) -> str:
+    a = zarr.open_array(str(store), path=array, mode="r")
+    key = f"{array}/{layout.chunk_key(a, row // int(a.chunks[0]))}"
+    data = bytearray((store / key).read_bytes())
+    data[-1] ^= 0xFF
+    (store / key).write_bytes(bytes(data))
+    return key
+
+
+@pytest.mark.parametrize("placement", ["streaming", "ordered"])
+def test_bad_appended_chunk_is_found_and_repair_refuses_clearly(tmp_path, python_config,
+                                                                placement):
+    """verify finds a bad chunk a streaming append wrote; repair cannot reproduce the staged
+    order, so it refuses with one clear message and writes nothing (the chunk stays bad)."""
+    from chunkstore.pipeline import repair
+
+    store = tmp_path / "s.zarr"
+    count = {"count": "producers:rows_of"} if placement == "ordered" else {}
+    cfg = _cfg(python_config, store, A, **count)
+    ingest(cfg, workers=2, progress=False)
+    append(_cfg(python_config, store, B), workers=2)
+    key = _corrupt(store, "features", 38 + 40)
+    report = verify(str(store), workers=1)
+    assert {p.key for p in report.problems if p.kind == "corrupt"} == {key}, report.format()
+    before = chunk_files(store)
+    rows = sorted({p.rows for p in report.problems})
+    with pytest.raises(IntegrityError, match="streaming producer.*rebuild the store"):
+        refuse_streaming_appended(str(store), rows)
+    if placement == "ordered":  # the repair path of ordered stores: the append's own refusal
+        with pytest.raises(IntegrityError, match="came from a streaming producer"):
+            repair(cfg, workers=1, progress=False)
+    assert chunk_files(store) == before
+    refuse_streaming_appended(str(store), [(0, 8)])  # rows only the ingest wrote: no refusal
