@@ -73,7 +73,7 @@ class Dataset(StoreView):
             fit ``window_bytes``. Larger windows mix better (a batch draws its rows from
             the window's chunks) and cost memory.
         window_bytes : decoded bytes of one window when ``window_chunks`` is None (default
-            256 MiB: 73 chunks of 1,024 rows x 893 float32 features; labels and masks that
+            224 MiB: 64 chunks of 1,024 rows x 893 float32 features; labels and masks that
             the loader keeps decoded whole do not count). Memory: ``1 + prefetch`` windows.
         prefetch : windows decoded ahead of the one being consumed (default 1).
         drop_last : drop the last, smaller batch of the epoch (of each shard).

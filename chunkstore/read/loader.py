@@ -78,7 +78,9 @@ def sample_sources(dataset: StoreView, heads: Sequence[str]) -> dict[str, ChunkS
     """How to read ``features`` and the labels and masks of ``heads``, keyed by array path."""
     arrays = {"features": dataset.features, **{f"labels/{h}": dataset.labels[h] for h in heads},
               **{f"masks/{h}": dataset.masks[h] for h in heads}}
-    return {name: chunk_source(name, a) for name, a in arrays.items()}
+    # n_samples, not the arrays' shape: an unfinished streaming store is preallocated far
+    # beyond its committed rows (it reads as 0 rows)
+    return {name: chunk_source(name, a, dataset.n_samples) for name, a in arrays.items()}
 
 
 def split_membership(dataset: StoreView, split: str | None,

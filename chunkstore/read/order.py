@@ -106,7 +106,7 @@ def window_chunk_sets(live: I64, *, seed: int, epoch: int, shuffle: bool,
     differ by at most one chunk, so no short window mixes the end of an epoch worse.
     """
     n = -(-len(live) // window_chunks)
-    if not shuffle:
+    if not shuffle or n == 0:
         return list(np.array_split(live, n)) if n else []
     rng = np.random.default_rng(np.random.SeedSequence([seed, epoch, 0]))
     window = np.empty(len(live), np.int64)

@@ -16,10 +16,9 @@ import numpy as np
 import zarr
 
 from chunkstore.errors import IncompleteStoreWarning
+from chunkstore.report.state import Missing, bytes_by_node, missing_of
 from chunkstore.store import layout
-from chunkstore.store.journal import completed_tasks, journal_dir, missing_rows, read_json
 from chunkstore.store.stats_io import available_scopes, load_stats, node_group
-from chunkstore.store.urls import store_path
 from chunkstore.store.version_view import VersionView
 from chunkstore.store.view import StoreView
 
@@ -27,22 +26,6 @@ INFO_VERSION = 1
 JSON_KEYS = ("info_version", "path", "format_version", "status", "missing", "n_samples",
              "chunk_rows", "shard_rows", "features", "heads", "codec", "bytes", "splits", "stats",
              "duplicates", "created", "config_sha256", "version")
-
-# Top-level nodes of format version 1, listed rather than discovered: listing the group would
-# also meet the journal directory, which is not a Zarr node.
-NODES = ("features", "labels", "masks", "meta", "splits", "stats")
-
-
-@dataclass(frozen=True)
-class Missing:
-    """Rows and tasks an incomplete store has not written yet (empty when complete)."""
-
-    rows: int = 0
-    ranges: tuple[tuple[int, int], ...] = ()
-    tasks: tuple[int, ...] = ()
-    tasks_total: int = 0
-    locked: bool = False  # an ingest lock file is present (live or stale)
-
 
 @dataclass(frozen=True)
 class SplitInfo:
@@ -157,43 +140,6 @@ class StoreInfo:
         return format_info(self)
 
 
-def _missing(path: str, status: str) -> Missing:
-    locked = (journal_dir(path) / "lock").exists()
-    if status == layout.COMPLETE:
-        return Missing(locked=locked)
-    ranges = tuple(missing_rows(path))
-    plan_file = journal_dir(path) / "plan.json"
-    tasks: list[int] = []
-    if plan_file.exists():
-        done = completed_tasks(path)
-        tasks = [int(t["task_id"]) for t in read_json(plan_file)["tasks"]]
-        missing_tasks = tuple(t for t in tasks if t not in done)
-    else:
-        missing_tasks = ()
-    return Missing(sum(b - a for a, b in ranges), ranges, missing_tasks, len(tasks), locked)
-
-
-def _arrays(group: zarr.Group) -> list[zarr.Array]:
-    out: list[zarr.Array] = []
-    for _, node in group.members(max_depth=None):
-        if isinstance(node, zarr.Array):
-            out.append(node)
-    return out
-
-
-def _bytes_by_node(path: str, group: zarr.Group) -> dict[str, tuple[int, int]]:
-    """Uncompressed bytes (shape x itemsize) and bytes on storage of each top-level node."""
-    root = store_path(path)
-    out = {}
-    for name in NODES:
-        if name not in group:
-            continue
-        node = group[name]
-        arrays = [node] if isinstance(node, zarr.Array) else _arrays(node)
-        out[name] = (sum(int(a.nbytes) for a in arrays), (root / name).du())
-    return out
-
-
 def _split_rows(arr: zarr.Array, names: list[str]) -> dict[str, int]:
     rows = arr.attrs.get("rows")
     if isinstance(rows, dict):
@@ -284,7 +230,7 @@ def store_info(path: str, *, names: int = 5, top: int = 5,
         path=path,
         format_version=int(attrs["format_version"]),
         status=ds.status,
-        missing=_missing(path, ds.status),
+        missing=missing_of(path, ds.status, attrs.get("placement")),
         n_samples=ds.n_samples,
         chunk_rows=ds.chunk_rows,
         shard_rows=int(shards[0]) if shards else None,
@@ -293,7 +239,7 @@ def store_info(path: str, *, names: int = 5, top: int = 5,
         feature_names=tuple(ds.feature_names[:names]),
         heads=dict(ds.heads),
         codec=codec,
-        bytes_by_node=_bytes_by_node(path, live),
+        bytes_by_node=bytes_by_node(path, live, ds.n_samples),
         splits=_splits(ds.group),
         stats=_scopes(ds, top),
         duplicates=_duplicates(ds),
@@ -353,6 +299,9 @@ def format_info(info: StoreInfo) -> str:
     m = info.missing
     if info.status == layout.COMPLETE:
         status = "complete"
+    elif m.streaming_chunks is not None:
+        status = (f"INCOMPLETE: streaming ingest, {m.streaming_chunks:,} chunks committed in "
+                  "the journal; rows are placed at the end; rerun the ingest to finish it")
     else:
         status = (f"INCOMPLETE: {m.rows:,} of {info.n_samples:,} rows not written "
                   f"({_ranges(m.ranges)}); {len(m.tasks):,} of {m.tasks_total:,} tasks missing; "

@@ -18,6 +18,7 @@ from chunkstore import ingest
 from chunkstore.core.schema import Compression, Schema
 from chunkstore.errors import IncompleteStoreWarning, ReadError, StoreExistsError
 from chunkstore.interop.export import export
+from chunkstore.report.info import format_info, store_info
 from chunkstore.stats.compute import compute_stats
 from chunkstore.store import layout
 from chunkstore.testing import make_items, write_config, write_items
@@ -100,6 +101,10 @@ def test_unfinished_streaming_store_reads_as_zero_rows_with_a_warning(tmp_path):
     with pytest.raises(ReadError, match="not finished"):
         ds.to_dask()
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 100_000  # KiB
+    assert list(ds.loader(batch_size=8)) == []  # no runaway over the preallocated 2^40 rows
+    info = store_info(store)
+    assert sum(raw for raw, _ in info.bytes_by_node.values()) < 1 << 20
+    assert "INCOMPLETE: streaming ingest, 0 chunks committed" in format_info(info)
     assert np.asarray(json.loads((Path(store) / "zarr.json").read_text())["attributes"]
                       ["chunkstore"]["n_samples"]) == 0
 
