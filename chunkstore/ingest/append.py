@@ -364,6 +364,7 @@ def append_store(config: Config, *, workers: int | None = None, started: float |
         plan = Plan.from_dict(state["plan"])
         ran = run_append_tasks(config, source, state, n_workers, pool)
         if state.get("staged"):  # every task is committed: the staged rows are not read again
+            staged.save_pairs(config.store, state["source_sha256"])  # (for repair)
             staged.drop_staging(config.store)
         if int(attrs["n_samples"]) != state["n_after"]:
             layout.remove_partials(config.store)

@@ -16,14 +16,16 @@ read-modified-written and a good chunk is never touched.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import numpy as np
 
-from chunkstore.config import Config
+from chunkstore.config import Config, load_config
 from chunkstore.core.plan import Plan, WriteTask
 from chunkstore.core.schema import Schema
 from chunkstore.errors import IntegrityError
+from chunkstore.ingest import append_streaming as staged
 from chunkstore.ingest.append_check import source_sha256
 from chunkstore.ingest.append_task import appends_dir
 from chunkstore.ingest.task import assemble
@@ -46,10 +48,11 @@ def records(store: str) -> list[dict[str, Any]]:
 
 
 def staged_message(store: str, k: int) -> str:
-    return (f"append {k} of store {store!r} came from a streaming producer: its rows were "
-            "placed in the order the workers produced them, which a rerun cannot reproduce, so "
-            "repair cannot rewrite its chunks; rebuild the store (ingest --overwrite, then the "
-            "appends), or restore the store's files from a copy")
+    return (f"append {k} of store {store!r} came from a streaming producer whose rows carry "
+            "its own provenance (or its kept (item, row) pairs are gone): the order the "
+            "workers placed them in cannot be reproduced, so repair cannot rewrite its chunks; "
+            "rebuild the store (ingest --overwrite, then the appends), or restore the store's "
+            "files from a copy")
 
 
 def refuse_streaming_appended(store: str, bad_rows: list[tuple[int, int]]) -> None:
@@ -63,11 +66,11 @@ def refuse_streaming_appended(store: str, bad_rows: list[tuple[int, int]]) -> No
     if not hit:
         return
     k, a, b = max(hit)
-    what = (staged_message(store, k) if recs[k - 1].get("staged") else
-            f"append {k} of store {store!r} wrote rows {a}-{b}, and repair rebuilds a streaming "
-            "store's chunks from its ingest's items only; rebuild the store (ingest "
-            "--overwrite, then the appends), or restore the store's files from a copy")
-    raise IntegrityError(f"bad rows {a}-{b}: {what}")
+    raise IntegrityError(
+        f"bad rows {a}-{b} of store {store!r} were written by append {k}, and the repair of a "
+        "store built with streaming placement rebuilds chunks from its ingest's items only; "
+        "rebuild the store (ingest --overwrite, then the appends), or restore the store's "
+        "files from a copy")
 
 
 def split_bad_rows(store: str, bad_rows: list[tuple[int, int]]
@@ -139,7 +142,8 @@ class Rebuild:
             else:
                 rec = self.recs[k - 1]
                 if rec.get("staged"):
-                    raise IntegrityError(staged_message(self.store, k))
+                    self._opened[k] = self._replay(k, rec)
+                    return self._opened[k]
                 if rec["config"]["source"]["kind"] == "python":
                     raise IntegrityError(
                         f"append {k} of store {self.store!r} read a python source, whose "
@@ -154,6 +158,27 @@ class Rebuild:
                     "were; restore its items, or rebuild the store")
             self._opened[k] = (config, source)
         return self._opened[k]
+
+    def _replay(self, k: int, rec: dict[str, Any]) -> tuple[Config, Source]:
+        """A streaming append's rows produced again, placed by its kept (item, row) pairs."""
+        path = staged.pairs_path(self.store, rec["source_sha256"])
+        if not path.exists():
+            raise IntegrityError(staged_message(self.store, k))
+        file = str(rec.get("file", "<dict>"))
+        if file.startswith("<") or not os.path.isfile(file):  # a record cannot hold the items
+            raise IntegrityError(
+                f"append {k} of store {self.store!r} ran a streaming producer from config "
+                f"{file}; repair runs it again from that config file, which is not found: "
+                "restore it (same items), or rebuild the store")
+        config = load_config(file)
+        source = open_source(config.source, config.schema)
+        if staged.streaming_sha256(config, source) != rec["source_sha256"]:
+            raise IntegrityError(
+                f"the items of append {k} of store {self.store!r} ({config.file}) changed "
+                "since it was appended, so its chunks cannot be rewritten to what they were; "
+                "restore its items, or rebuild the store")
+        pairs = journal.read_npz(path)[1]["pairs"]
+        return config, staged.Replay(source, pairs, config.schema)
 
     def writer_before(self, k: int, a: int, b: int) -> int:
         """The last writer of rows ``[a, b)`` before append ``k`` (0: the ingest)."""

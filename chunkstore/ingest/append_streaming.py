@@ -99,6 +99,55 @@ def stage(config: Config, workers: int) -> int:
     return int(layout.read_attrs(staged.store)["n_samples"])
 
 
+def pairs_path(store: str, sha: str) -> Any:
+    """Where a committed streaming append keeps its staged rows' (item, row) pairs, in
+    store order: what ``repair`` needs to produce its rows again (16 bytes per row)."""
+    return journal.journal_dir(store) / APPENDS / f"staged-{sha[:16]}.npz"
+
+
+def save_pairs(store: str, sha: str) -> None:
+    """Before the staging store goes: its rows' (item, row), unless they are the source's own
+    provenance (which does not name the item; such an append cannot be repaired)."""
+    staging = staging_path(store)
+    if (layout.read_attrs(staging).get("source_provenance") or
+            not store_path(staging).exists()):
+        return
+    pairs = np.asarray(node_array(open_group(staging, mode="r"), layout.SOURCE)[...])
+    journal.write_npz(pairs_path(store, sha), {"rows": len(pairs)},
+                      {"pairs": pairs.astype(np.int64)})
+
+
+class Replay(Source):
+    """A committed streaming append's new rows produced again (for ``repair``): one item,
+    row ``i`` = ``process(items[pairs[i, 0]])[pairs[i, 1]]``."""
+
+    def __init__(self, inner: Any, pairs: np.ndarray, schema: Schema) -> None:
+        super().__init__(None, schema)
+        self.inner, self.pairs = inner, pairs
+
+    def counts(self) -> list[int]:
+        return [len(self.pairs)]
+
+    @property
+    def has_group(self) -> bool:
+        return bool(self.inner.has_group)
+
+    def describe(self, item: int) -> str:
+        return "the staged rows of a streaming append (produced again)"
+
+    def read(self, item: int, start: int, stop: int) -> Batch:
+        pairs = self.pairs[start:stop]
+        made = {int(k): self.inner.run(int(k)) for k in np.unique(pairs[:, 0])}
+        heads = [h.name for h in self.schema.heads]
+
+        def take(get: Any) -> np.ndarray:
+            return np.stack([np.asarray(get(made[int(k)]))[r] for k, r in pairs])
+        return Batch(take(lambda b: b.features),
+                     {h: take(lambda b, h=h: b.labels[h]) for h in heads},
+                     {h: take(lambda b, h=h: b.masks[h]) for h in heads},
+                     take(lambda b: b.group) if self.has_group else None)
+
+
 def drop_staging(store: str) -> None:
     """Delete the staging store (nothing if there is none)."""
     store_path(staging_path(store)).remove()

@@ -235,27 +235,39 @@ def _corrupt(store: Path, array: str, row: int) -> str:
     return key
 
 
-@pytest.mark.parametrize("placement", ["streaming", "ordered"])
-def test_bad_appended_chunk_is_found_and_repair_refuses_clearly(tmp_path, python_config,
-                                                                placement):
-    """verify finds a bad chunk a streaming append wrote; repair cannot reproduce the staged
-    order, so it refuses with one clear message and writes nothing (the chunk stays bad)."""
+def test_ordered_store_repairs_chunks_of_a_streaming_append(tmp_path, python_config):
+    """A bad chunk a streaming append wrote into an ordered store (the shared tail chunk, and
+    one of its own) is named by verify and rewritten byte-identically: the producer runs again
+    and its rows are placed by the (item, row) pairs the append kept."""
     from chunkstore.pipeline import repair
 
+    store = tmp_path / "o.zarr"
+    cfg = _cfg(python_config, store, A, count="producers:rows_of")
+    ingest(cfg, progress=False)
+    b_file = tmp_path / "b.json"  # repair runs the producer again from the config file
+    b_file.write_text(json.dumps(_cfg(python_config, store, B)))
+    append(b_file, workers=2)
+    good = chunk_files(store)
+    keys = {_corrupt(store, "features", 36), _corrupt(store, "labels/move", 80)}
+    report = verify(str(store), workers=1)
+    assert {p.key for p in report.problems if p.kind == "corrupt"} == keys, report.format()
+    assert all(p.writer.startswith("append 1") for p in report.problems if p.kind == "corrupt")
+    repair(cfg, workers=1, progress=False)
+    assert verify(str(store), workers=1).ok
+    assert chunk_files(store) == good
+
+
+def test_streaming_store_refuses_repair_of_appended_rows(tmp_path, python_config):
+    """verify finds a bad chunk a streaming append wrote into a streaming-placed store; its
+    repair (rebuilt from the ingest's item runs) would drop the appended rows, so it is
+    refused with one message before anything is written."""
     store = tmp_path / "s.zarr"
-    count = {"count": "producers:rows_of"} if placement == "ordered" else {}
-    cfg = _cfg(python_config, store, A, **count)
-    ingest(cfg, workers=2, progress=False)
+    ingest(_cfg(python_config, store, A), workers=2, progress=False)
     append(_cfg(python_config, store, B), workers=2)
     key = _corrupt(store, "features", 38 + 40)
     report = verify(str(store), workers=1)
     assert {p.key for p in report.problems if p.kind == "corrupt"} == {key}, report.format()
-    before = chunk_files(store)
     rows = sorted({p.rows for p in report.problems})
-    with pytest.raises(IntegrityError, match="streaming producer.*rebuild the store"):
+    with pytest.raises(IntegrityError, match="written by append 1.*rebuild the store"):
         refuse_streaming_appended(str(store), rows)
-    if placement == "ordered":  # the repair path of ordered stores: the append's own refusal
-        with pytest.raises(IntegrityError, match="came from a streaming producer"):
-            repair(cfg, workers=1, progress=False)
-    assert chunk_files(store) == before
-    refuse_streaming_appended(str(store), [(0, 8)])  # rows only the ingest wrote: no refusal
+    refuse_streaming_appended(str(store), [(0, 8)])  # rows only the ingest wrote: repaired
