@@ -146,6 +146,17 @@ def test_ordered_store_grows_from_a_streaming_producer(tmp_path, python_config):
     assert verify(str(store), workers=1).ok
 
 
+def test_streaming_store_grows_from_an_ordered_source(tmp_path, python_config):
+    """A producer with a count (ordered placement) appended to a streaming-placed store: its
+    rows follow in item order and get meta/source (item, row) continuing the item ids."""
+    store = tmp_path / "s.zarr"
+    ingest(_cfg(python_config, store, A), workers=2, progress=False)
+    append(_cfg(python_config, store, B, count="producers:rows_of"), workers=2)
+    _check_streaming_store(store, A, B)
+    src = np.asarray(zarr.open_array(str(store), path="meta/source")[38:])
+    assert src.tolist() == [list(p) for p in _pairs(B)]  # ordered: in item order
+
+
 def _prov_cfg(store: Path, items, process: str = "process", provenance: bool = True):
     here = str(Path(__file__).parent.parent / "sources")
     return {"store": str(store), "schema": {"features": 4, "heads": {"a": 3}},
