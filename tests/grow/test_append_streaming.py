@@ -282,3 +282,26 @@ def test_streaming_store_refuses_repair_of_appended_rows(tmp_path, python_config
     with pytest.raises(IntegrityError, match="written by append 1.*rebuild the store"):
         refuse_streaming_appended(str(store), rows)
     refuse_streaming_appended(str(store), [(0, 8)])  # rows only the ingest wrote: repaired
+
+
+def test_staged_rows_of_another_producer_are_refused_then_finished(tmp_path, python_config):
+    """Staging done but the append not started (killed in between): another item list is
+    refused with one message, nothing changed; the same command finishes from the staged
+    rows without producing them again."""
+    from chunkstore.config import Config
+    from chunkstore.ingest.append_streaming import staging_config
+    from chunkstore.ingest.coordinator import ingest_store
+
+    store = tmp_path / "s.zarr"
+    ingest(_cfg(python_config, store, A), workers=2, progress=False)
+    cfg_b = Config.from_dict(_cfg(python_config, store, B))
+    ingest_store(staging_config(cfg_b), workers=2, progress=False)  # the staging phase only
+    before = chunk_files(store)
+    with pytest.raises(AppendError, match="staged streaming append of another item list"):
+        append(_cfg(python_config, store, B[:2]), workers=2)
+    assert chunk_files(store) == before
+    staged_x = np.asarray(zarr.open_array(staging_path(str(store)), path="features")[:])
+    append(_cfg(python_config, store, B), workers=2)
+    _check_streaming_store(store, A, B)
+    np.testing.assert_array_equal(  # the staged rows, in their staged order
+        zarr.open_array(str(store), path="features")[38:], staged_x)
