@@ -41,7 +41,7 @@ from chunkstore.dedup import dedup  # noqa: E402  isort: skip  (the function ove
 # tasks need) does not pay for the readers, Dask statistics and xarray at start-up.
 _LAZY = {
     "append": "chunkstore.ingest.append",
-    "add_head": "chunkstore.ingest.heads",
+    "add_head": "chunkstore.pipeline",
     "open_version": "chunkstore.store.versions",
     "repair": "chunkstore.pipeline",
     "verify": "chunkstore.integrity.verify",

@@ -22,6 +22,9 @@ from chunkstore.store import journal, layout
 from chunkstore.store import urls as storage
 
 if TYPE_CHECKING:
+    from numpy.typing import ArrayLike
+
+    from chunkstore.ingest.heads import HeadSummary
     from chunkstore.integrity.report import RepairSummary, VerifyReport
 
 
@@ -149,6 +152,10 @@ def _rewrite(config: Config, report: VerifyReport, workers: int | None, progress
 
     store = config.store
     bad_rows = _bad_rows(report)
+    if report.placement == "streaming":  # before anything is changed
+        from chunkstore.ingest.append_repair import refuse_streaming_appended
+
+        refuse_streaming_appended(store, bad_rows)
     set_aside = journal.set_aside_bad_records(store)
     done: list[str] = [f"journal record of task {t} (set aside)" for t in set_aside]
     if report.status != layout.COMPLETE:
@@ -282,3 +289,29 @@ def _item_rows(config: Config, source: Any, item: int, cache: dict[int, dict[str
                         nan_policy=config.ingest.nan_policy)
         cache[item] = batch_arrays(b, item, config)
     return cache[item]
+
+
+def add_head(store: str, name: str, classes: int | None = None, labels: ArrayLike | None = None,
+             masks: ArrayLike | None = None, *, workers: int | None = None,
+             source: Config | str | os.PathLike[str] | None = None, progress: bool = True,
+             **dtypes: str) -> HeadSummary:
+    """Add head ``name`` without rewriting anything, then its statistics: class and mask
+    counts in every stored scope, and its mutual information in every scope that has mutual
+    information (one read of the features per such scope).
+
+    Parameters, returns and errors are those of :func:`chunkstore.ingest.heads.add_head`
+    (``dtypes``: ``label_dtype``, ``mask_dtype``); ``progress`` shows the features pass.
+
+    Examples
+    --------
+    >>> add_head("data/demo.zarr", "outcome", 3, np.load("outcome.npy"))  # doctest: +SKIP
+    """
+    import dataclasses
+
+    from chunkstore.ingest import heads
+    from chunkstore.stats.head_info import add_head_info
+
+    summary = heads.add_head(store, name, classes, labels, masks, workers=workers,
+                             source=source, **dtypes)
+    info = add_head_info(store, name, progress=progress)
+    return dataclasses.replace(summary, notes=(info.format(),))

@@ -47,20 +47,20 @@ def add_append(sub: Any) -> None:
 def _add_head(args: argparse.Namespace) -> str:
     import numpy as np
 
-    from chunkstore.ingest.heads import add_head
+    from chunkstore.pipeline import add_head
 
     if (args.config is None) == (args.labels is None) or (args.config and args.masks):
         raise UsageError("add-head takes --labels (and --masks) .npy files, or --config "
                          "HEAD.yaml whose source's items line up with the store's rows")
     if args.config is not None:
         return add_head(args.store, args.name, args.classes, source=args.config,
-                        workers=args.workers).format()
+                        workers=args.workers, progress=not args.quiet).format()
     if args.classes is None:
         raise UsageError("add-head --labels needs --classes K")
     labels = np.load(args.labels, mmap_mode="r")
     masks = None if args.masks is None else np.load(args.masks, mmap_mode="r")
     return add_head(args.store, args.name, args.classes, labels, masks,
-                    workers=args.workers).format()
+                    workers=args.workers, progress=not args.quiet).format()
 
 
 def add_add_head(sub: Any) -> None:
@@ -79,6 +79,7 @@ def add_add_head(sub: Any) -> None:
                         "schema.heads, whose source's items line up with the store's rows "
                         "(its items, in order; or as meta/source records them)")
     p.add_argument("--workers", type=int, default=None, help="worker processes")
+    add_quiet(p)
     p.set_defaults(run=_add_head)
 
 

@@ -5,7 +5,8 @@
 executor, one writer per chunk (shard); each task commits a record in
 ``_chunkstore/heads/<name>/``, so a killed run rerun with the same labels resumes. No existing
 chunk file is touched. At the end, every stored statistics scope gets ``class_counts/<name>``
-and ``mask_counts/<name>`` (mutual information needs ``chunkstore stats`` again), the head is
+and ``mask_counts/<name>`` (:func:`chunkstore.pipeline.add_head` then adds its mutual
+information, which needs the features: :mod:`chunkstore.stats.head_info`), the head is
 added to the root attrs -- the commit: until then chunkstore readers do not list it -- and a
 version is recorded.
 """
@@ -47,12 +48,14 @@ class HeadSummary:
     tasks_total: int
     tasks_run: int
     version: str
+    notes: tuple[str, ...] = ()  # e.g. the scopes that got the head's mutual information
 
     def format(self) -> str:
-        return (f"store            {self.store}\n"
-                f"head             {self.head} ({self.classes} classes, {self.rows:,} rows)\n"
-                f"tasks            {self.tasks_run} run, {self.tasks_total - self.tasks_run} "
-                f"already done\nversion          {self.version}")
+        return "\n".join((
+            f"store            {self.store}",
+            f"head             {self.head} ({self.classes} classes, {self.rows:,} rows)",
+            f"tasks            {self.tasks_run} run, {self.tasks_total - self.tasks_run} "
+            "already done", f"version          {self.version}", *self.notes))
 
 
 def head_dir(store: str, name: str) -> StorePath:

@@ -68,7 +68,7 @@ DEFAULT_SPLITS = layout.DEFAULT_SPLITS
 BLOCK_MIB = 32.0  # features per Dask block (a whole number of store chunks)
 
 @contextmanager
-def _runner(scheduler: str | None, progress: bool, store: str
+def stats_runner(scheduler: str | None, progress: bool, store: str
             ) -> Iterator[Callable[[Any, str], Any]]:
     """``compute(graph, what)``: threads locally (progress bar on stderr), or a cluster.
 
@@ -165,7 +165,7 @@ def compute_stats(
     integer = features.dtype.kind in "iu"
     if correlation is None:
         correlation = not integer
-    with _runner(scheduler, progress, store) as compute:
+    with stats_runner(scheduler, progress, store) as compute:
         first, second, binning = _passes(compute, group, sel, bins, correlation, rows)
     arrays, bias = result_arrays(first, second, binning, _heads(group))
     write_scope(group, sel.scope, arrays, scope_attrs(sel, first.rows, correlation, bins, bias))

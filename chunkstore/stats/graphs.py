@@ -225,11 +225,13 @@ def moments_graph(group: zarr.Group, sel: Selection, *, correlation: bool, rows:
     return tree_reduce(leaves, Partial.merge)
 
 
-def histogram_graph(group: zarr.Group, sel: Selection, binning: Binning, *, rows: int) -> Any:
-    """Pass 2 as a Dask delayed: the merged :class:`HistPartial` of the selected rows."""
+def histogram_graph(group: zarr.Group, sel: Selection, binning: Binning, *, rows: int,
+                    heads: Mapping[str, int] | None = None) -> Any:
+    """Pass 2 as a Dask delayed: the merged :class:`HistPartial` of the selected rows (the
+    feature-bin x class tables of ``heads``; default every head of the store)."""
     from dask import delayed
 
-    heads = _heads(group)
+    heads = _heads(group) if heads is None else dict(heads)
     dtype = count_dtype(sel)
     leaves = [delayed(_pass2, pure=True)(x, lab, cod, sel.code, binning, heads, dtype)
               for x, lab, _, cod in _blocks(group, heads, rows, sel, with_masks=False)]

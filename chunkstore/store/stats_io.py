@@ -60,11 +60,17 @@ def write_scope(group: zarr.Group, scope: str, arrays: Mapping[str, NDArray[Any]
         del group[path]
     sub = group.require_group(path)
     sub.attrs.update(dict(attrs))
+    add_arrays(group, scope, arrays)
+
+
+def add_arrays(group: zarr.Group, scope: str, arrays: Mapping[str, NDArray[Any]]) -> None:
+    """Write ``arrays`` into ``stats/<scope>``, replacing arrays of the same name only."""
+    sub = node_group(group, f"{STATS}/{scope}")
     for name, value in arrays.items():
         a = np.ascontiguousarray(value)
         fill = np.nan if a.dtype.kind == "f" else 0
         sub.create_array(name, shape=a.shape, dtype=a.dtype, chunks=_chunks(a),
-                         fill_value=fill)[...] = a
+                         fill_value=fill, overwrite=True)[...] = a
 
 
 @dataclass(frozen=True)

@@ -272,15 +272,18 @@ def test_streaming_store_refuses_repair_of_appended_rows(tmp_path, python_config
     """verify finds a bad chunk a streaming append wrote into a streaming-placed store; its
     repair (rebuilt from the ingest's item runs) would drop the appended rows, so it is
     refused with one message before anything is written."""
+    from chunkstore.pipeline import repair
+
     store = tmp_path / "s.zarr"
     ingest(_cfg(python_config, store, A), workers=2, progress=False)
     append(_cfg(python_config, store, B), workers=2)
     key = _corrupt(store, "features", 38 + 40)
     report = verify(str(store), workers=1)
     assert {p.key for p in report.problems if p.kind == "corrupt"} == {key}, report.format()
-    rows = sorted({p.rows for p in report.problems})
+    before = chunk_files(store)
     with pytest.raises(IntegrityError, match="written by append 1.*rebuild the store"):
-        refuse_streaming_appended(str(store), rows)
+        repair(_cfg(python_config, store, A), workers=1, progress=False)
+    assert chunk_files(store) == before  # nothing written
     refuse_streaming_appended(str(store), [(0, 8)])  # rows only the ingest wrote: repaired
 
 
