@@ -6,8 +6,11 @@
   CPU use stays below 15% for 3 s; the CPU time other processes used *during* the run is
   recorded as ``other load %`` (share of the machine's CPU time over the run's wall time).
 - **Memory**: the process tree (command + every descendant) is sampled every 50 ms with psutil;
-  ``peak RSS MiB`` is the largest sum of RSS at one sample. ``os.wait4`` also gives the kernel's
-  exact high-water mark of the largest single process (``max process MiB``) and the tree's CPU.
+  ``peak RSS MiB`` is the largest sum of RSS at one sample. Each sample also reads every
+  process's kernel high-water mark (``VmHWM``, Linux), whose largest value is ``max_process``
+  (``rss="process"`` columns). Not ``os.wait4``'s ``ru_maxrss``: a child inherits the harness's
+  own peak across fork and exec, so every step run after a large one reported the harness's
+  size. ``os.wait4`` gives the tree's CPU.
 - **Repeats** are interleaved (round 1 of every method, then round 2, ...) and the fastest run
   of each method is kept.
 - A measured step of Python code runs in its own process: ``python -m benchmarks step
@@ -70,7 +73,7 @@ class Run:
     label: str
     wall: float  # process start to exit, s
     peak_rss: int  # largest sampled sum of RSS over the process tree, bytes
-    max_process: int  # exact peak RSS of the largest single process (wait4 ru_maxrss), bytes
+    max_process: int  # peak RSS (VmHWM) of the largest single process, bytes
     cpu: float  # user + system s of the tree (waited-for processes)
     other_load: float  # % of the machine's CPU used by other processes during the run
     waited: float  # s of idle wait before the run
@@ -91,6 +94,18 @@ def _busy() -> float:
     return sum(t) - t.idle - getattr(t, "iowait", 0.0)
 
 
+def _hwm(pid: int) -> int:
+    """The kernel's peak RSS of one process's memory since its exec (0 where unknown)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
 def _sample(root: Any, procs: dict[int, tuple[str, int]]) -> int:
     import psutil
 
@@ -105,7 +120,7 @@ def _sample(root: Any, procs: dict[int, tuple[str, int]]) -> int:
             cmd = procs[p.pid][0] if p.pid in procs else " ".join(p.cmdline())[:160]
         except psutil.Error:
             continue
-        procs[p.pid] = (cmd, max(rss, procs.get(p.pid, ("", 0))[1]))
+        procs[p.pid] = (cmd, max(rss, _hwm(p.pid), procs.get(p.pid, ("", 0))[1]))
         total += rss
     return total
 
@@ -135,7 +150,8 @@ def measure(label: str, argv: list[str], env: dict[str, str], cwd: Path,
     if proc.returncode:
         raise RuntimeError(f"{label}: exit {proc.returncode}: {' '.join(argv)}\n{text[-4000:]}")
     lines = [ln for ln in text.splitlines() if ln.startswith("RESULT ")]
-    return Run(label, wall, peak, ru.ru_maxrss * 1024, ru.ru_utime + ru.ru_stime,
+    largest = max((r for _, r in procs.values()), default=ru.ru_maxrss * 1024)
+    return Run(label, wall, peak, largest, ru.ru_utime + ru.ru_stime,
                max(0.0, 100 * other / (wall * NCPU)), waited,
                json.loads(lines[-1][7:]) if lines else {}, procs)
 
