@@ -26,6 +26,7 @@ from chunkstore.sources import Source
 from chunkstore.sources.base import Batch
 from chunkstore.store import journal, layout
 from chunkstore.store.urls import StorePath, open_group
+from chunkstore.store.writes import write_rows
 
 from chunkstore.ingest.task import (  # isort: skip
     TaskResult, assemble, partial_stats, use_zarrs, worker_config_and_source)
@@ -147,8 +148,7 @@ def run_append_task(spec: AppendSpec) -> TaskResult:
     stats = partial_stats({k: v[first_new:] for k, v in buffers.items()}, config)
     use_zarrs(spec.store)
     group = open_group(spec.store, mode="r+")
-    for name, data in buffers.items():
-        group[name][task.start:task.stop] = data
+    write_rows(group, buffers, task.start, task.stop)
     del buffers
     journal.write_npz(record_path(spec.store, task.task_id),
                       {"task_id": task.task_id, "start": task.start, "stop": task.stop},

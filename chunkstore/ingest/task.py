@@ -27,6 +27,7 @@ from chunkstore.runtime.memory import peak_rss
 from chunkstore.sources import Source, check_batch, open_source
 from chunkstore.store import journal, layout
 from chunkstore.store.urls import is_local, open_group
+from chunkstore.store.writes import write_rows
 
 ZARRS_PIPELINE = "zarrs.ZarrsCodecPipeline"
 
@@ -165,8 +166,7 @@ def run_task(spec: TaskSpec) -> TaskResult:
     stats = partial_stats(buffers, config)
     use_zarrs(spec.store)
     group = open_group(spec.store, mode="r+")
-    for name, data in buffers.items():
-        group[name][task.start:task.stop] = data
+    write_rows(group, buffers, task.start, task.stop)
     del buffers
     journal.write_record(spec.store, task.task_id,
                          {"task_id": task.task_id, "start": task.start, "stop": task.stop},
