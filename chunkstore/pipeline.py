@@ -294,13 +294,13 @@ def _item_rows(config: Config, source: Any, item: int, cache: dict[int, dict[str
 def add_head(store: str, name: str, classes: int | None = None, labels: ArrayLike | None = None,
              masks: ArrayLike | None = None, *, workers: int | None = None,
              source: Config | str | os.PathLike[str] | None = None, progress: bool = True,
-             **dtypes: str) -> HeadSummary:
+             label_dtype: str = "int16", mask_dtype: str = "int8") -> HeadSummary:
     """Add head ``name`` without rewriting anything, then its statistics: class and mask
     counts in every stored scope, and its mutual information in every scope that has mutual
     information (one read of the features per such scope).
 
-    Parameters, returns and errors are those of :func:`chunkstore.ingest.heads.add_head`
-    (``dtypes``: ``label_dtype``, ``mask_dtype``); ``progress`` shows the features pass.
+    Parameters, returns and errors are those of :func:`chunkstore.ingest.heads.add_head`;
+    ``progress`` shows the features pass.
 
     Examples
     --------
@@ -312,6 +312,6 @@ def add_head(store: str, name: str, classes: int | None = None, labels: ArrayLik
     from chunkstore.stats.head_info import add_head_info
 
     summary = heads.add_head(store, name, classes, labels, masks, workers=workers,
-                             source=source, **dtypes)
+                             source=source, label_dtype=label_dtype, mask_dtype=mask_dtype)
     info = add_head_info(store, name, progress=progress)
     return dataclasses.replace(summary, notes=(info.format(),))

@@ -52,13 +52,6 @@ DONE = "done.json"
 MERGED = "merged.npz"
 
 
-def record_name(k: int) -> str:
-    """The kept record of the ``k``-th append (1-based): its state (plan, base, rows, config,
-    source digest) and version; read by ``repair`` (:mod:`chunkstore.ingest.append_repair`)
-    and ``verify`` (:mod:`chunkstore.integrity.writers`)."""
-    return f"append-{k:06d}.json"
-
-
 def _shard_rows(group: zarr.Group) -> int | None:
     arrays = [group[name] for name in layout.stored_sample_arrays(group)]
     rows = [int(a.shards[0]) for a in arrays if isinstance(a, zarr.Array) and a.shards]
@@ -76,7 +69,7 @@ def source_counts(config: Config, source: Source, workers: int) -> list[int]:
 def unfinished(store: str, sha: str) -> dict[str, Any] | None:
     """The state of this source's unfinished append, if any; AppendError if another source's
     append is unfinished or this source was appended already."""
-    adir = append_task.appends_dir(store)
+    adir = journal.appends_dir(store)
     if (adir / CURRENT).exists():
         state: dict[str, Any] = journal.read_json(adir / CURRENT)
         if state["source_sha256"] != sha:
@@ -101,20 +94,20 @@ def start_or_resume(config: Config, source: Source, attrs: dict[str, Any], worke
         if (state := unfinished(store, sha)) is not None:
             return state
         counts = [staged.stage(config, workers)]
-        extra = staged.staged_extra(config, attrs, staged.staged_items(store))
+        extra = staged.staged_extra(attrs, staged.staged_items(store))
     else:
         counts = source_counts(config, source, workers)
         sha = source_sha256(config, counts)
         if (state := unfinished(store, sha)) is not None:
             return state
-        extra = staged.source_extra(config, attrs, counts)
+        extra = staged.source_extra(attrs, counts)
     return _start(config, attrs, counts, sha, extra)
 
 
 def _start(config: Config, attrs: dict[str, Any], counts: list[int], sha: str,
            extra: dict[str, Any]) -> dict[str, Any]:
     store = config.store
-    adir = append_task.appends_dir(store)
+    adir = journal.appends_dir(store)
     if sum(counts) == 0:
         if extra.get("staged"):
             staged.drop_staging(store)
@@ -145,7 +138,7 @@ def _save_old_partials(store: str, group: zarr.Group, attrs: dict[str, Any]) -> 
     """Every stored scope's partial before the append, kept until it commits (so a rerun
     after the scopes were rewritten never merges the new rows twice)."""
     heads = {h: int(d["classes"]) for h, d in attrs["heads"].items()}
-    adir = append_task.appends_dir(store)
+    adir = journal.appends_dir(store)
     for scope in append_stats.available_scopes(group):
         p = append_stats.stored_partial(group, scope, heads)
         name = f"before-{hashlib.sha256(scope.encode()).hexdigest()[:16]}.npz"
@@ -155,7 +148,7 @@ def _save_old_partials(store: str, group: zarr.Group, attrs: dict[str, Any]) -> 
 
 def _old_partials(store: str) -> dict[str, Partial | None]:
     out: dict[str, Partial | None] = {}
-    for p in append_task.appends_dir(store).iterdir():
+    for p in journal.appends_dir(store).iterdir():
         if p.name.startswith("before-") and p.name.endswith(".npz"):
             meta, arrays = journal.read_npz(p)
             out[meta["scope"]] = Partial.from_arrays(arrays) if meta["ok"] else None
@@ -206,7 +199,7 @@ def run_append_tasks(config: Config, source: Source, state: dict[str, Any], work
     if staging is not None and not storage.store_path(staging).exists():
         raise AppendError(f"store {store!r}: the staged rows of this streaming append "
                           f"({staging!r}) are gone before its tasks were done; delete "
-                          f"{str(append_task.appends_dir(store) / CURRENT)!r} and rerun")
+                          f"{str(journal.appends_dir(store) / CURRENT)!r} and rerun")
     threads = in_process(config, state["n_after"] - state["n_before"], pool,
                          staging is not None)
     has_source = "item_offset" in state
@@ -233,7 +226,7 @@ def run_append_tasks(config: Config, source: Source, state: dict[str, Any], work
 def new_rows_partial(config: Config, state: dict[str, Any]) -> Partial:
     """The merge of every append record's partial (task order), saved once."""
     store = config.store
-    path = append_task.appends_dir(store) / MERGED
+    path = journal.appends_dir(store) / MERGED
     if path.exists():
         return Partial.from_arrays(journal.read_npz(path)[1])
     heads = {h.name: h.classes for h in config.schema.heads}
@@ -323,7 +316,7 @@ def commit(config: Config, state: dict[str, Any]) -> str:
     """The append's commit: ``n_samples`` changes, the attrs are sealed, a version is
     recorded, and the append's journal is cleared. Safe to repeat."""
     store = config.store
-    adir = append_task.appends_dir(store)
+    adir = journal.appends_dir(store)
     if int(layout.read_attrs(store)["n_samples"]) != state["n_after"]:
         layout.update_attrs(store, n_samples=state["n_after"], modified=layout.now_iso(),
                             **state.get("attrs_after", {}))
@@ -334,7 +327,7 @@ def commit(config: Config, state: dict[str, Any]) -> str:
         vid = versions.commit_version(store, f"append {config.file}",
                                       source_sha256=state["source_sha256"]).id
         # kept for `chunkstore repair`: which task of which source wrote the appended rows
-        journal.write_json(adir / record_name(len(done) + 1),
+        journal.write_json(adir / journal.append_record_name(len(done) + 1),
                            {**state, "version": vid, "file": config.file})
         done.append({k: state[k] for k in ("source_sha256", "n_before", "n_after", "started")})
         journal.write_json(adir / DONE, done)

@@ -27,24 +27,11 @@ from chunkstore.core.schema import Schema
 from chunkstore.errors import IntegrityError
 from chunkstore.ingest import append_streaming as staged
 from chunkstore.ingest.append_check import source_sha256
-from chunkstore.ingest.append_task import appends_dir
 from chunkstore.ingest.task import assemble
 from chunkstore.sources import Source, open_source
 from chunkstore.sources.base import Batch
 from chunkstore.store import journal, layout
 from chunkstore.store.urls import open_group, store_path
-
-RECORD_PREFIX = "append-"
-
-
-def records(store: str) -> list[dict[str, Any]]:
-    """The kept records of the store's committed appends, oldest first."""
-    adir = appends_dir(store)
-    if not adir.exists():
-        return []
-    names = sorted(p.name for p in adir.iterdir()
-                   if p.name.startswith(RECORD_PREFIX) and p.name.endswith(".json"))
-    return [journal.read_json(adir / n) for n in names]
 
 
 def staged_message(store: str, k: int) -> str:
@@ -60,7 +47,7 @@ def refuse_streaming_appended(store: str, bad_rows: list[tuple[int, int]]) -> No
     append wrote last (``[base, n_after)`` of an append; its chunks hold rows the ingest's
     journal does not know, so rebuilding them from the ingest's item runs would drop rows).
     ``chunkstore repair`` calls it before rebuilding a streaming store's chunks."""
-    recs = records(store)
+    recs = journal.append_records(store)
     hit = [(k, a, b) for a, b in bad_rows for k, r in enumerate(recs, 1)
            if a < int(r["n_after"]) and int(r["base"]) < b]
     if not hit:
@@ -76,7 +63,7 @@ def refuse_streaming_appended(store: str, bad_rows: list[tuple[int, int]]) -> No
 def split_bad_rows(store: str, bad_rows: list[tuple[int, int]]
                    ) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
     """``(rows the ingest wrote last, rows an append wrote last)`` of chunk-aligned ranges."""
-    recs = records(store)
+    recs = journal.append_records(store)
     if not recs:
         return list(bad_rows), []
     cut = int(recs[0]["base"])
@@ -128,7 +115,7 @@ class Rebuild:
 
     def __init__(self, config: Config) -> None:
         self.store, self.ingest_config = config.store, config
-        self.recs = records(config.store)
+        self.recs = journal.append_records(config.store)
         self.ingest_plan = Plan.from_dict(
             journal.read_json(journal.journal_dir(config.store) / "plan.json"))
         self.has_group = bool(layout.read_attrs(config.store).get("has_group"))
@@ -201,12 +188,6 @@ class Rebuild:
                 for name, v in self.task_rows(k, task).items()}
 
 
-def last_writer(recs: list[dict[str, Any]], a: int) -> int:
-    """The append (1-based) that last wrote the chunk starting at row ``a``; 0: the ingest."""
-    return max((k for k, r in enumerate(recs, 1) if int(r["base"]) <= a < int(r["n_after"])),
-               default=0)
-
-
 def _unit(group: Any) -> int:
     """Rows of the largest file (shard, or chunk) of any sample array: an append's tasks are
     whole such units and every array's files nest in them, so writing whole units never
@@ -228,7 +209,7 @@ def rerun_appended(config: Config, bad_rows: list[tuple[int, int]]) -> list[str]
     unit, root = _unit(group), store_path(config.store)
     by_task: dict[tuple[int, int], list[tuple[int, int]]] = {}
     for a, b in sorted({(a // unit * unit, min(n, -(-b // unit) * unit)) for a, b in bad_rows}):
-        k = last_writer(rebuild.recs, a)
+        k = journal.last_append(rebuild.recs, a)
         if k == 0:
             raise IntegrityError(f"rows [{a}, {b}) of store {config.store!r} were not written "
                                  "by any recorded append")

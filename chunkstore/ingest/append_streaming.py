@@ -43,12 +43,11 @@ from chunkstore.store.stats_io import node_array
 from chunkstore.store.urls import open_group, store_path
 
 STAGING = "staging.zarr"
-APPENDS = "appends"  # the append journal (as chunkstore.ingest.append_task.APPENDS)
 
 
 def staging_path(store: str) -> str:
     """Where a streaming append stages its rows (inside the target's journal)."""
-    return str(journal.journal_dir(store) / APPENDS / STAGING)
+    return str(journal.appends_dir(store) / STAGING)
 
 
 def streaming_sha256(config: Config, source: Any) -> str:
@@ -102,15 +101,16 @@ def stage(config: Config, workers: int) -> int:
 def pairs_path(store: str, sha: str) -> Any:
     """Where a committed streaming append keeps its staged rows' (item, row) pairs, in
     store order: what ``repair`` needs to produce its rows again (16 bytes per row)."""
-    return journal.journal_dir(store) / APPENDS / f"staged-{sha[:16]}.npz"
+    return journal.appends_dir(store) / f"staged-{sha[:16]}.npz"
 
 
 def save_pairs(store: str, sha: str) -> None:
     """Before the staging store goes: its rows' (item, row), unless they are the source's own
     provenance (which does not name the item; such an append cannot be repaired)."""
     staging = staging_path(store)
-    if (layout.read_attrs(staging).get("source_provenance") or
-            not store_path(staging).exists()):
+    if pairs_path(store, sha).exists() or not store_path(staging).exists():
+        return  # saved before, or a rerun after the staging store was deleted
+    if layout.read_attrs(staging).get("source_provenance"):
         return
     pairs = np.asarray(node_array(open_group(staging, mode="r"), layout.SOURCE)[...])
     journal.write_npz(pairs_path(store, sha), {"rows": len(pairs)},
@@ -153,7 +153,7 @@ def drop_staging(store: str) -> None:
     store_path(staging_path(store)).remove()
 
 
-def staged_extra(config: Config, attrs: dict[str, Any], staged_items: int) -> dict[str, Any]:
+def staged_extra(attrs: dict[str, Any], staged_items: int) -> dict[str, Any]:
     """What the append state records for a staged append: the staging store is its source;
     for a store with ``meta/source``, how the new rows' pairs are made and the ``n_items``
     the commit sets."""
@@ -165,7 +165,7 @@ def staged_extra(config: Config, attrs: dict[str, Any], staged_items: int) -> di
     return extra
 
 
-def source_extra(config: Config, attrs: dict[str, Any], counts: list[int]) -> dict[str, Any]:
+def source_extra(attrs: dict[str, Any], counts: list[int]) -> dict[str, Any]:
     """The same for an ordered source appended to a store with ``meta/source``."""
     if not attrs.get("has_source"):
         return {}

@@ -31,20 +31,13 @@ from chunkstore.store.writes import write_rows
 from chunkstore.ingest.task import (  # isort: skip
     TaskResult, assemble, partial_stats, use_zarrs, worker_config_and_source)
 
-APPENDS = "appends"  # _chunkstore/appends/: the journal of the append in progress
-
-
-def appends_dir(store: str) -> StorePath:
-    return journal.journal_dir(store) / APPENDS
-
-
 def record_path(store: str, task_id: int) -> StorePath:
-    return appends_dir(store) / journal.TASKS / f"{task_id:06d}.npz"
+    return journal.appends_dir(store) / journal.TASKS / f"{task_id:06d}.npz"
 
 
 def completed(store: str) -> set[int]:
     """Ids of append tasks whose completion record exists."""
-    return {int(p.stem) for p in (appends_dir(store) / journal.TASKS).iterdir()
+    return {int(p.stem) for p in (journal.appends_dir(store) / journal.TASKS).iterdir()
             if p.name.endswith(".npz") and not p.name.startswith(".")}
 
 

@@ -26,7 +26,6 @@ from numpy.typing import NDArray
 from chunkstore.config import Config
 from chunkstore.core.schema import HeadSpec
 from chunkstore.errors import AppendError
-from chunkstore.ingest.append_repair import records
 from chunkstore.ingest.resolve import resolve_config
 from chunkstore.sources import Source, open_source
 from chunkstore.store import journal, layout
@@ -52,7 +51,7 @@ def store_item_counts(store: str) -> list[int]:
                           "which rows came from which item is unknown; pass the labels as an "
                           "array of its rows instead")
     out = _piece_counts(journal.read_json(plan)["tasks"], skip_tail=False)
-    for rec in records(store):
+    for rec in journal.append_records(store):
         out += _piece_counts(rec["plan"]["tasks"], skip_tail=True)
     return out
 

@@ -44,18 +44,6 @@ def journal_problems(store: str) -> list[Problem]:
     return out
 
 
-def append_records(store: str) -> list[dict[str, Any]]:
-    """The kept records of the store's committed appends, oldest first (written by
-    :mod:`chunkstore.ingest.append`; read here by name, as operations do not import each
-    other)."""
-    adir = journal.journal_dir(store) / "appends"
-    if not adir.exists():
-        return []
-    names = sorted(p.name for p in adir.iterdir()
-                   if p.name.startswith("append-") and p.name.endswith(".json"))
-    return [journal.read_json(adir / n) for n in names]
-
-
 class Writers:
     """The committed rows of a store and the writer of any row range."""
 
@@ -74,7 +62,7 @@ class Writers:
             (b for _, b in self.ranges), default=0)
         stats = group.get("stats/all")
         self.has_stats = isinstance(stats, zarr.Group) and "count" in stats
-        self.appends = append_records(store)
+        self.appends = journal.append_records(store)
 
     def _committed(self, n: int) -> list[tuple[int, int]]:
         if self.complete:
@@ -96,10 +84,9 @@ class Writers:
 
     def of(self, start: int, stop: int) -> str:
         """The task(s) or source items that wrote rows ``[start, stop)``."""
-        if self.placement == "streaming":
+        k = journal.last_append(self.appends, start)
+        if self.placement == "streaming" and not k:
             return self._items(start, stop)
-        k = max((k for k, r in enumerate(self.appends, 1) if r["base"] <= start < r["n_after"]),
-                default=0)
         plan = self.appends[k - 1]["plan"] if k else self.plan
         tasks = [t for t in plan.get("tasks", []) if t["start"] < stop and start < t["stop"]]
         if k:  # the append's item 0 is the store's own tail; its source items are 1..

@@ -30,7 +30,13 @@ from chunkstore.read.order import (
     window_permutation,
 )
 from chunkstore.read.pipeline import WindowSource, pipelined
-from chunkstore.read.shared import SharedWindows, WorkerShare, iteration_seed, rank_tasks
+from chunkstore.read.shared import (
+    MAX_WORKERS,
+    SharedWindows,
+    WorkerShare,
+    iteration_seed,
+    rank_tasks,
+)
 
 Batch = dict[str, Any]
 Items = Callable[[Any], NDArray[np.int64]]
@@ -94,7 +100,8 @@ def elastic_batches(items: Items, produce: Produce | None, counts: NDArray[np.in
                          workers=(shard.worker, shard.workers))
     todo = tasks(windows, specs)
     seed = iteration_seed()
-    if source is not None and shared is not None and shard.workers > 1 and seed is not None:
+    if (source is not None and shared is not None and 1 < shard.workers <= MAX_WORKERS
+            and seed is not None):  # more workers than the shared flags hold: each decodes alone
         every = rank_batches(total, start=start, batch_size=batch_size, rank=shard.rank,
                              world_size=shard.world_size, remainder=remainder)
         todo = rank_tasks(tasks(windows, every), shard.worker, shard.workers)

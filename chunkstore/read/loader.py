@@ -170,8 +170,7 @@ class Loader(BatchStream):
     marked as duplicates (``meta/duplicate_of != -1``). The window is ``window_chunks`` chunks,
     or (``window_chunks=None``, the default) as many chunks as fit ``window_bytes`` of decoded
     arrays (labels and masks kept decoded whole do not count). Memory: ``1 + prefetch``
-    decoded windows plus a few gathered batches (``elastic=False``: about ``(threads +
-    prefetch + 2)`` windows).
+    decoded windows plus a few gathered batches.
     """
 
     def __init__(self, dataset: StoreView, *, batch_size: int = 256, split: str | None = None,

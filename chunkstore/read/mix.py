@@ -132,9 +132,10 @@ class Mixture:
         _check_features(self.views)
         for name, value in (("batch_size", batch_size), ("block", block),
                             ("window_chunks", 1 if window_chunks is None else window_chunks),
-                            ("threads", threads), ("prefetch", prefetch + 1)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ReadError(f"{name} must be an integer >= 1, found {value!r}")
+                            ("threads", threads), ("prefetch", prefetch)):
+            low = 0 if name == "prefetch" else 1
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ReadError(f"{name} must be an integer >= {low}, found {value!r}")
         self.weights = [float(w) for w in weights]
         self.counts = block_counts(self.weights, block)
         self.seed, self.batch_size, self.block = int(seed), batch_size, block

@@ -8,8 +8,8 @@ window is being gathered, the next ``prefetch`` windows decode. So the decoded m
 size -- the window can be large (many chunks per batch, a better shuffle) at the cost of two
 buffers, not one per thread and per prefetched window.
 
-A source supplies three hooks (:class:`WindowSource`): a new window buffer, decoding some of a
-window's chunks into it, and gathering rows of it into batches. The window's items and their
+A source supplies the hooks of :class:`WindowSource`, chiefly a new window buffer, decoding some
+of a window's chunks into it, and gathering rows of it into batches. The window's items and their
 permutation come from the caller (:mod:`chunkstore.read.elastic`).
 """
 

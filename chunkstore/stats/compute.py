@@ -69,7 +69,7 @@ BLOCK_MIB = 32.0  # features per Dask block (a whole number of store chunks)
 
 @contextmanager
 def stats_runner(scheduler: str | None, progress: bool, store: str
-            ) -> Iterator[Callable[[Any, str], Any]]:
+                 ) -> Iterator[Callable[[Any, str], Any]]:
     """``compute(graph, what)``: threads locally (progress bar on stderr), or a cluster.
 
     An exception from inside a task that is not a ChunkstoreError (a lost worker, a bug)

@@ -42,6 +42,8 @@ from chunkstore.store.layout import JOURNAL_DIR
 from chunkstore.store.urls import StorePath, store_path
 
 TASKS = "tasks"
+APPENDS = "appends"  # the append in progress and each committed append's record
+APPEND_RECORD = "append-"
 ASIDE = "aside"
 WORKERS = "workers"  # a streaming ingest's running partial statistics, one file per loop
 MERGED = "merged.npz"  # every record's partial statistics merged, kept when they are compacted
@@ -51,7 +53,7 @@ PathLike = StorePath | str | os.PathLike[str]
 
 JOURNAL_NAMES = ("lock", "config.json", "plan.json", "summary.json", TASKS,
                  ASIDE, "items", MERGED, WORKERS,  # what chunkstore writes in _chunkstore/
-                 "appends", "versions", "heads")  # (growing a store: ingest/append, heads)
+                 APPENDS, "versions", "heads")  # (growing a store: ingest/append, heads)
 
 
 def is_ours(entry: StorePath) -> bool:
@@ -85,6 +87,34 @@ def shown_names(names: list[str], limit: int = 5) -> str:
 
 def journal_dir(store: str) -> StorePath:
     return store_path(store) / JOURNAL_DIR
+
+
+
+
+def appends_dir(store: str) -> StorePath:
+    return journal_dir(store) / APPENDS
+
+
+def append_record_name(k: int) -> str:
+    """The kept record of the ``k``-th append (1-based): its state (plan, base, rows, config,
+    source digest) and version; read by ``repair``, ``verify`` and ``add-head``."""
+    return f"{APPEND_RECORD}{k:06d}.json"
+
+
+def append_records(store: str) -> list[dict[str, Any]]:
+    """The kept records of the store's committed appends, oldest first."""
+    adir = appends_dir(store)
+    if not adir.exists():
+        return []
+    names = sorted(p.name for p in adir.iterdir()
+                   if p.name.startswith(APPEND_RECORD) and p.name.endswith(".json"))
+    return [read_json(adir / n) for n in names]
+
+
+def last_append(records: list[dict[str, Any]], row: int) -> int:
+    """The append (1-based) that last wrote ``row`` (the chunk holding it); 0: the ingest."""
+    return max((k for k, r in enumerate(records, 1)
+                if int(r["base"]) <= row < int(r["n_after"])), default=0)
 
 
 def atomic_write_bytes(path: PathLike, data: bytes) -> None:

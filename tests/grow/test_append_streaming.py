@@ -280,6 +280,8 @@ def test_streaming_store_refuses_repair_of_appended_rows(tmp_path, python_config
     key = _corrupt(store, "features", 38 + 40)
     report = verify(str(store), workers=1)
     assert {p.key for p in report.problems if p.kind == "corrupt"} == {key}, report.format()
+    assert all(p.writer.startswith("append 1") for p in report.problems
+               if p.kind == "corrupt"), report.format()
     before = chunk_files(store)
     with pytest.raises(IntegrityError, match="written by append 1.*rebuild the store"):
         repair(_cfg(python_config, store, A), workers=1, progress=False)
@@ -308,3 +310,21 @@ def test_staged_rows_of_another_producer_are_refused_then_finished(tmp_path, pyt
     _check_streaming_store(store, A, B)
     np.testing.assert_array_equal(  # the staged rows, in their staged order
         zarr.open_array(str(store), path="features")[38:], staged_x)
+
+
+def test_pairs_are_kept_once_and_a_rerun_after_the_staging_store_went_is_a_no_op(
+        tmp_path, python_config):
+    """A streaming append killed after its staging store was deleted (pairs saved) but before
+    its commit: the rerun's save of the pairs must not read the deleted staging store."""
+    from chunkstore.ingest.append_streaming import pairs_path, save_pairs
+    from chunkstore.store.journal import append_records
+
+    store = tmp_path / "o.zarr"
+    ingest(_cfg(python_config, store, A, count="producers:rows_of"), progress=False)
+    append(_cfg(python_config, store, B), workers=2)
+    sha = append_records(str(store))[-1]["source_sha256"]
+    kept = pairs_path(str(store), sha)
+    assert kept.exists() and not Path(staging_path(str(store))).exists()
+    before = kept.read_bytes()
+    save_pairs(str(store), sha)  # the rerun's step: nothing to read, nothing rewritten
+    assert kept.read_bytes() == before
