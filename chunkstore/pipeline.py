@@ -182,8 +182,7 @@ def _rewrite(config: Config, report: VerifyReport, workers: int | None, progress
 def _uncommit(store: str, report: VerifyReport, bad_rows: list[tuple[int, int]]) -> None:
     """An unfinished store: delete the records of the tasks (chunks) holding bad rows, so the
     resumed ingest writes them again."""
-    plan_file = journal.journal_dir(store) / "plan.json"
-    tasks = journal.read_json(plan_file)["tasks"] if plan_file.exists() else []
+    tasks = (journal.read_plan(store) or {"tasks": []})["tasks"]
     r = int(layout.read_attrs(store)["chunk_rows"])
     for a, b in bad_rows:
         if report.placement == "streaming":
@@ -205,7 +204,7 @@ def _rerun_ordered(config: Config, bad_rows: list[tuple[int, int]], extra: list[
     n = resolve_workers(workers or config.ingest.workers)
     plan, sha = plan_ingest(config, source, n)
     if sha != layout.read_attrs(store).get("config_sha256") or \
-            journal.read_json(journal.journal_dir(store) / "plan.json") != plan.to_dict():
+            journal.read_plan(store) != plan.to_dict():
         raise IntegrityError(f"the config or the source's items changed since store {store!r} "
                              "was built, so its chunks cannot be rewritten to what they were; "
                              "rebuild it with `chunkstore ingest --overwrite`")

@@ -116,8 +116,11 @@ class Rebuild:
     def __init__(self, config: Config) -> None:
         self.store, self.ingest_config = config.store, config
         self.recs = journal.append_records(config.store)
-        self.ingest_plan = Plan.from_dict(
-            journal.read_json(journal.journal_dir(config.store) / "plan.json"))
+        plan = journal.read_plan(config.store)
+        if plan is None:
+            raise IntegrityError(f"store {config.store!r} has no plan.json (its ingest's "
+                                 "plan): its chunks cannot be rewritten; rebuild the store")
+        self.ingest_plan = Plan.from_dict(plan)
         self.has_group = bool(layout.read_attrs(config.store).get("has_group"))
         self._opened: dict[int, tuple[Config, Source]] = {}
 

@@ -260,8 +260,8 @@ def open_or_create(config: Config, plan: Plan, sha: str, has_group: bool, overwr
                             has_group=has_group, config_sha256=sha,
                             shard_rows=task_shard_rows(plan))
         journal.write_json(jdir / "config.json", config.to_dict())
-        journal.write_json(jdir / "plan.json", plan.to_dict())
-    elif journal.read_json(jdir / "plan.json") != plan.to_dict():
+        journal.write_json(jdir / journal.PLAN, plan.to_dict())
+    elif journal.read_json(jdir / journal.PLAN) != plan.to_dict():
         raise StoreExistsError(
             f"the source's items changed since store {store!r} was started (row counts or "
             "item list differ from _chunkstore/plan.json); rerun with --overwrite")
@@ -379,7 +379,7 @@ def _ingest_streaming(config: Config, source: PythonSource, workers: int, overwr
                                    chunk_rows=chunk_rows, progress=progress,
                                    scheduler=config.ingest.scheduler)
             plan = streaming_plan(result.rows, chunk_rows)
-            journal.write_json(journal.journal_dir(store) / "plan.json", plan.to_dict())
+            journal.write_json(journal.journal_dir(store) / journal.PLAN, plan.to_dict())
             layout.update_attrs(store, n_samples=result.rows)
             finalize(store, plan, config)
             versions.commit_version(store, f"ingest {config.file}", config_sha256=sha)

@@ -45,12 +45,12 @@ def _piece_counts(tasks: list[dict[str, Any]], skip_tail: bool) -> list[int]:
 
 def store_item_counts(store: str) -> list[int]:
     """The row counts of the items whose rows the store holds, in row order (no empties)."""
-    plan = journal.journal_dir(store) / "plan.json"
-    if not plan.exists():
+    plan = journal.read_plan(store)
+    if plan is None:
         raise AppendError(f"store {store!r} has no plan.json (an ordered ingest's plan), so "
                           "which rows came from which item is unknown; pass the labels as an "
                           "array of its rows instead")
-    out = _piece_counts(journal.read_json(plan)["tasks"], skip_tail=False)
+    out = _piece_counts(plan["tasks"], skip_tail=False)
     for rec in journal.append_records(store):
         out += _piece_counts(rec["plan"]["tasks"], skip_tail=True)
     return out

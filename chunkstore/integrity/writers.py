@@ -53,9 +53,7 @@ class Writers:
         self.complete = attrs["status"] == layout.COMPLETE
         self.chunk_rows = int(attrs["chunk_rows"])
         jdir = journal.journal_dir(store)
-        self.plan: dict[str, Any] = {}
-        if (jdir / "plan.json").exists():
-            self.plan = journal.read_json(jdir / "plan.json")
+        self.plan: dict[str, Any] = journal.read_plan(store) or {}
         self.done = journal.completed_tasks(store) if (jdir / journal.TASKS).exists() else set()
         self.ranges = self._committed(int(attrs["n_samples"]))
         self.n_rows = int(attrs["n_samples"]) if self.complete else max(

@@ -309,12 +309,18 @@ class BatchStream:
                                             remainder=self.remainder, done=step + 1)
             yield batch
 
-    def _job(self, job: WindowJob, skip: int, key: tuple[int, int]) -> list[Batch]:
-        items = self._items(job)
+    def _window_order(self, window: WindowJob | Window, key: tuple[int, int]
+                      ) -> NDArray[np.int64]:
+        """A window's rows in epoch order: shuffled by (seed, epoch, window, key)."""
+        items = self._items(window)  # type: ignore[arg-type]  # a Window has a job's fields
         if self.shuffle:
             rng = np.random.default_rng(np.random.SeedSequence(
-                [self.seed, self.epoch, 1, job.number, *key]))
+                [self.seed, self.epoch, 1, window.number, *key]))
             items = items[rng.permutation(len(items))]
+        return items
+
+    def _job(self, job: WindowJob, skip: int, key: tuple[int, int]) -> list[Batch]:
+        items = self._window_order(job, key)
         pieces = [items[a:b] for a, b in cut(job.start, skip, job.count, self.batch_size)]
         return self._produce(job, pieces)
 
@@ -332,12 +338,7 @@ class BatchStream:
                 yield Task(Window(j.number, j.chunks, j.start, j.count), tuple(pieces))
 
         def order(w: Window) -> NDArray[np.int64]:
-            items = self._items(w)  # type: ignore[arg-type]  # a Window has a job's fields
-            if self.shuffle:
-                rng = np.random.default_rng(np.random.SeedSequence(
-                    [self.seed, self.epoch, 1, w.number, *key]))
-                items = items[rng.permutation(len(items))]
-            return items
+            return self._window_order(w, key)
 
         parts: list[Batch] = []
         for piece, part in pipelined(self._pipeline_source(), order, todo(),

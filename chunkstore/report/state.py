@@ -9,7 +9,7 @@ import numpy as np
 import zarr
 
 from chunkstore.store import layout
-from chunkstore.store.journal import completed_tasks, journal_dir, missing_rows, read_json
+from chunkstore.store.journal import completed_tasks, journal_dir, missing_rows, read_plan
 from chunkstore.store.urls import store_path
 
 # Top-level nodes of format version 1, listed rather than discovered: listing the group would
@@ -37,11 +37,11 @@ def missing_of(path: str, status: str, placement: str | None = None) -> Missing:
     if placement == "streaming":  # rows are placed at the end: only the chunks are known
         return Missing(locked=locked, streaming_chunks=len(completed_tasks(path)))
     ranges = tuple(missing_rows(path))
-    plan_file = journal_dir(path) / "plan.json"
+    plan = read_plan(path)
     tasks: list[int] = []
-    if plan_file.exists():
+    if plan is not None:
         done = completed_tasks(path)
-        tasks = [int(t["task_id"]) for t in read_json(plan_file)["tasks"]]
+        tasks = [int(t["task_id"]) for t in plan["tasks"]]
         missing_tasks = tuple(t for t in tasks if t not in done)
     else:
         missing_tasks = ()

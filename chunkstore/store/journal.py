@@ -42,6 +42,7 @@ from chunkstore.store.layout import JOURNAL_DIR
 from chunkstore.store.urls import StorePath, store_path
 
 TASKS = "tasks"
+PLAN = "plan.json"  # the ordered ingest's tasks
 APPENDS = "appends"  # the append in progress and each committed append's record
 APPEND_RECORD = "append-"
 ASIDE = "aside"
@@ -51,7 +52,7 @@ KEPT_AFTER_FINALIZE = ("runs",)  # record arrays repair still needs (a streaming
 PathLike = StorePath | str | os.PathLike[str]
 
 
-JOURNAL_NAMES = ("lock", "config.json", "plan.json", "summary.json", TASKS,
+JOURNAL_NAMES = ("lock", "config.json", PLAN, "summary.json", TASKS,
                  ASIDE, "items", MERGED, WORKERS,  # what chunkstore writes in _chunkstore/
                  APPENDS, "versions", "heads")  # (growing a store: ingest/append, heads)
 
@@ -99,6 +100,12 @@ def append_record_name(k: int) -> str:
     """The kept record of the ``k``-th append (1-based): its state (plan, base, rows, config,
     source digest) and version; read by ``repair``, ``verify`` and ``add-head``."""
     return f"{APPEND_RECORD}{k:06d}.json"
+
+
+def read_plan(store: str) -> dict[str, Any] | None:
+    """The ordered ingest's plan (``plan.json``: its tasks and their item pieces), or None."""
+    path = journal_dir(store) / PLAN
+    return read_json(path) if path.exists() else None
 
 
 def append_records(store: str) -> list[dict[str, Any]]:
@@ -234,12 +241,12 @@ class StoreLock:
 
 def missing_rows(store: str) -> list[tuple[int, int]]:
     """Row ranges ``[start, stop)`` whose tasks have no completion record, merged."""
-    plan_file = journal_dir(store) / "plan.json"
-    if not plan_file.exists():
+    plan = read_plan(store)
+    if plan is None:
         return []
     done = completed_tasks(store)
     gaps: list[tuple[int, int]] = []
-    for t in read_json(plan_file)["tasks"]:
+    for t in plan["tasks"]:
         if t["task_id"] in done:
             continue
         if gaps and gaps[-1][1] == t["start"]:
