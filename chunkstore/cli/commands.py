@@ -49,17 +49,16 @@ VERSION_HELP = ("read the store as it was at this version id or tag (`chunkstore
 
 def _stored_stats(args: argparse.Namespace) -> str:
     """``stats --version``: print the statistics a version saw; never recompute into it."""
-    from chunkstore.store.stats_io import load_stats
+    from chunkstore.store.stats_io import load_stats, scope_name
     from chunkstore.store.version_view import VersionView
 
-    if args.bins != 32 or args.no_correlation:
+    if args.bins is not None or args.no_correlation:
         raise UsageError("stats --version prints the statistics stored with that version; "
                          "it cannot recompute them (--bins/--no-correlation), because a "
                          "version never changes: run `chunkstore stats` without --version "
                          "to compute the latest")
     view = VersionView(args.store, args.version, warn=False)
-    part = args.split or "all"
-    scope = part if args.split_set == "default" or part == "all" else f"{args.split_set}/{part}"
+    scope = scope_name(args.split, args.split_set)
     if scope not in view.version.stats:
         raise VersionError(f"version {view.version.id} of {args.store!r} holds no statistics "
                            f"for scope {scope!r}; it holds {sorted(view.version.stats) or 'none'}")
@@ -69,12 +68,13 @@ def _stored_stats(args: argparse.Namespace) -> str:
 
 
 def _stats(args: argparse.Namespace) -> str:
-    from chunkstore.stats.compute import compute_stats
+    from chunkstore.stats.compute import DEFAULT_BINS, compute_stats
 
     if args.version is not None:
         return _stored_stats(args)
     with cluster(args) as address:
-        return compute_stats(args.store, split=args.split, splits=args.split_set, bins=args.bins,
+        return compute_stats(args.store, split=args.split, splits=args.split_set,
+                             bins=DEFAULT_BINS if args.bins is None else args.bins,
                              correlation=False if args.no_correlation else None,
                              scheduler=address,
                              progress=not args.quiet).format()
@@ -91,7 +91,7 @@ def add_stats(sub: Any) -> None:
                         "rows, writes stats/all); a --split-set other than default writes "
                         "stats/NAME/PART")
     add_split_set(p, SPLIT_SET_OF_PART, old="--splits")
-    p.add_argument("--bins", type=positive_int, default=32,
+    p.add_argument("--bins", type=positive_int, default=None,
                    help="histogram bins per feature, also used for mutual information "
                         "(default: 32)")
     p.add_argument("--no-correlation", action="store_true",

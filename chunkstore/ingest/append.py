@@ -208,7 +208,7 @@ def run_append_tasks(config: Config, source: Source, state: dict[str, Any], work
         futures = {ex.submit(append_task.run_append_task, append_task.AppendSpec(
             store, config_json, source.has_group, t, state["base"], state["n_before"],
             staging, has_source, int(state.get("item_offset", 0)),
-            bool(getattr(source, "has_source", False)))): t for t in pending}
+            source.has_source)): t for t in pending}
         for fut in as_completed(futures):
             t = futures[fut]
             try:

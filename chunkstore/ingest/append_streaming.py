@@ -63,7 +63,7 @@ def check_provenance(config: Config, source: Source, attrs: dict[str, Any]) -> N
     """AppendError unless the new rows can get the store's ``meta/source``: a source's own
     (item, row) pairs need a store built with them, and such a store needs them."""
     store = config.store
-    own = bool(getattr(source, "has_source", False))
+    own = source.has_source
     store_own = attrs.get("source_provenance") == "process"
     if own and not attrs.get("has_source"):
         raise AppendError(f"{config.file!r}: source.provenance is true but store {store!r} has "

@@ -142,6 +142,7 @@ class BatchStream:
         self.rank, self.world_size = 0, 1
         self._position = 0  # stream rows yielded so far in this epoch
         self._resume = 0  # where the next iteration starts (set by load_state_dict)
+        self.shared: Any = None  # DataLoader workers' shared windows (chunkstore.torch sets it)
 
     # -- subclass hooks ---------------------------------------------------------------------
     _counts: NDArray[np.int64]
@@ -302,7 +303,7 @@ class BatchStream:
                 self._items, self._produce, self._counts, key, start=start,
                 batch_size=self.batch_size, remainder=self.remainder, threads=self.threads,
                 prefetch=self.prefetch, source=self._pipeline_source(),
-                shared=getattr(self, "shared", None),
+                shared=self.shared,
                 shard=Shard(self.rank, self.world_size, worker, workers)):
             self._position = position_after(total, start=start, batch_size=self.batch_size,
                                             world_size=self.world_size,

@@ -28,7 +28,7 @@ from chunkstore.errors import ChunkstoreError, ReadError
 from chunkstore.store import layout
 from chunkstore.store.chunkfiles import ChunkSource, chunk_source, read_chunk
 from chunkstore.store.membership import split_array
-from chunkstore.store.stats_io import node_array
+from chunkstore.store.stats_io import node_array, scope_name
 
 DEFAULT_SPLITS = layout.DEFAULT_SPLITS
 SPLIT_EVERY = 4  # partials merged per tree node: few partials (up to ~50 MB each) alive
@@ -67,8 +67,7 @@ def select_rows(group: zarr.Group, path: str, split: str | None, splits: str = D
     rows = int(np.count_nonzero(resolved.array[...] == code))
     if rows == 0:
         raise ReadError(f"split {split!r} of {key!r} holds no rows; nothing to compute")
-    scope = split if splits == DEFAULT_SPLITS else f"{splits}/{split}"
-    return Selection(scope, rows, splits, split, code)
+    return Selection(scope_name(split, splits), rows, splits, split, code)
 
 
 def _rows(codes: NDArray[Any] | None, code: int, *arrays: Any) -> list[Any]:

@@ -21,7 +21,7 @@ from chunkstore.errors import ValueCountsError
 from chunkstore.runtime.dask import compute, dask_client, local_scheduler
 from chunkstore.store import layout
 from chunkstore.store.membership import split_array
-from chunkstore.store.stats_io import stats_path
+from chunkstore.store.stats_io import scope_name, stats_path
 from chunkstore.store.urls import open_group
 
 VALUE_COUNTS = "value_counts"
@@ -130,19 +130,12 @@ def value_counts(source: Any, vocab_size: int | None = None,
     return np.asarray(out, dtype=np.int64)
 
 
-def value_counts_scope(split: str | None, splits: str = DEFAULT_SPLITS) -> str:
-    """``all``, ``<split>`` (of ``splits/default``) or ``<splits>/<split>``, as the moments."""
-    if split is None:
-        return "all"
-    return split if splits == DEFAULT_SPLITS else f"{splits}/{split}"
-
-
 def write_value_counts(store: str | os.PathLike[str], split: str | None = None, *,
                        splits: str = DEFAULT_SPLITS, vocab_size: int | None = None,
                        scheduler: Any = None, progress: bool = False) -> I64:
     """Count the values of all rows, or of one part of ``splits/<splits>``, and store them as
-    ``stats/<scope>/value_counts`` (scope as :func:`value_counts_scope`); the scope's other
-    statistics stay as they are.
+    ``stats/<scope>/value_counts`` (scope: :func:`chunkstore.store.stats_io.scope_name`); the
+    scope's other statistics stay as they are.
 
     ``scheduler``: a ``dask.distributed`` address (``tcp://host:8786``), a Client, or None for
     local threads. Returns the counts. Raises ValueCountsError as :func:`value_counts`,
@@ -160,7 +153,7 @@ def write_value_counts(store: str | os.PathLike[str], split: str | None = None, 
     n = int(group[layout.FEATURES].shape[0])
     rows = None if split is None else split_array(group, str(store), splits, n).mask(split)
     counts = value_counts(group, vocab_size, rows, scheduler=scheduler, progress=progress)
-    scope = value_counts_scope(split, splits)
+    scope = scope_name(split, splits)
     sub = group.require_group(stats_path(scope))
     arr = sub.create_array(VALUE_COUNTS, shape=counts.shape, dtype="int64",
                            chunks=(min(len(counts), 2**19),), fill_value=0, overwrite=True)

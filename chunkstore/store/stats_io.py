@@ -18,12 +18,21 @@ from numpy.typing import NDArray
 
 from chunkstore.core.moments import F64, I64, Partial
 from chunkstore.errors import ReadError
+from chunkstore.store.layout import DEFAULT_SPLITS
 
 if TYPE_CHECKING:
     from chunkstore.store.view import StoreView
 
 STATS = "stats"
 CHUNK_BYTES = 4 * 2**20  # stored statistics are chunked along their first axis to ~4 MiB
+
+
+def scope_name(split: str | None, splits: str = DEFAULT_SPLITS) -> str:
+    """The scope of a split's statistics: ``all`` (no split), ``<split>`` (a split of
+    ``splits/default``) or ``<splits>/<split>`` (of another split array)."""
+    if split is None:
+        return "all"
+    return split if splits == DEFAULT_SPLITS else f"{splits}/{split}"
 
 
 def partial_arrays(p: Partial) -> dict[str, NDArray[Any]]:
