@@ -100,8 +100,11 @@ def can_pin() -> bool:
 
 
 def _tensor(a: Any, label: bool) -> torch.Tensor:
-    t = torch.as_tensor(a)
-    return t.long() if label else t
+    """Labels as int64 (converted by numpy: ~10x cheaper than ``Tensor.long()`` for a batch's
+    few hundred values), everything else sharing the array's memory."""
+    if label:
+        return torch.from_numpy(np.asarray(a).astype(np.int64))
+    return torch.from_numpy(a) if isinstance(a, np.ndarray) else torch.as_tensor(a)
 
 
 class _Reopening:

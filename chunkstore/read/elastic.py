@@ -37,6 +37,7 @@ from chunkstore.read.shared import (
     iteration_seed,
     rank_tasks,
 )
+from chunkstore.runtime.pool import stop_threads
 
 Batch = dict[str, Any]
 Items = Callable[[Any], NDArray[np.int64]]
@@ -157,4 +158,4 @@ def _produced(produce: Produce, order: Callable[[Window], NDArray[np.int64]],
     finally:
         for _, f in pending:
             f.cancel()
-        pool.shutdown(wait=True, cancel_futures=True)
+        stop_threads(pool)

@@ -61,6 +61,7 @@ from chunkstore.read.order import check_remainder, position_after, rank_batches,
 from chunkstore.read.prefetch import ChunkPrefetcher, Decoded, ahead
 from chunkstore.read.stream import torch_worker
 from chunkstore.read.windows import Windows
+from chunkstore.runtime.pool import stop_threads
 from chunkstore.store.view import StoreView
 
 I64 = NDArray[np.int64]
@@ -245,7 +246,7 @@ class Mixture:
                 yield batch
         finally:
             batches.close()
-            decode.shutdown(wait=True, cancel_futures=True)
+            stop_threads(decode)
 
     def locate(self, positions: I64) -> tuple[I64, I64]:
         """(source, cumulative position in that source's stream) of mixture positions."""

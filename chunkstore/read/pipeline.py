@@ -25,6 +25,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from chunkstore.read.order import Piece, Task, Window
+from chunkstore.runtime.pool import stop_threads
 
 Batch = dict[str, Any]
 I64 = NDArray[np.int64]
@@ -166,5 +167,4 @@ def pipelined(source: WindowSource, order: Callable[[Window], I64], todo: Iterat
         for d in ahead:
             for f in d.jobs:
                 f.cancel()
-        decode.shutdown(wait=True, cancel_futures=True)
-        gather.shutdown(wait=True, cancel_futures=True)
+        stop_threads(decode, gather)

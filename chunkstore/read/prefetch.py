@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 import numpy as np
 from numpy.typing import NDArray
 
+from chunkstore.runtime.pool import stop_threads
 from chunkstore.store.chunkfiles import ChunkSource, read_chunk
 
 T = TypeVar("T")
@@ -85,4 +86,4 @@ def ahead(jobs: Iterator[Callable[[], T]], *, threads: int, depth: int
     finally:
         for f in pending:
             f.cancel()
-        pool.shutdown(wait=True, cancel_futures=True)
+        stop_threads(pool)

@@ -154,6 +154,8 @@ class WorkerShare:
         left = _key(self.iteration, -1)
         while not (flags == key).all():
             if self._aborted or (self.shared.aborts[:self.workers] == left).any():
+                if (flags == key).all():  # a worker flagged its share, then ended its
+                    return  # iteration, between this loop's two checks: nothing is missing
                 raise ReadError("shared window decode abandoned: a DataLoader worker of this "
                                 "iteration stopped before the epoch's end")
             time.sleep(POLL_S)

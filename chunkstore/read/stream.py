@@ -40,6 +40,7 @@ from chunkstore.read.order import (
     steps,
 )
 from chunkstore.read.pipeline import pipelined
+from chunkstore.runtime.pool import stop_threads
 
 Batch = dict[str, Any]
 
@@ -391,7 +392,7 @@ class BatchStream:
         finally:
             for f in pending:
                 f.cancel()
-            pool.shutdown(wait=True, cancel_futures=True)
+            stop_threads(pool)
 
 
 def batch_views(whole: dict[str, NDArray[Any]], heads: Sequence[str],

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import sys
 import threading
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Executor, ProcessPoolExecutor
 from multiprocessing.connection import wait
 from typing import Any
 
@@ -54,3 +55,15 @@ def process_pool(workers: int, initializer: Callable[..., None] | None = None,
     ctx = multiprocessing.get_context("spawn")
     return ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init,
                                initargs=(initializer, initargs))
+
+
+def stop_threads(*pools: Executor) -> None:
+    """Cancel what is queued and join the workers of thread pools, as a reader's ``finally``
+    does when its iteration ends or is left. Nothing at interpreter exit: a generator left
+    unfinished is closed then, after the modules the executors need are torn down (the join
+    would raise "'NoneType' object has no attribute 'Empty'"), and the interpreter joins the
+    threads itself."""
+    if sys.is_finalizing():
+        return
+    for pool in pools:
+        pool.shutdown(wait=True, cancel_futures=True)
