@@ -16,8 +16,9 @@ import hashlib
 import json
 import os
 import time
+from collections.abc import Iterator
 from concurrent.futures import Executor, ThreadPoolExecutor, as_completed
-from contextlib import AbstractContextManager
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -39,6 +40,7 @@ from chunkstore.ingest.coordinator import (  # _counting_pass: the ingest's, see
     source_for_workers,
 )
 from chunkstore.ingest.streaming import python_source
+from chunkstore.ingest.task import zarrs_while
 from chunkstore.sources import Source, open_source
 from chunkstore.store import journal, layout, versions
 from chunkstore.store import urls as storage
@@ -176,13 +178,19 @@ def in_process(config: Config, rows: int, pool: str = "auto", staged_rows: bool 
                                  and rows * row <= THREADS_MAX_BYTES)
 
 
+@contextmanager
 def _executor(config: Config, source: Source | None, workers: int, threads: bool
-              ) -> AbstractContextManager[Executor]:
-    if threads:  # no initializer: Blosc threads and the source stay as the caller set them
-        return ThreadPoolExecutor(workers, thread_name_prefix="chunkstore-append")
+              ) -> Iterator[Executor]:
+    if threads:  # no initializer: Blosc threads and the source stay as the caller set them;
+        # the zarrs pipeline, as in worker processes, only while the tasks run (~30% faster)
+        with zarrs_while(config.store), \
+                ThreadPoolExecutor(workers, thread_name_prefix="chunkstore-append") as pool:
+            yield pool
+        return
     shipped = source_for_workers(source) if source is not None else None
-    return make_executor(workers, config.ingest.scheduler, (config.ingest.blosc_threads, shipped),
-                         store=config.store, storage_options=config.storage_options)
+    with make_executor(workers, config.ingest.scheduler, (config.ingest.blosc_threads, shipped),
+                       store=config.store, storage_options=config.storage_options) as pool:
+        yield pool
 
 
 def run_append_tasks(config: Config, source: Source, state: dict[str, Any], workers: int,

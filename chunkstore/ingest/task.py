@@ -13,6 +13,8 @@ import json
 import multiprocessing
 import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -30,6 +32,10 @@ from chunkstore.store.urls import is_local, open_group
 from chunkstore.store.writes import write_rows
 
 ZARRS_PIPELINE = "zarrs.ZarrsCodecPipeline"
+# zarrs encodes on threading.max_workers threads, and with more than one it lays a shard's inner
+# chunks out in the order they finish: same data, other bytes. Parallelism comes from one
+# worker process (or thread) per core instead.
+ZARRS_SETTINGS = {"codec_pipeline.path": ZARRS_PIPELINE, "threading.max_workers": 1}
 
 
 @dataclass(frozen=True)
@@ -64,37 +70,51 @@ def init_worker(blosc_threads: int, source: Source | None = None) -> None:
     global _SOURCE
     blosc.set_nthreads(blosc_threads)
     _SOURCE = source
-    _WORKER["blosc_threads"] = blosc_threads
-
-
-_WORKER: dict[str, int] = {"blosc_threads": 1}
 
 
 @lru_cache(maxsize=1)
-def use_zarrs(store: str) -> bool:
-    """Switch this worker process to the zarrs (Rust) codec pipeline when it can help.
-
-    Only in a worker process (a process-wide zarr setting must not leak into the caller, as it
-    would from the threads executor), only for local stores (zarrs-python's native path is for
-    file stores; others would warn and fall back), only when ``zarrs`` is installed and the user
-    has not chosen a pipeline (``ZARR_CODEC_PIPELINE__PATH``). zarrs writes the same bytes as
-    zarr-python's pipeline for our codecs (tests/ingest/test_zarrs.py), so the choice never
-    changes a store. ``CHUNKSTORE_ZARRS=0`` turns it off.
-    """
-    if (multiprocessing.parent_process() is None or not is_local(store)
-            or os.environ.get("CHUNKSTORE_ZARRS", "1") == "0"
+def _zarrs_wanted(store: str) -> bool:
+    """Local store, ``zarrs`` installed, no pipeline chosen by the user, not turned off."""
+    if (not is_local(store) or os.environ.get("CHUNKSTORE_ZARRS", "1") == "0"
             or "ZARR_CODEC_PIPELINE__PATH" in os.environ):
         return False
     try:
         import zarrs  # noqa: F401
     except ImportError:
         return False
+    return True
+
+
+def use_zarrs(store: str) -> bool:
+    """Switch this worker process to the zarrs (Rust) codec pipeline when it can help.
+
+    Only in a worker process (a process-wide zarr setting must not leak into the caller; the
+    caller's own threads use :func:`zarrs_while`), only for local stores (zarrs-python's
+    native path is for file stores; others would warn and fall back), only when ``zarrs`` is
+    installed and the user has not chosen a pipeline (``ZARR_CODEC_PIPELINE__PATH``). zarrs
+    writes the same bytes as zarr-python's pipeline for our codecs (tests/ingest/
+    test_zarrs.py), so the choice never changes a store. ``CHUNKSTORE_ZARRS=0`` turns it off.
+    """
+    if multiprocessing.parent_process() is None or not _zarrs_wanted(store):
+        return False
     import zarr
 
-    # zarrs sizes its thread pool from threading.max_workers: one process per core already
-    zarr.config.set({"codec_pipeline.path": ZARRS_PIPELINE,
-                     "threading.max_workers": _WORKER["blosc_threads"]})
+    zarr.config.set(ZARRS_SETTINGS)
     return True
+
+
+@contextmanager
+def zarrs_while(store: str) -> Iterator[bool]:
+    """The zarrs pipeline for arrays opened in this process while the block runs (tasks on
+    threads of the caller's process), the caller's settings back after it; see
+    :func:`use_zarrs` for when. Arrays the caller opened before keep their pipeline."""
+    if not _zarrs_wanted(store):
+        yield False
+        return
+    import zarr
+
+    with zarr.config.set(ZARRS_SETTINGS):
+        yield True
 
 
 def worker_source() -> Source | None:

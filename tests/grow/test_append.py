@@ -34,7 +34,9 @@ def _grown(tmp: Path, a_sizes: list[int], b_sizes: list[int], workers: int,
     ingest(_cfg(tmp, "whole", items, whole, workers=workers), progress=False)
     grown = tmp / "grown.zarr"
     ingest(_cfg(tmp, "a", a, grown, workers=workers), progress=False)
+    pipeline = zarr.config.get("codec_pipeline.path")
     summary = append(_cfg(tmp, "b", b, grown, workers=workers), pool=pool)
+    assert zarr.config.get("codec_pipeline.path") == pipeline  # zarrs only while tasks ran
     assert summary.rows_before == sum(a_sizes) and summary.rows_added == sum(b_sizes)
     return whole, grown, a, b
 

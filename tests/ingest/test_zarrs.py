@@ -45,3 +45,20 @@ def test_chunk_files_are_byte_identical_with_and_without_zarrs(tmp_path, monkeyp
     assert a.keys() == b.keys() and len(a) > 20
     assert [k for k in a if a[k] != b[k]] == []
     assert_store_equals(str(stores["1"]), items)
+
+
+def test_sharded_store_bytes_do_not_depend_on_blosc_threads(tmp_path):
+    """zarrs encodes a shard's inner chunks on ``threading.max_workers`` threads; with more than
+    one it laid them out in the order they finished (same data, other bytes on every run)."""
+    items = make_items([70, 3, 0, 41, 90, 12], seed=9)
+    paths = write_items(tmp_path / "b", items)
+    stores = {}
+    for threads in (1, 3):
+        stores[threads] = tmp_path / f"t{threads}.zarr"
+        ingest(write_config(tmp_path / f"c{threads}.yaml", store=stores[threads], paths=paths,
+                            ingest={"workers": 2, "chunk_rows": 4, "task_chunks": 16,
+                                    "blosc_threads": threads}), progress=False)
+    assert zarr.open_array(str(stores[1] / "features")).shards[0] == 64
+    a, b = chunk_files(stores[1]), chunk_files(stores[3])
+    assert a.keys() == b.keys() and [k for k in a if a[k] != b[k]] == []
+    assert_store_equals(str(stores[3]), items)
