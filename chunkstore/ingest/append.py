@@ -12,7 +12,6 @@ attrs changes (readers see the old N until this commit) and a version is recorde
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import time
@@ -125,7 +124,7 @@ def _start(config: Config, attrs: dict[str, Any], counts: list[int], sha: str,
                                          _shard_rows(group))
     adir.mkdir()
     (adir / journal.TASKS).mkdir()
-    _save_old_partials(store, group, attrs)
+    append_stats.save_old_partials(store, group, attrs)
     state = {"source_sha256": sha, "n_before": n_before, "n_after": plan.n_samples,
              "base": base, "plan": plan.to_dict(), "started": layout.now_iso(),
              "config": config.to_dict(), **extra}
@@ -136,25 +135,10 @@ def _start(config: Config, attrs: dict[str, Any], counts: list[int], sha: str,
     return state
 
 
-def _save_old_partials(store: str, group: zarr.Group, attrs: dict[str, Any]) -> None:
-    """Every stored scope's partial before the append, kept until it commits (so a rerun
-    after the scopes were rewritten never merges the new rows twice)."""
-    heads = {h: int(d["classes"]) for h, d in attrs["heads"].items()}
-    adir = journal.appends_dir(store)
-    for scope in append_stats.available_scopes(group):
-        p = append_stats.stored_partial(group, scope, heads)
-        name = f"before-{hashlib.sha256(scope.encode()).hexdigest()[:16]}.npz"
-        journal.write_npz(adir / name, {"scope": scope, "ok": p is not None},
-                          p.to_arrays() if p is not None else {})
-
-
-def _old_partials(store: str) -> dict[str, Partial | None]:
-    out: dict[str, Partial | None] = {}
-    for p in journal.appends_dir(store).iterdir():
-        if p.name.startswith("before-") and p.name.endswith(".npz"):
-            meta, arrays = journal.read_npz(p)
-            out[meta["scope"]] = Partial.from_arrays(arrays) if meta["ok"] else None
-    return out
+def check_pool(pool: str) -> None:
+    """AppendError unless ``pool`` names a place the append's tasks can run (:data:`POOLS`)."""
+    if pool not in POOLS:
+        raise AppendError(f"pool must be one of {list(POOLS)}, found {pool!r}")
 
 
 def in_process(config: Config, rows: int, pool: str = "auto", staged_rows: bool = False
@@ -169,8 +153,7 @@ def in_process(config: Config, rows: int, pool: str = "auto", staged_rows: bool 
     one, more than a small append's whole work, which is NumPy, Blosc and file I/O that
     release the GIL. ``"threads"`` / ``"processes"`` force one (byte-identical results).
     """
-    if pool not in POOLS:
-        raise AppendError(f"pool must be one of {list(POOLS)}, found {pool!r}")
+    check_pool(pool)
     if config.ingest.scheduler or pool == "processes":
         return False
     row = config.schema.n_features * np.dtype(config.schema.feature_dtype).itemsize
@@ -247,19 +230,6 @@ def new_rows_partial(config: Config, state: dict[str, Any]) -> Partial:
     return total
 
 
-def scope_block(store: str, start: int, stop: int, scopes: dict[str, tuple[str, int]],
-                heads: dict[str, int], correlation: bool) -> dict[str, dict[str, Any]]:
-    """Worker: partials of rows ``[start, stop)`` per split scope (array, code)."""
-    g = open_group(store, mode="r")
-    x = np.asarray(g[layout.FEATURES][start:stop])
-    labels = {h: np.asarray(g[layout.label_path(h)][start:stop]) for h in heads}
-    masks = {h: np.asarray(g[layout.mask_path(h)][start:stop]) for h in heads}
-    codes = {a: np.asarray(g[layout.split_path(a)][start:stop]) for a, _ in scopes.values()}
-    sel = {s: codes[a] == c for s, (a, c) in scopes.items()}
-    parts = append_stats.block_partials(x, labels, masks, heads, sel, correlation)
-    return {s: p.to_arrays() for s, p in parts.items()}
-
-
 def new_scope_partials(config: Config, state: dict[str, Any], scopes: dict[str, tuple[str, int]],
                        workers: int, correlation: dict[str, bool]) -> dict[str, Partial]:
     """Per split scope, the partial of the new rows in it (blocks of whole chunks, in order)."""
@@ -280,7 +250,7 @@ def new_scope_partials(config: Config, state: dict[str, Any], scopes: dict[str, 
         for corr, sub in by_corr.items():
             if not sub:
                 continue
-            futs = [ex.submit(scope_block, store, a, b, sub, heads, corr)
+            futs = [ex.submit(append_stats.scope_block, store, a, b, sub, heads, corr)
                     for a, b in zip(edges[:-1], edges[1:], strict=True)]
             for fut in futs:  # in row order: the merge is then deterministic
                 for s, arrays in fut.result().items():
@@ -292,7 +262,7 @@ def merge_stats(config: Config, state: dict[str, Any], workers: int) -> list[str
     """Write every stored scope merged with the new rows; returns the scopes updated."""
     store = config.store
     group = open_group(store, mode="r+")
-    old = _old_partials(store)
+    old = append_stats.old_partials(store)
     updated = []
     if "all" in old:
         before = old["all"]
@@ -305,18 +275,16 @@ def merge_stats(config: Config, state: dict[str, Any], workers: int) -> list[str
             updated.append("all")
     split_scopes = {s: (d["array"].removeprefix("splits/"), int(d["code"]))
                     for s, d in append_stats.split_scopes(group).items() if s in old}
-    mergeable = {s: v for s, v in split_scopes.items() if old[s] is not None}
+    befores = {s: p for s in split_scopes if (p := old[s]) is not None}
+    mergeable = {s: split_scopes[s] for s in befores}
     for s in set(split_scopes) - set(mergeable):
         append_stats.mark_stale(group, s, "could not be merged: run chunkstore stats --split")
-    corr = {s: old[s].comoments is not None for s in mergeable  # type: ignore[union-attr]
-            }
+    corr = {s: p.comoments is not None for s, p in befores.items()}
     news = new_scope_partials(config, state, mergeable, workers, corr)
     for s, p in news.items():
-        before = old[s]
-        if before is not None:
-            append_stats.write_merged(group, s, append_stats.merge_aligned(before, p),
-                                      state["n_after"])
-            updated.append(s)
+        append_stats.write_merged(group, s, append_stats.merge_aligned(befores[s], p),
+                                  state["n_after"])
+        updated.append(s)
     return updated
 
 
@@ -344,7 +312,7 @@ def commit(config: Config, state: dict[str, Any]) -> str:
     for p in (adir / journal.TASKS).iterdir():
         p.unlink()
     for p in adir.iterdir():
-        if p.name.startswith("before-") or p.name == MERGED:
+        if p.name.startswith(append_stats.OLD_PARTIAL) or p.name == MERGED:
             p.unlink()
     (adir / CURRENT).unlink()
     return vid
@@ -355,7 +323,7 @@ def append_store(config: Config, *, workers: int | None = None, started: float |
     """Append the rows of ``config``'s source to its (complete) store; see :func:`append`."""
     t0 = started if started is not None else time.perf_counter()
     storage.configure(config.store, config.storage_options)
-    in_process(config, 0, pool)  # a bad pool name is refused before anything
+    check_pool(pool)  # a bad pool name is refused before anything
     source = open_source(config.source, config.schema)
     attrs = check_store(config, source)  # before the lock: a bad config changes nothing
     n_workers = resolve_workers(workers or config.ingest.workers)

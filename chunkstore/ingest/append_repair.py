@@ -31,7 +31,7 @@ from chunkstore.ingest.task import assemble
 from chunkstore.sources import Source, open_source
 from chunkstore.sources.base import Batch
 from chunkstore.store import journal, layout
-from chunkstore.store.urls import open_group, store_path
+from chunkstore.store.urls import StorePath, open_group, store_path
 
 
 def staged_message(store: str, k: int) -> str:
@@ -105,9 +105,7 @@ class _Tail(Source):
             return self.inner.read(item - 1, start, stop)
         a, b = self.base + start, self.base + stop
         rows = self.rebuild.rows(self.rebuild.writer_before(self.k, a, b), a, b)
-        heads = [h.name for h in self.schema.heads]
-        return Batch(rows[layout.FEATURES], {h: rows[layout.label_path(h)] for h in heads},
-                     {h: rows[layout.mask_path(h)] for h in heads}, rows.get(layout.GROUP))
+        return staged.batch_of(rows, self.schema)
 
 
 class Rebuild:
@@ -123,6 +121,13 @@ class Rebuild:
         self.ingest_plan = Plan.from_dict(plan)
         self.has_group = bool(layout.read_attrs(config.store).get("has_group"))
         self._opened: dict[int, tuple[Config, Source]] = {}
+        self._plans: dict[int, Plan] = {0: self.ingest_plan}
+
+    def plan(self, k: int) -> Plan:
+        """Writer ``k``'s plan (0: the ingest's), parsed once."""
+        if k not in self._plans:
+            self._plans[k] = Plan.from_dict(self.recs[k - 1]["plan"])
+        return self._plans[k]
 
     def opened(self, k: int) -> tuple[Config, Source]:
         """Writer ``k``'s config and source (0: the ingest's), its digest checked."""
@@ -185,8 +190,7 @@ class Rebuild:
 
     def rows(self, k: int, a: int, b: int) -> dict[str, np.ndarray]:
         """Rows ``[a, b)`` (within one task) as writer ``k`` wrote them, store dtypes."""
-        plan = Plan.from_dict(self.recs[k - 1]["plan"]) if k else self.ingest_plan
-        task = _covering(plan, a, b, f"append {k}" if k else "the ingest")
+        task = _covering(self.plan(k), a, b, f"append {k}" if k else "the ingest")
         return {name: v[a - task.start:b - task.start]
                 for name, v in self.task_rows(k, task).items()}
 
@@ -199,6 +203,40 @@ def _unit(group: Any) -> int:
     return max(int((a.shards or a.chunks)[0]) for a in arrays)
 
 
+def _bad_units(bad_rows: list[tuple[int, int]], unit: int, n: int) -> list[tuple[int, int]]:
+    """``bad_rows`` widened to whole units (the last one ends at row ``n``), sorted, once each."""
+    return sorted({(a // unit * unit, min(n, -(-b // unit) * unit)) for a, b in bad_rows})
+
+
+def _by_task(rebuild: Rebuild, units: list[tuple[int, int]]
+             ) -> dict[tuple[int, int], tuple[WriteTask, list[tuple[int, int]]]]:
+    """Each bad unit under the task of the append that wrote it last: ``(append, task id) ->
+    (task, units)``; IntegrityError, before anything is written, for a unit no append wrote."""
+    out: dict[tuple[int, int], tuple[WriteTask, list[tuple[int, int]]]] = {}
+    for a, b in units:
+        k = journal.last_append(rebuild.recs, a)
+        if k == 0:
+            raise IntegrityError(f"rows [{a}, {b}) of store {rebuild.store!r} were not written "
+                                 "by any recorded append")
+        task = _covering(rebuild.plan(k), a, b, f"append {k}")
+        out.setdefault((k, task.task_id), (task, []))[1].append((a, b))
+    return out
+
+
+def _rewrite(group: Any, root: StorePath, task: WriteTask, data: dict[str, np.ndarray],
+             units: list[tuple[int, int]]) -> None:
+    """Write ``units`` of every sample array from ``data`` (the task's assembled rows)."""
+    for a, b in units:
+        for name, v in data.items():
+            arr = group[name]
+            r = int(arr.chunks[0])
+            # the unit's files go first: a bad file is never read back (the edge unit's
+            # write would read it)
+            for c in range(a // r, -(-b // r)):
+                (root / name / layout.chunk_key(arr, c)).unlink()
+            arr[a:b] = v[a - task.start:b - task.start]
+
+
 def rerun_appended(config: Config, bad_rows: list[tuple[int, int]]) -> list[str]:
     """Rewrite the chunk-aligned ``bad_rows`` that appends wrote last (see the module
     docstring); returns what was rewritten, for the repair summary. Call it under the store's
@@ -209,27 +247,12 @@ def rerun_appended(config: Config, bad_rows: list[tuple[int, int]]) -> list[str]
     rebuild = Rebuild(config)
     group = open_group(config.store, mode="r+")
     n = int(layout.read_attrs(config.store)["n_samples"])
-    unit, root = _unit(group), store_path(config.store)
-    by_task: dict[tuple[int, int], list[tuple[int, int]]] = {}
-    for a, b in sorted({(a // unit * unit, min(n, -(-b // unit) * unit)) for a, b in bad_rows}):
-        k = journal.last_append(rebuild.recs, a)
-        if k == 0:
-            raise IntegrityError(f"rows [{a}, {b}) of store {config.store!r} were not written "
-                                 "by any recorded append")
-        task = _covering(Plan.from_dict(rebuild.recs[k - 1]["plan"]), a, b, f"append {k}")
-        by_task.setdefault((k, task.task_id), []).append((a, b))
+    by_task = _by_task(rebuild, _bad_units(bad_rows, _unit(group), n))
+    root = store_path(config.store)
     done = []
-    for (k, tid), ranges in sorted(by_task.items()):
-        task = next(t for t in Plan.from_dict(rebuild.recs[k - 1]["plan"]).tasks
-                    if t.task_id == tid)
-        data = rebuild.task_rows(k, task)
-        for a, b in ranges:
-            for name, v in data.items():
-                arr = group[name]
-                r = int(arr.chunks[0])
-                for c in range(a // r, -(-b // r)):  # a bad file is never read back: the
-                    (root / name / layout.chunk_key(arr, c)).unlink()  # edge unit's write would
-                arr[a:b] = v[a - task.start:b - task.start]
-        done.append(f"append {k} task {tid} (rows " + ", ".join(f"{a}-{b}" for a, b in ranges)
+    for k, tid in sorted(by_task):
+        task, units = by_task[k, tid]
+        _rewrite(group, root, task, rebuild.task_rows(k, task), units)
+        done.append(f"append {k} task {tid} (rows " + ", ".join(f"{a}-{b}" for a, b in units)
                     + ")")
     return done

@@ -8,10 +8,15 @@ partial gives the scope over all rows to within rounding of a full recompute. Hi
 quantiles and mutual information need a second pass with fixed edges: they are dropped and the
 scope's attrs say so (``chunkstore stats STORE`` recomputes them). A scope whose partial cannot
 be rebuilt (pairwise correlation over rows with NaNs) is kept and marked ``stale``.
+
+Every scope's partial before the append is kept in the append's journal until it commits
+(:func:`save_old_partials`), so a rerun after the scopes were rewritten never merges the new
+rows twice.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from typing import Any
 
@@ -20,7 +25,7 @@ import zarr
 from numpy.typing import NDArray
 
 from chunkstore.core.moments import CoMoments, Moments, Partial
-from chunkstore.store import layout
+from chunkstore.store import journal, layout
 from chunkstore.store.stats_io import (
     STATS,
     available_scopes,
@@ -28,8 +33,10 @@ from chunkstore.store.stats_io import (
     partial_arrays,
     write_scope,
 )
+from chunkstore.store.urls import open_group
 
 PASS2_ATTRS = ("bins", "quantile_probs", "mutual_info")
+OLD_PARTIAL = "before-"  # appends/before-<scope digest>.npz: a scope's partial before the append
 
 
 def _arr(sub: zarr.Group, name: str) -> NDArray[Any]:
@@ -147,3 +154,38 @@ def block_partials(features: NDArray[Any], labels: Mapping[str, NDArray[Any]],
                                     {h: v[sel] for h, v in masks.items()}, heads,
                                     correlation=correlation)
             for scope, sel in selections.items()}
+
+
+def scope_block(store: str, start: int, stop: int, scopes: dict[str, tuple[str, int]],
+                heads: dict[str, int], correlation: bool) -> dict[str, dict[str, Any]]:
+    """Worker: partials of rows ``[start, stop)`` per split scope (array, code)."""
+    g = open_group(store, mode="r")
+    x = np.asarray(g[layout.FEATURES][start:stop])
+    labels = {h: np.asarray(g[layout.label_path(h)][start:stop]) for h in heads}
+    masks = {h: np.asarray(g[layout.mask_path(h)][start:stop]) for h in heads}
+    codes = {a: np.asarray(g[layout.split_path(a)][start:stop]) for a, _ in scopes.values()}
+    sel = {s: codes[a] == c for s, (a, c) in scopes.items()}
+    parts = block_partials(x, labels, masks, heads, sel, correlation)
+    return {s: p.to_arrays() for s, p in parts.items()}
+
+
+def save_old_partials(store: str, group: zarr.Group, attrs: Mapping[str, Any]) -> None:
+    """Every stored scope's partial before the append, kept in the append's journal until it
+    commits (so a rerun after the scopes were rewritten never merges the new rows twice)."""
+    heads = {h: int(d["classes"]) for h, d in attrs["heads"].items()}
+    adir = journal.appends_dir(store)
+    for scope in available_scopes(group):
+        p = stored_partial(group, scope, heads)
+        name = f"{OLD_PARTIAL}{hashlib.sha256(scope.encode()).hexdigest()[:16]}.npz"
+        journal.write_npz(adir / name, {"scope": scope, "ok": p is not None},
+                          p.to_arrays() if p is not None else {})
+
+
+def old_partials(store: str) -> dict[str, Partial | None]:
+    """The partials :func:`save_old_partials` kept: scope -> partial (None: not mergeable)."""
+    out: dict[str, Partial | None] = {}
+    for p in journal.appends_dir(store).iterdir():
+        if p.name.startswith(OLD_PARTIAL) and p.name.endswith(".npz"):
+            meta, arrays = journal.read_npz(p)
+            out[meta["scope"]] = Partial.from_arrays(arrays) if meta["ok"] else None
+    return out

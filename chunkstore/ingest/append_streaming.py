@@ -20,16 +20,23 @@ A store built with streaming placement has ``meta/source``: the appended rows ge
 the staged rows' own pairs when the source declares ``provenance: true`` (the store must have
 been built that way), else ``(item, row)`` with the item ids continuing after the store's
 ``n_items`` (which the commit advances).
+
+Rows of a store as a source item, here the staged rows, are read by :func:`stored_batch`; the
+append's tasks read the target's tail with it too
+(:class:`~chunkstore.ingest.append_task.StoreTail`), and repair turns rows it produced again
+into a batch with :func:`batch_of`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from chunkstore.config import Config, StatsOptions
 from chunkstore.core.plan import WriteTask
@@ -177,6 +184,23 @@ def staged_items(store: str) -> int:
     return int(layout.read_attrs(staging_path(store))["n_items"])
 
 
+def batch_of(rows: Mapping[str, NDArray[Any]], schema: Schema) -> Batch:
+    """Rows keyed by their store layout paths (``features``, ``labels/<head>``,
+    ``masks/<head>``, ``meta/group`` when present) as a source Batch; other paths, such as
+    ``meta/row_hash``, are ignored."""
+    heads = [h.name for h in schema.heads]
+    return Batch(rows[layout.FEATURES], {h: rows[layout.label_path(h)] for h in heads},
+                 {h: rows[layout.mask_path(h)] for h in heads}, rows.get(layout.GROUP))
+
+
+def stored_batch(store: str, schema: Schema, rows: slice, has_group: bool) -> Batch:
+    """Rows ``rows`` of store ``store``'s sample arrays as a source Batch (``meta/group`` only
+    when ``has_group``), in the store's dtypes."""
+    g = open_group(store, mode="r")
+    paths = [p for p in layout.sample_arrays(schema, has_group) if p != layout.ROW_HASH]
+    return batch_of({p: np.asarray(g[p][rows]) for p in paths}, schema)
+
+
 class StagedSource(Source):
     """The staging store's rows as one source item (``read`` slices its sample arrays)."""
 
@@ -196,12 +220,7 @@ class StagedSource(Source):
         return f"staged rows of a streaming append ({self.staging!r})"
 
     def read(self, item: int, start: int, stop: int) -> Batch:
-        g = open_group(self.staging, mode="r")
-        heads = [h.name for h in self.schema.heads]
-        return Batch(np.asarray(g[layout.FEATURES][start:stop]),
-                     {h: np.asarray(g[layout.label_path(h)][start:stop]) for h in heads},
-                     {h: np.asarray(g[layout.mask_path(h)][start:stop]) for h in heads},
-                     np.asarray(g[layout.GROUP][start:stop]) if self._has_group else None)
+        return stored_batch(self.staging, self.schema, slice(start, stop), self._has_group)
 
 
 def source_rows(store: str, staging: str | None, task: WriteTask, item_offset: int,

@@ -15,12 +15,10 @@ import json
 import time
 from dataclasses import dataclass
 
-import numpy as np
-
 from chunkstore.config import Config
 from chunkstore.core.plan import Plan, WriteTask, plan_writes
 from chunkstore.core.schema import Schema
-from chunkstore.ingest.append_streaming import StagedSource, source_rows
+from chunkstore.ingest.append_streaming import StagedSource, source_rows, stored_batch
 from chunkstore.runtime.memory import peak_rss
 from chunkstore.sources import Source
 from chunkstore.sources.base import Batch
@@ -91,13 +89,8 @@ class StoreTail(Source):
     def read(self, item: int, start: int, stop: int) -> Batch:
         if item > 0:
             return self.inner.read(item - 1, start, stop)
-        g = open_group(self.store, mode="r")
-        rows = slice(self.base + start, self.base + stop)
-        heads = [h.name for h in self.schema.heads]
-        return Batch(np.asarray(g[layout.FEATURES][rows]),
-                     {h: np.asarray(g[layout.label_path(h)][rows]) for h in heads},
-                     {h: np.asarray(g[layout.mask_path(h)][rows]) for h in heads},
-                     np.asarray(g[layout.GROUP][rows]) if self._has_group else None)
+        return stored_batch(self.store, self.schema, slice(self.base + start, self.base + stop),
+                            self._has_group)
 
 
 @dataclass(frozen=True)
