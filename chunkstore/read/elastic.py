@@ -9,10 +9,10 @@ pieces into the shard's batches, each with the step it completes.
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import closing
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -30,6 +30,7 @@ from chunkstore.read.order import (
     window_permutation,
 )
 from chunkstore.read.pipeline import WindowSource, pipelined
+from chunkstore.read.prefetch import ahead
 from chunkstore.read.shared import (
     MAX_WORKERS,
     SharedWindows,
@@ -37,7 +38,6 @@ from chunkstore.read.shared import (
     iteration_seed,
     rank_tasks,
 )
-from chunkstore.runtime.pool import stop_threads
 
 Batch = dict[str, Any]
 Items = Callable[[Any], NDArray[np.int64]]
@@ -138,24 +138,12 @@ def _produced(produce: Produce, order: Callable[[Window], NDArray[np.int64]],
     """Each task's pieces made at once by ``produce`` in a background thread, ``prefetch``
     tasks ahead."""
 
-    def run(task: Task) -> list[Batch]:
+    def run(task: Task) -> tuple[tuple[Piece, ...], list[Batch]]:
         got = order(task.window)
-        return produce(task.window, [got[p.lo:p.hi] for p in task.pieces])
+        return task.pieces, produce(task.window, [got[p.lo:p.hi] for p in task.pieces])
 
-    pool = ThreadPoolExecutor(threads, thread_name_prefix="chunkstore-elastic")
-    pending: deque[tuple[Task, Future[list[Batch]]]] = deque()
-    try:
-        while True:
-            while len(pending) <= prefetch:
-                task = next(todo, None)
-                if task is None:
-                    break
-                pending.append((task, pool.submit(run, task)))
-            if not pending:
-                return
-            task, future = pending.popleft()
-            yield from zip(task.pieces, future.result(), strict=True)
-    finally:
-        for _, f in pending:
-            f.cancel()
-        stop_threads(pool)
+    made = ahead((partial(run, task) for task in todo), depth=prefetch, threads=threads,
+                 name="chunkstore-elastic")
+    with closing(made):
+        for pieces, batches in made:
+            yield from zip(pieces, batches, strict=True)

@@ -30,7 +30,7 @@ from numpy.typing import NDArray
 
 from chunkstore.errors import ReadError
 from chunkstore.read.order import Window
-from chunkstore.read.pipeline import JOB_ROWS
+from chunkstore.read.pipeline import JOB_ROWS, WindowSource
 from chunkstore.read.slabs import SlabPool
 from chunkstore.read.small import SmallArrays
 from chunkstore.read.stream import Batch, BatchStream, WindowJob, batch_views
@@ -161,7 +161,7 @@ def normalize_(features: NDArray[Any], norm: tuple[NDArray[np.float32], NDArray[
     return out
 
 
-class Loader(BatchStream):
+class Loader(BatchStream, WindowSource):
     """Shuffled dict batches over all rows or one split; see the module docstring.
 
     Use :meth:`chunkstore.reader.StoreView.loader` to make one. Each batch is
@@ -271,7 +271,8 @@ class Loader(BatchStream):
             return self.sources
         return {k: s for k, s in self.sources.items() if k not in self._small.sources}
 
-    # -- the pipeline's hooks (read.pipeline): one decoded window, batches gathered on demand
+    # -- the pipeline's hooks (read.pipeline): one decoded window, batches gathered on demand;
+    # the window buffers are this process's own, so the other hooks keep WindowSource's defaults
     def _pipeline_source(self) -> Loader:
         return self
 
@@ -282,24 +283,6 @@ class Loader(BatchStream):
 
     def window_buffers(self) -> dict[str, NDArray[Any]]:
         return {k: np.empty(*v) for k, v in self.window_layout().items()}
-
-    def recycle(self, buffers: Any) -> Any:
-        return buffers
-
-    def share(self, window: Window) -> list[int]:
-        return list(range(len(window.chunks)))
-
-    def claim(self, buffers: Any) -> None:
-        pass  # buffers of this process only: nothing to wait for
-
-    def decoded(self, buffers: Any, window: Window) -> None:
-        pass
-
-    def done(self, buffers: Any) -> None:
-        pass
-
-    def abort(self) -> None:
-        pass
 
     def ensure_small(self, window: Window) -> None:
         """Labels and masks of all the window's chunks in the kept decoded copies."""

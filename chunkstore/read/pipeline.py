@@ -18,13 +18,16 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor, wait
+from contextlib import closing
 from dataclasses import dataclass
-from typing import Any, Protocol
+from functools import partial
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
 from chunkstore.read.order import Piece, Task, Window
+from chunkstore.read.prefetch import ahead
 from chunkstore.runtime.pool import stop_threads
 
 Batch = dict[str, Any]
@@ -32,24 +35,35 @@ I64 = NDArray[np.int64]
 JOB_ROWS = 1024  # rows gathered per background job (a few batches)
 
 
-class WindowSource(Protocol):
-    """What the pipeline needs from a stream (the row loader implements it)."""
+class WindowSource:
+    """What the pipeline needs from a stream (the row loader is one).
+
+    A source gives :meth:`window_buffers`, :meth:`decode` and :meth:`gather`. The other hooks
+    default to a source whose buffers belong to this process alone (reused as they are, every
+    chunk decoded here, nothing to wait for); :class:`chunkstore.read.shared.WorkerShare`
+    overrides them to share each window between DataLoader workers.
+    """
 
     def window_buffers(self) -> Any:
         """A new buffer for one decoded window (reused for later windows)."""
+        raise NotImplementedError
 
     def decode(self, buffers: Any, window: Window, slots: list[int]) -> None:
         """Decode the window's chunks at ``slots`` (positions in ``window.chunks``)."""
+        raise NotImplementedError
 
     def gather(self, buffers: Any, window: Window, items: I64, sizes: list[int]
                ) -> list[Batch]:
         """Batch pieces of ``sizes`` items each, from the window's ``items`` in order."""
+        raise NotImplementedError
 
     def recycle(self, buffers: Any) -> Any:
         """The buffers of a consumed window, to be used for the next window."""
+        return buffers
 
     def share(self, window: Window) -> list[int]:
         """The window's chunk slots this process decodes (all, unless shared)."""
+        return list(range(len(window.chunks)))
 
     def claim(self, buffers: Any) -> None:
         """Before decoding into ``buffers`` (a decode thread; may wait for other readers)."""
@@ -113,26 +127,19 @@ def _jobs(pieces: tuple[Piece, ...], rows: int) -> Iterator[list[Piece]]:
 
 
 def _gathered(pool: ThreadPoolExecutor, source: WindowSource, d: _Decoding, order: I64,
-              inflight: int) -> Iterator[tuple[Piece, Batch]]:
-    todo = _jobs(d.task.pieces, JOB_ROWS)
-    pending: deque[tuple[list[Piece], Future[list[Batch]]]] = deque()
-    try:
-        while True:
-            while len(pending) < inflight:
-                job = next(todo, None)
-                if job is None:
-                    break
-                items = np.concatenate([order[p.lo:p.hi] for p in job])
-                pending.append((job, pool.submit(source.gather, d.buffers, d.task.window,
-                                                 items, [p.hi - p.lo for p in job])))
-            if not pending:
-                return
-            job, future = pending.popleft()
-            yield from zip(job, future.result(), strict=True)
-    finally:
-        for _, f in pending:
-            f.cancel()
-        wait([f for _, f in pending])
+              depth: int) -> Iterator[tuple[Piece, Batch]]:
+    """The decoded window's pieces with their batches, gathered in the shared ``pool`` a job
+    of about ``JOB_ROWS`` items at a time, ``depth`` jobs ahead of the consumer."""
+
+    def gather(pieces: list[Piece], items: I64) -> tuple[list[Piece], list[Batch]]:
+        sizes = [p.hi - p.lo for p in pieces]
+        return pieces, source.gather(d.buffers, d.task.window, items, sizes)
+
+    jobs = (partial(gather, job, np.concatenate([order[p.lo:p.hi] for p in job]))
+            for job in _jobs(d.task.pieces, JOB_ROWS))
+    with closing(ahead(jobs, depth=depth, pool=pool)) as gathered:
+        for pieces, batches in gathered:
+            yield from zip(pieces, batches, strict=True)
 
 
 def pipelined(source: WindowSource, order: Callable[[Window], I64], todo: Iterator[Task], *,
@@ -145,26 +152,27 @@ def pipelined(source: WindowSource, order: Callable[[Window], I64], todo: Iterat
     decode = ThreadPoolExecutor(threads, thread_name_prefix="chunkstore-decode")
     gather = ThreadPoolExecutor(threads, thread_name_prefix="chunkstore-gather")
     free: list[Any] = []
-    ahead: deque[_Decoding] = deque()
+    decoding: deque[_Decoding] = deque()
     try:
         while True:
-            while len(ahead) <= prefetch:
+            while len(decoding) <= prefetch:
                 task = next(todo, None)
                 if task is None:
                     break
                 buffers = source.recycle(free.pop()) if free else source.window_buffers()
-                ahead.append(_start(decode, source, order, task, buffers, threads))
-            if not ahead:
+                decoding.append(_start(decode, source, order, task, buffers, threads))
+            if not decoding:
                 return
-            d = ahead.popleft()
+            d = decoding.popleft()
             items = d.order()
             source.decoded(d.buffers, d.task.window)
-            yield from _gathered(gather, source, d, items, threads + 1)
+            # a gather job per thread ahead of the one consumed
+            yield from _gathered(gather, source, d, items, threads)
             source.done(d.buffers)
             free.append(d.buffers)
     finally:
         source.abort()
-        for d in ahead:
+        for d in decoding:
             for f in d.jobs:
                 f.cancel()
         stop_threads(decode, gather)

@@ -1,24 +1,26 @@
-"""Background decode for row reads that follow a known order (mixtures of stores).
+"""Background work that follows a known order: chunk decodes and in-order job results.
 
-The rows a mixture yields next are known in advance (its order is a pure function of the
-position), so their chunks can be decoded ahead, in parallel threads, each chunk once:
-
-* :class:`ChunkPrefetcher` keeps, per store, an LRU of *futures* of decoded chunks: asking for
+* :func:`ahead` is the readers' one bounded loop: it runs jobs in a thread pool, keeps ``depth``
+  of them ahead of the consumer, and yields their results in order. The loader's window
+  gathers (:mod:`chunkstore.read.pipeline`), whole-task batches (:mod:`chunkstore.read.elastic`,
+  :mod:`chunkstore.read.stream`) and mixture batches all run through it.
+* The rows a mixture yields next are known in advance (its order is a pure function of the
+  position), so their chunks can be decoded ahead, in parallel threads, each chunk once:
+  :class:`ChunkPrefetcher` keeps, per store, an LRU of *futures* of decoded chunks: asking for
   a chunk submits its decode to the decode pool the first time and returns the same future
-  afterwards, so two batches that need one chunk never decode it twice.
-* :func:`ahead` runs gather jobs (which wait on those futures) in a second pool, ``depth``
-  batches ahead of the consumer, and yields their results in order. The two pools keep a
-  gather that waits for a decode from ever blocking the decode it waits for.
+  afterwards, so two batches that need one chunk never decode it twice. The mixture's gather
+  jobs (which wait on those futures) run through :func:`ahead` in a second pool; the two pools
+  keep a gather that waits for a decode from ever blocking the decode it waits for.
 
-Memory: ``keep`` decoded chunks per store (plus chunks that in-flight batches still hold)
-and ``depth`` gathered batches.
+Memory (mixtures): ``keep`` decoded chunks per store (plus chunks that in-flight batches still
+hold) and up to ``depth + 1`` gathered batches.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict, deque
 from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ThreadPoolExecutor, wait
 from typing import Any, TypeVar
 
 import numpy as np
@@ -64,14 +66,22 @@ class ChunkPrefetcher:
         return out
 
 
-def ahead(jobs: Iterator[Callable[[], T]], *, threads: int, depth: int
+def ahead(jobs: Iterator[Callable[[], T]], *, depth: int, threads: int = 1,
+          pool: Executor | None = None, name: str = "chunkstore-gather"
           ) -> Generator[T, None, None]:
-    """Results of ``jobs`` in order, each run in a pool thread, ``depth`` jobs ahead.
+    """Results of ``jobs`` in order, each run in a pool thread, ``depth`` jobs ahead of the one
+    being consumed (``depth + 1`` in flight).
 
     Jobs are taken from the iterator in the caller's thread (so the iterator itself may use
-    state that is not thread-safe).
+    state that is not thread-safe). The pool is ``pool`` when given, shared with other loops:
+    on exit the jobs still queued are cancelled and the running ones waited for. Otherwise it
+    is a new pool of ``threads`` threads named ``name``, owned by this loop: on exit it is
+    stopped (:func:`~chunkstore.runtime.pool.stop_threads`). Close the generator (or exhaust
+    it) to run that exit at a known point, e.g. ``with contextlib.closing(ahead(...))``.
     """
-    pool = ThreadPoolExecutor(threads, thread_name_prefix="chunkstore-gather")
+    own = pool is None
+    if pool is None:
+        pool = ThreadPoolExecutor(threads, thread_name_prefix=name)
     pending: deque[Future[T]] = deque()
     try:
         while True:
@@ -86,4 +96,7 @@ def ahead(jobs: Iterator[Callable[[], T]], *, threads: int, depth: int
     finally:
         for f in pending:
             f.cancel()
-        stop_threads(pool)
+        if own:
+            stop_threads(pool)
+        else:
+            wait(pending)

@@ -34,6 +34,7 @@ from numpy.typing import NDArray
 
 from chunkstore.errors import ReadError
 from chunkstore.read.order import Task, Window
+from chunkstore.read.pipeline import WindowSource
 
 MAX_WORKERS = 64
 POLL_S = 0.0005
@@ -93,7 +94,7 @@ def _key(iteration: int, seq: int) -> int:
     return (iteration * 0x9E3779B97F4A7C15 + seq * 0xBF58476D1CE4E5B9 + 1) % (1 << 62) + 1
 
 
-class WorkerShare:
+class WorkerShare(WindowSource):
     """One worker's side of :class:`SharedWindows` for one iteration (a pipeline source
     wrapper: the pipeline's hooks go to ``source``, the slot bookkeeping is done here)."""
 

@@ -19,17 +19,17 @@ from __future__ import annotations
 
 import copy
 import sys
-from collections import deque
 from collections.abc import Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import closing
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Self
 
 import numpy as np
 from numpy.typing import NDArray
 
 from chunkstore.errors import ReadError
-from chunkstore.read.elastic import OrderKey, Shard, elastic_batches
+from chunkstore.read.elastic import OrderKey, Shard, concat, elastic_batches
 from chunkstore.read.order import (
     Piece,
     Task,
@@ -40,7 +40,7 @@ from chunkstore.read.order import (
     steps,
 )
 from chunkstore.read.pipeline import pipelined
-from chunkstore.runtime.pool import stop_threads
+from chunkstore.read.prefetch import ahead
 
 Batch = dict[str, Any]
 
@@ -94,14 +94,6 @@ def cut(start: int, skip: int, count: int, batch_size: int) -> list[tuple[int, i
         out.append((a, b))
         a = b
     return out
-
-
-def concat_batches(parts: Sequence[Batch]) -> Batch:
-    """Concatenate batch pieces (nested dicts of arrays) along the first axis."""
-    if len(parts) == 1:
-        return parts[0]
-    return {k: concat_batches([p[k] for p in parts]) if isinstance(v, dict)
-            else np.concatenate([p[k] for p in parts]) for k, v in parts[0].items()}
 
 
 def torch_worker() -> tuple[int, int]:
@@ -347,7 +339,7 @@ class BatchStream:
                                      threads=self.threads, prefetch=self.prefetch):
             parts.append(part)
             if piece.ends >= 0:
-                batch = concat_batches(parts)
+                batch = concat(parts)
                 parts, n = [], len(batch["index"])
                 self._position += n
                 if n == b or not self.drop_last:
@@ -355,44 +347,27 @@ class BatchStream:
 
     def _run(self, jobs: list[WindowJob], start: int, key: tuple[int, int]
              ) -> Iterator[Batch]:
-        pool = ThreadPoolExecutor(self.threads, thread_name_prefix="chunkstore-loader")
-        pending: deque[Future[list[Batch]]] = deque()
-        todo = iter(jobs)
-
-        def submit() -> bool:
-            job = next(todo, None)
-            if job is not None:
-                pending.append(pool.submit(self._job, job, max(0, start - job.start), key))
-            return job is not None
-
-        try:
+        # the window to consume next plus `prefetch` more are decoding meanwhile
+        made = ahead((partial(self._job, job, max(0, start - job.start), key) for job in jobs),
+                     depth=self.prefetch, threads=self.threads, name="chunkstore-loader")
+        with closing(made):
             parts: list[Batch] = []
             have = 0
-            while True:
-                # the window to consume next plus `prefetch` more are decoding meanwhile
-                while len(pending) <= self.prefetch and submit():
-                    pass
-                if not pending:
-                    break
-                pieces = pending.popleft().result()
+            for pieces in made:
                 for piece in pieces:
                     parts.append(piece)
                     have += len(piece["index"])
                     if have == self.batch_size:
-                        batch = concat_batches(parts)
+                        batch = concat(parts)
                         parts, have = [], 0
                         self._position += self.batch_size
                         yield batch
             if parts and not self.drop_last:
-                batch = concat_batches(parts)
+                batch = concat(parts)
                 self._position += have
                 yield batch
             elif parts:
                 self._position += have
-        finally:
-            for f in pending:
-                f.cancel()
-            stop_threads(pool)
 
 
 def batch_views(whole: dict[str, NDArray[Any]], heads: Sequence[str],
