@@ -180,11 +180,11 @@ class CheckedReads:
             first = key[0] if isinstance(key, tuple) and key else key
             rows = (f"rows [{first.start}, {first.stop})" if isinstance(first, slice)
                     else f"rows {first!r}")
-            raise ReadError(
-                f"reading {self.path!r} {rows} of store {self.array.store_path} failed: "
-                f"{type(e).__name__}: {e}; a chunk whose checksum does not match was changed "
-                "or damaged after it was written: restore the store from a copy, or rebuild "
-                "it (chunkstore ingest CONFIG --overwrite)") from e
+            hint = ("; a chunk whose checksum does not match was changed or damaged after it "
+                    "was written: `chunkstore verify STORE` lists them, `chunkstore repair "
+                    "CONFIG` rewrites them") if "checksum" in str(e) else ""
+            raise ReadError(f"reading {self.path!r} {rows} of store {self.array.store_path} "
+                            f"failed: {type(e).__name__}: {e}{hint}") from e
 
 
 def _blocks(group: zarr.Group, heads: Mapping[str, int], rows: int, sel: Selection,

@@ -205,9 +205,13 @@ def _with_file(path: str, use: Callable[[NDArray[np.uint8]], Any]) -> Any:
         os.close(fd)
     if mm is None:
         return use(buf[:got])
-    result = use(np.frombuffer(mm, np.uint8))
-    mm.close()  # not reached on error: the traceback may still hold a view; GC closes it
-    return result
+    try:
+        return use(np.frombuffer(mm, np.uint8))
+    finally:
+        try:
+            mm.close()
+        except BufferError:  # a view outlived `use`: a traceback, or the stack sampler of a
+            pass  # Dask worker holding the frame; the map closes when the view is collected
 
 
 EMPTY = 2**64 - 1  # a shard index entry of a chunk that was never written (all fill)

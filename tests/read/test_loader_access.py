@@ -145,3 +145,23 @@ def test_default_decoder_is_blosc2_when_installed():
     import blosc2  # noqa: F401 - the test extra installs it
 
     assert default_decoder() == "blosc2"
+
+
+def test_a_view_kept_past_the_read_does_not_fail_it(tmp_path):
+    """A Dask worker's stack sampler can hold the decoding frame (and its view of the mapped
+    chunk file) when the read ends: `chunkstore stats --cluster local` on the 547K store died
+    with 'BufferError: cannot close exported pointers exist'. The read succeeds; the map
+    closes when the view is collected."""
+    from chunkstore.store.chunkfiles import MMAP_MIN_BYTES, _with_file
+
+    payload = np.arange(MMAP_MIN_BYTES, dtype=np.uint8)
+    path = tmp_path / "chunk"
+    path.write_bytes(payload.tobytes())
+    kept = []
+
+    def use(data: np.ndarray) -> int:
+        kept.append(data[:8])  # outlives the call, as the sampled frame's locals do
+        return int(data.sum(dtype=np.int64))
+
+    assert _with_file(str(path), use) == int(payload.sum(dtype=np.int64))
+    np.testing.assert_array_equal(kept[0], payload[:8])
