@@ -37,7 +37,7 @@ def kill_when(proc: subprocess.Popen, ready: Callable[[], bool], delay: float = 
     children = psutil.Process(proc.pid).children(recursive=True)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    _, alive = psutil.wait_procs(children, timeout=15)
+    _, alive = psutil.wait_procs(children, timeout=60)  # a spawning worker first imports
     assert not alive, f"workers outlived the killed coordinator: {alive}"
     return True
 
