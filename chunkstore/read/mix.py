@@ -37,6 +37,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import Any, Self
 
 import numpy as np
@@ -223,6 +224,10 @@ class Mixture:
                                                               strict=True)],
                 **({"length": self.length} if self.windows is not None else {})}
 
+    def _batch(self, plans: list[Any], step: int) -> tuple[dict[str, Any], int]:
+        """A gather job: the batch of ``plans`` (filled from decoded chunks) and its step."""
+        return concat([self._fill(*p) for p in plans]), step
+
     def __iter__(self) -> Iterator[dict[str, Any]]:
         start, self._resume = self._resume, 0
         self._position = start
@@ -234,8 +239,7 @@ class Mixture:
                                      rank=self.rank, world_size=self.world_size,
                                      remainder=self.remainder, workers=torch_worker()):
                 plans = [self._plan(a, b, valid, chunks) for a, b, valid in spec.ranges]
-                yield lambda plans=plans, step=spec.step: (  # type: ignore[misc]
-                    concat([self._fill(*p) for p in plans]), step)
+                yield partial(self._batch, plans, spec.step)
 
         batches = ahead(jobs(), threads=self.threads, depth=self.prefetch)
         try:
