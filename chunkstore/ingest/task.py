@@ -72,9 +72,9 @@ def init_worker(blosc_threads: int, source: Source | None = None) -> None:
     _SOURCE = source
 
 
-@lru_cache(maxsize=1)
 def _zarrs_wanted(store: str) -> bool:
-    """Local store, ``zarrs`` installed, no pipeline chosen by the user, not turned off."""
+    """Local store, ``zarrs`` installed, no pipeline chosen by the user, not turned off (read
+    on every call: a cached answer would miss a changed ``CHUNKSTORE_ZARRS``)."""
     if (not is_local(store) or os.environ.get("CHUNKSTORE_ZARRS", "1") == "0"
             or "ZARR_CODEC_PIPELINE__PATH" in os.environ):
         return False
