@@ -10,8 +10,6 @@ import os
 import time
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from chunkstore.config import Config
 from chunkstore.errors import IntegrityError
 from chunkstore.ingest.coordinator import ingest_store
@@ -90,7 +88,8 @@ def repair(config: Config | str | os.PathLike[str], *, workers: int | None = Non
 
     An ordered store reruns the tasks that wrote them (``_chunkstore/plan.json``); a streaming
     store produces again the items whose rows the chunks hold (their item runs are in the
-    journal, and in ``meta/source``) and rewrites each chunk in the same row order. Undecodable
+    journal, and in ``meta/source``) and rewrites each chunk in the same row order; chunks an
+    append wrote last are rewritten by that append's task, from its record. Undecodable
     journal records are set aside and their tasks rerun; corrupt split arrays are recomputed.
     An unfinished store gets its bad tasks un-committed and the ingest resumed. Idempotent and
     resumable: a killed repair is finished by running it again. Statistics are not recomputed:
@@ -152,25 +151,21 @@ def _rewrite(config: Config, report: VerifyReport, workers: int | None, progress
 
     store = config.store
     bad_rows = _bad_rows(report)
-    if report.placement == "streaming":  # before anything is changed
-        from chunkstore.ingest.append_repair import refuse_streaming_appended
-
-        refuse_streaming_appended(store, bad_rows)
     set_aside = journal.set_aside_bad_records(store)
     done: list[str] = [f"journal record of task {t} (set aside)" for t in set_aside]
     if report.status != layout.COMPLETE:
         _uncommit(store, report, bad_rows)
         ingest(config, workers=workers, progress=progress)
         return done + [f"rows {a}-{b} (ingest resumed)" for a, b in bad_rows]
-    if report.placement == "streaming":
-        done += rebuild_streaming(config, bad_rows, set_aside)
-    else:
-        from chunkstore.ingest.append_repair import rerun_appended, split_bad_rows
+    from chunkstore.ingest.append_repair import rerun_appended, split_bad_rows
 
-        ingest_rows, appended_rows = split_bad_rows(store, bad_rows)
-        if appended_rows:  # first: an ingest task's partial write reads the shared chunk back
-            with journal.StoreLock(store):
-                done += rerun_appended(config, appended_rows)
+    ingest_rows, appended_rows = split_bad_rows(store, bad_rows)
+    if appended_rows:  # first: an ingest task's partial write reads the shared chunk back
+        with journal.StoreLock(store):
+            done += rerun_appended(config, appended_rows)
+    if report.placement == "streaming":
+        done += rebuild_streaming(config, ingest_rows, set_aside)
+    else:
         done += _rerun_ordered(config, ingest_rows, set_aside, workers, progress)
     journal.compact_records(store)
     if any(p.array.startswith("splits/") for p in report.problems):
@@ -224,6 +219,7 @@ def rebuild_streaming(config: Config, bad_rows: list[tuple[int, int]], extra: li
     rewrites a few chunks, not the store)."""
     from chunkstore.ingest.coordinator import is_streaming
     from chunkstore.ingest.streaming import python_source, write_chunk
+    from chunkstore.ingest.streaming_rows import chunk_runs, ingest_end, runs_rows
     from chunkstore.sources import open_source
 
     store = config.store
@@ -235,59 +231,15 @@ def rebuild_streaming(config: Config, bad_rows: list[tuple[int, int]], extra: li
     r = int(layout.read_attrs(store)["chunk_rows"])
     chunks = sorted({c for a, b in bad_rows for c in range(a // r, -(-b // r))} | set(extra))
     cache: dict[int, dict[str, Any]] = {}
+    end = ingest_end(store)
     with journal.StoreLock(store):
         for c in chunks:
-            runs, moved = chunk_runs(store, group, c, r, source.has_source)
-            parts = [{k: v[a:b] for k, v in _item_rows(config, source, int(i), cache).items()}
-                     for i, a, b in runs]
-            data = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+            runs, moved = chunk_runs(store, group, c, r, source.has_source, end)
+            data = runs_rows(config, source, runs, cache)
             write_chunk(group, store, config, c, int(sum(b - a for _, a, b in runs)), data,
                         moved_from=moved)
             cache.clear()
     return [f"chunk {c} (rows {c * r}-{(c + 1) * r})" for c in chunks]
-
-
-def chunk_runs(store: str, group: Any, c: int, r: int, user_provenance: bool = False
-               ) -> tuple[Any, int]:
-    """(item runs, moved_from) of chunk ``c``: from its record, else from ``meta/source``
-    (unless ``meta/source`` holds the source's own provenance: ``user_provenance``)."""
-    from chunkstore.ingest.streaming import runs_of
-
-    try:
-        meta, arrays = journal.read_record(store, c)
-        return arrays["runs"], int(meta.get("moved_from", -1))
-    except Exception:  # no readable record: meta/source still says which rows are here
-        pass
-    if user_provenance:
-        raise IntegrityError(f"chunk {c} of store {store!r}: its journal record is missing or "
-                             "does not decode, and meta/source holds the source's own "
-                             "provenance (source.provenance: true), not (item, row), so the "
-                             "items that filled it are unknown; rebuild with `chunkstore "
-                             "ingest --overwrite`")
-    try:
-        source_rows = np.asarray(group[layout.SOURCE][c * r:(c + 1) * r])
-    except Exception as e:
-        raise IntegrityError(f"chunk {c} of store {store!r}: neither its journal record nor "
-                             f"its meta/source rows can be read ({e}), so the items that "
-                             "filled it are unknown; rebuild with `chunkstore ingest "
-                             "--overwrite`") from e
-    source_rows = source_rows[source_rows[:, 0] >= 0]
-    return runs_of(source_rows), -1
-
-
-def _item_rows(config: Config, source: Any, item: int, cache: dict[int, dict[str, Any]]
-               ) -> dict[str, Any]:
-    """The checked rows of ``item`` as store arrays (produced once per chunk)."""
-    from chunkstore.ingest.streaming import batch_arrays
-    from chunkstore.sources import check_batch
-
-    if item not in cache:
-        raw = source.run(item)
-        b = check_batch(raw, config.schema, where=source.describe(item), item_start=0,
-                        rows=len(raw), has_group=source.has_group,
-                        nan_policy=config.ingest.nan_policy)
-        cache[item] = batch_arrays(b, item, config)
-    return cache[item]
 
 
 def add_head(store: str, name: str, classes: int | None = None, labels: ArrayLike | None = None,

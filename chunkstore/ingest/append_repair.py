@@ -12,6 +12,14 @@ of the chunk the append rewrote) first, then its new rows -- but the tail rows a
 from the source of the writer before it (recursively), never read from the store: the chunk
 holding them may be the bad one. Only the bad units are written, each whole, so nothing is
 read-modified-written and a good chunk is never touched.
+
+A store built with streaming placement works the same way: its ingest's rows are produced
+again from the item runs of their chunks (:mod:`chunkstore.ingest.streaming_rows`), and
+``meta/source`` of an append's rows is made again as the append made it (the tail's pairs as
+their writer wrote them, then the new rows' ``(item, row)`` after the record's
+``item_offset``, from the kept pairs of a streaming append). What cannot be produced again is
+refused, before anything is written: an append of a python source with ``count``, a streaming
+append whose pairs were not kept (the source's own provenance), a changed source.
 """
 
 from __future__ import annotations
@@ -27,6 +35,9 @@ from chunkstore.core.schema import Schema
 from chunkstore.errors import IntegrityError
 from chunkstore.ingest import append_streaming as staged
 from chunkstore.ingest.append_check import source_sha256
+from chunkstore.ingest.coordinator import is_streaming
+from chunkstore.ingest.recovery import ITEM_ROWS
+from chunkstore.ingest.streaming_rows import chunk_runs, ingest_end, runs_rows
 from chunkstore.ingest.task import assemble
 from chunkstore.sources import Source, open_source
 from chunkstore.sources.base import Batch
@@ -40,24 +51,6 @@ def staged_message(store: str, k: int) -> str:
             "workers placed them in cannot be reproduced, so repair cannot rewrite its chunks; "
             "rebuild the store (ingest --overwrite, then the appends), or restore the store's "
             "files from a copy")
-
-
-def refuse_streaming_appended(store: str, bad_rows: list[tuple[int, int]]) -> None:
-    """For a store built with streaming placement: IntegrityError if a bad row is one an
-    append wrote last (``[base, n_after)`` of an append; its chunks hold rows the ingest's
-    journal does not know, so rebuilding them from the ingest's item runs would drop rows).
-    ``chunkstore repair`` calls it before rebuilding a streaming store's chunks."""
-    recs = journal.append_records(store)
-    hit = [(k, a, b) for a, b in bad_rows for k, r in enumerate(recs, 1)
-           if a < int(r["n_after"]) and int(r["base"]) < b]
-    if not hit:
-        return
-    k, a, b = max(hit)
-    raise IntegrityError(
-        f"bad rows {a}-{b} of store {store!r} were written by append {k}, and the repair of a "
-        "store built with streaming placement rebuilds chunks from its ingest's items only; "
-        "rebuild the store (ingest --overwrite, then the appends), or restore the store's "
-        "files from a copy")
 
 
 def split_bad_rows(store: str, bad_rows: list[tuple[int, int]]
@@ -119,9 +112,15 @@ class Rebuild:
             raise IntegrityError(f"store {config.store!r} has no plan.json (its ingest's "
                                  "plan): its chunks cannot be rewritten; rebuild the store")
         self.ingest_plan = Plan.from_dict(plan)
-        self.has_group = bool(layout.read_attrs(config.store).get("has_group"))
+        attrs = layout.read_attrs(config.store)
+        self.has_group = bool(attrs.get("has_group"))
+        self.streaming = attrs.get("placement") == "streaming"  # the ingest's placement
+        self.has_source = bool(attrs.get("has_source"))  # meta/source (streaming stores)
+        self.own_source = attrs.get("source_provenance") == "process"
+        self.chunk_rows = int(attrs["chunk_rows"])
         self._opened: dict[int, tuple[Config, Source]] = {}
         self._plans: dict[int, Plan] = {0: self.ingest_plan}
+        self._rows: dict[tuple[int, int, int], dict[str, np.ndarray]] = {}
 
     def plan(self, k: int) -> Plan:
         """Writer ``k``'s plan (0: the ingest's), parsed once."""
@@ -134,6 +133,10 @@ class Rebuild:
         if k not in self._opened:
             if k == 0:
                 config = self.ingest_config
+                if self.streaming and not is_streaming(config):
+                    raise IntegrityError(
+                        f"store {self.store!r} was written by streaming placement, but config "
+                        f"{config.file!r} is not a streaming python source")
             else:
                 rec = self.recs[k - 1]
                 if rec.get("staged"):
@@ -183,16 +186,80 @@ class Rebuild:
                 return j
         return 0
 
+    def check(self, k: int, task: WriteTask) -> None:
+        """Open the sources writer ``k``'s ``task`` needs: its own and, for an append's task
+        holding the tail, those of the writers before it (IntegrityError, before anything is
+        written, if one cannot be produced again)."""
+        self.opened(k)
+        tail = [p for p in task.pieces if k and p.item == 0 and p.rows]
+        for p in tail:
+            a, b = task.start, task.start + p.rows
+            w = self.writer_before(k, a, b)
+            if w:
+                self.check(w, _covering(self.plan(w), a, b, f"append {w}"))
+            else:
+                self.opened(0)
+
     def task_rows(self, k: int, task: WriteTask) -> dict[str, np.ndarray]:
         config, source = self.opened(k)
         src = _Tail(self, k, source, config.schema) if k else source
-        return assemble(task, config, src, self.has_group)
+        out = assemble(task, config, src, self.has_group)
+        if k and self.has_source:
+            out[layout.SOURCE] = self._sources(k, task, source)
+        return out
+
+    def _sources(self, k: int, task: WriteTask, source: Source) -> np.ndarray:
+        """``meta/source`` of append ``k``'s ``task`` rows as the append wrote them
+        (:func:`~chunkstore.ingest.append_streaming.source_rows`), without reading the store:
+        the tail's pairs as the writer before produced them, then the new rows' pairs."""
+        offset = int(self.recs[k - 1].get("item_offset", 0))
+        out, at = [], task.start
+        for p in task.pieces:
+            if p.item == 0:
+                w = self.writer_before(k, at, at + p.rows)
+                out.append(self.rows(w, at, at + p.rows)[layout.SOURCE])
+            elif isinstance(source, staged.Replay):  # a streaming append: its kept pairs
+                pairs = np.array(source.pairs[p.item_start:p.item_stop], dtype=np.int64)
+                pairs[:, 0] += offset
+                out.append(pairs)
+            else:  # an ordered source: (item, row), item ids after the store's
+                rows = np.arange(p.item_start, p.item_stop, dtype=np.int64)
+                out.append(np.stack([np.full(len(rows), offset + p.item - 1), rows], axis=1))
+            at += p.rows
+        return np.concatenate(out).astype(np.int64)
 
     def rows(self, k: int, a: int, b: int) -> dict[str, np.ndarray]:
-        """Rows ``[a, b)`` (within one task) as writer ``k`` wrote them, store dtypes."""
-        task = _covering(self.plan(k), a, b, f"append {k}" if k else "the ingest")
-        return {name: v[a - task.start:b - task.start]
-                for name, v in self.task_rows(k, task).items()}
+        """Rows ``[a, b)`` (within one task) as writer ``k`` wrote them, store dtypes, with
+        ``meta/source`` when the store has it; each range produced once."""
+        if (k, a, b) not in self._rows:
+            if k == 0 and self.streaming:
+                self._rows[k, a, b] = self._streamed(a, b)
+            else:
+                task = _covering(self.plan(k), a, b, f"append {k}" if k else "the ingest")
+                self._rows[k, a, b] = {name: v[a - task.start:b - task.start]
+                                       for name, v in self.task_rows(k, task).items()}
+        return self._rows[k, a, b]
+
+    def _streamed(self, a: int, b: int) -> dict[str, np.ndarray]:
+        """Rows ``[a, b)`` of a streaming ingest: the item runs of their chunks (from the
+        chunks' records, else ``meta/source``) produced again, in the chunks' order."""
+        config, source = self.opened(0)
+        group = open_group(self.store, mode="r")
+        r, end = self.chunk_rows, ingest_end(self.store)
+        parts: list[dict[str, np.ndarray]] = []
+        cache: dict[int, dict[str, Any]] = {}
+        for c in range(a // r, -(-b // r)):
+            runs, _ = chunk_runs(self.store, group, c, r, self.own_source, end)
+            data = runs_rows(config, source, runs, cache) if len(runs) else {}
+            lo, hi = max(a, c * r), min(b, (c + 1) * r)
+            if len(data.get(layout.FEATURES, ())) < hi - c * r:
+                raise IntegrityError(
+                    f"chunk {c} of store {self.store!r}: its item runs hold fewer rows than "
+                    f"rows [{lo}, {hi}) need, so the ingest's rows cannot be produced again; "
+                    "rebuild the store (ingest --overwrite, then the appends)")
+            parts.append({n: v[lo - c * r:hi - c * r] for n, v in data.items()
+                          if n != ITEM_ROWS})
+        return {n: np.concatenate([p[n] for p in parts]) for n in parts[0]}
 
 
 def _unit(group: Any) -> int:
@@ -248,6 +315,8 @@ def rerun_appended(config: Config, bad_rows: list[tuple[int, int]]) -> list[str]
     group = open_group(config.store, mode="r+")
     n = int(layout.read_attrs(config.store)["n_samples"])
     by_task = _by_task(rebuild, _bad_units(bad_rows, _unit(group), n))
+    for k, tid in sorted(by_task):  # every source opens before anything is written
+        rebuild.check(k, by_task[k, tid][0])
     root = store_path(config.store)
     done = []
     for k, tid in sorted(by_task):

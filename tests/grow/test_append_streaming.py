@@ -20,9 +20,8 @@ from killing import kill_after
 from producers import HEADS, make
 
 from chunkstore import ingest
-from chunkstore.errors import AppendError, IntegrityError
+from chunkstore.errors import AppendError
 from chunkstore.ingest.append import append
-from chunkstore.ingest.append_repair import refuse_streaming_appended
 from chunkstore.ingest.append_streaming import staging_path
 from chunkstore.ingest.append_task import completed
 from chunkstore.integrity import verify
@@ -266,27 +265,6 @@ def test_ordered_store_repairs_chunks_of_a_streaming_append(tmp_path, python_con
     repair(cfg, workers=1, progress=False)
     assert verify(str(store), workers=1).ok
     assert chunk_files(store) == good
-
-
-def test_streaming_store_refuses_repair_of_appended_rows(tmp_path, python_config):
-    """verify finds a bad chunk a streaming append wrote into a streaming-placed store; its
-    repair (rebuilt from the ingest's item runs) would drop the appended rows, so it is
-    refused with one message before anything is written."""
-    from chunkstore.pipeline import repair
-
-    store = tmp_path / "s.zarr"
-    ingest(_cfg(python_config, store, A), workers=2, progress=False)
-    append(_cfg(python_config, store, B), workers=2)
-    key = _corrupt(store, "features", 38 + 40)
-    report = verify(str(store), workers=1)
-    assert {p.key for p in report.problems if p.kind == "corrupt"} == {key}, report.format()
-    assert all(p.writer.startswith("append 1") for p in report.problems
-               if p.kind == "corrupt"), report.format()
-    before = chunk_files(store)
-    with pytest.raises(IntegrityError, match="written by append 1.*rebuild the store"):
-        repair(_cfg(python_config, store, A), workers=1, progress=False)
-    assert chunk_files(store) == before  # nothing written
-    refuse_streaming_appended(str(store), [(0, 8)])  # rows only the ingest wrote: repaired
 
 
 def test_staged_rows_of_another_producer_are_refused_then_finished(tmp_path, python_config):
