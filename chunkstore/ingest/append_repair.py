@@ -209,24 +209,15 @@ class Rebuild:
         return out
 
     def _sources(self, k: int, task: WriteTask, source: Source) -> np.ndarray:
-        """``meta/source`` of append ``k``'s ``task`` rows as the append wrote them
-        (:func:`~chunkstore.ingest.append_streaming.source_rows`), without reading the store:
-        the tail's pairs as the writer before produced them, then the new rows' pairs."""
-        offset = int(self.recs[k - 1].get("item_offset", 0))
-        out, at = [], task.start
-        for p in task.pieces:
-            if p.item == 0:
-                w = self.writer_before(k, at, at + p.rows)
-                out.append(self.rows(w, at, at + p.rows)[layout.SOURCE])
-            elif isinstance(source, staged.Replay):  # a streaming append: its kept pairs
-                pairs = np.array(source.pairs[p.item_start:p.item_stop], dtype=np.int64)
-                pairs[:, 0] += offset
-                out.append(pairs)
-            else:  # an ordered source: (item, row), item ids after the store's
-                rows = np.arange(p.item_start, p.item_stop, dtype=np.int64)
-                out.append(np.stack([np.full(len(rows), offset + p.item - 1), rows], axis=1))
-            at += p.rows
-        return np.concatenate(out).astype(np.int64)
+        """``meta/source`` of append ``k``'s ``task`` rows as the append wrote them, without
+        reading the store: the tail's pairs as the writer before produced them, then the new
+        rows' pairs (a streaming append's kept ones)."""
+        def tail(a: int, b: int) -> np.ndarray:
+            return self.rows(self.writer_before(k, a, b), a, b)[layout.SOURCE]
+
+        kept = source.pairs if isinstance(source, staged.Replay) else None
+        return staged.task_pairs(task, int(self.recs[k - 1].get("item_offset", 0)), tail,
+                                 None if kept is None else lambda lo, hi: kept[lo:hi])
 
     def rows(self, k: int, a: int, b: int) -> dict[str, np.ndarray]:
         """Rows ``[a, b)`` (within one task) as writer ``k`` wrote them, store dtypes, with

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -225,24 +225,36 @@ class StagedSource(Source):
 
 def source_rows(store: str, staging: str | None, task: WriteTask, item_offset: int,
                 own: bool) -> np.ndarray:
-    """``meta/source`` of a task's rows: the store's own for its tail (item 0, read where it
-    is: those rows do not move), the staged rows' pairs (item ids offset, unless they are the
-    source's own) or ``(item, row)`` of an ordered source's items, continuing after the
-    store's items."""
+    """``meta/source`` of a task's rows (:func:`task_pairs`): the store's own for its tail
+    (read where it is: those rows do not move), the staged rows' pairs from the staging
+    store."""
+    def read(path: str) -> Callable[[int, int], np.ndarray]:
+        return lambda a, b: np.asarray(node_array(open_group(path, mode="r"),
+                                                  layout.SOURCE)[a:b])
+
+    return task_pairs(task, item_offset, read(store),
+                      None if staging is None else read(staging), own)
+
+
+def task_pairs(task: WriteTask, item_offset: int, tail: Callable[[int, int], np.ndarray],
+               staged: Callable[[int, int], np.ndarray] | None, own: bool = False
+               ) -> np.ndarray:
+    """``meta/source`` of an append task's rows, piece by piece: ``tail(a, b)`` for the
+    store's rows ``[a, b)`` (item 0), ``staged(lo, hi)`` for a streaming append's staged rows
+    (item ids offset by ``item_offset``, unless they are the source's ``own``), else ``(item,
+    row)`` of an ordered source's items, continuing after the store's items."""
     out = []
     at = task.start
     for p in task.pieces:
         if p.item == 0:
-            out.append(np.asarray(node_array(open_group(store, mode="r"), layout.SOURCE)[
-                at:at + p.rows]).astype(np.int64))
-        elif staging is not None:
-            pairs = np.asarray(node_array(open_group(staging, mode="r"), layout.SOURCE)[
-                p.item_start:p.item_stop]).astype(np.int64)
+            pairs = np.array(tail(at, at + p.rows), dtype=np.int64)
+        elif staged is not None:
+            pairs = np.array(staged(p.item_start, p.item_stop), dtype=np.int64)
             if not own:
                 pairs[:, 0] += item_offset
-            out.append(pairs)
         else:
             rows = np.arange(p.item_start, p.item_stop, dtype=np.int64)
-            out.append(np.stack([np.full(len(rows), item_offset + p.item - 1), rows], axis=1))
+            pairs = np.stack([np.full(len(rows), item_offset + p.item - 1), rows], axis=1)
+        out.append(pairs)
         at += p.rows
     return np.concatenate(out) if out else np.zeros((0, 2), dtype=np.int64)

@@ -85,6 +85,7 @@ def _zarrs_wanted(store: str) -> bool:
     return True
 
 
+@lru_cache(maxsize=1)  # a worker process switches once per store, not once per task
 def use_zarrs(store: str) -> bool:
     """Switch this worker process to the zarrs (Rust) codec pipeline when it can help.
 
